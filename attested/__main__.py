@@ -1,0 +1,5 @@
+"""``python -m attested``: the command-line interface."""
+
+from attested.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""Helpers shared by the subcommands: input reading, argument parsing, rendering."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_ENV = 3
+
+MAX_INPUT_SIZE = 1024 * 1024
+
+
+class CliError(Exception):
+    """A problem to report on stderr with a given exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def usage_error(message: str) -> CliError:
+    """A usage error (exit 2)."""
+    return CliError(message, EXIT_USAGE)
+
+
+def env_error(message: str) -> CliError:
+    """An I/O or environment error (exit 3)."""
+    return CliError(message, EXIT_ENV)
+
+
+def read_input(source: str, *, what: str, max_size: int = MAX_INPUT_SIZE) -> bytes:
+    """Read a path, or stdin for ``-``, refusing more than ``max_size`` bytes."""
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read(max_size + 1)
+        else:
+            with Path(source).open("rb") as handle:
+                data = handle.read(max_size + 1)
+    except OSError as exc:
+        raise env_error(f"cannot read {what} {source!r}: {exc.strerror or exc}") from exc
+    if len(data) > max_size:
+        raise CliError(f"{what} is larger than {max_size} bytes", EXIT_FAIL)
+    return data
+
+
+def binary_or_base64(data: bytes, *, looks_binary: bytes) -> bytes:
+    """Return ``data`` as is if it starts with one of ``looks_binary``, else base64-decode it.
+
+    Base64 may be wrapped over lines and padded or not. If it does not decode, the
+    original bytes are returned and the parser will say what is wrong with them.
+    """
+    if data[:1] and data[:1] in {bytes([b]) for b in looks_binary}:
+        return data
+    text = b"".join(data.split())
+    try:
+        decoded = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            decoded = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            return data
+    return decoded if decoded else data
+
+
+def parse_hex(value: str, *, what: str) -> bytes:
+    """Parse lowercase or uppercase hex (no ``0x`` prefix) into bytes."""
+    text = value.strip()
+    if text.lower().startswith("0x"):
+        raise argparse.ArgumentTypeError(f"{what}: give plain hex without the 0x prefix")
+    try:
+        return bytes.fromhex(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{what}: {value!r:.40} is not hex") from exc
+
+
+def parse_time(value: str) -> datetime:
+    """Parse an RFC 3339 time with an explicit offset (``Z`` or ``+hh:mm``)."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an RFC 3339 time") from exc
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} has no time zone; add Z or an offset such as +00:00"
+        )
+    return when.astimezone(UTC)
+
+
+def rfc3339(when: datetime) -> str:
+    """Format a time as RFC 3339 UTC with a Z suffix (milliseconds when present)."""
+    when = when.astimezone(UTC)
+    spec = "milliseconds" if when.microsecond else "seconds"
+    return when.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def hex_or_none(value: bytes | None) -> str | None:
+    """Lowercase hex, or ``None``."""
+    return None if value is None else value.hex()

@@ -1,0 +1,216 @@
+"""Nitro attestation documents: the untrusted, parsed form.
+
+>>> doc = parse_attestation(data)          # doctest: +SKIP
+>>> doc.module_id, doc.pcrs[0].hex()       # doctest: +SKIP
+
+:func:`parse_attestation` checks only that the bytes are a well-formed document (AWS
+"syntactic validation"): nothing about who signed it, whether the chain is valid, or what
+it attests. Use :class:`attested.verify.Verifier` for that; code that grants trust should
+accept only its :class:`~attested.verify.VerifiedAttestation`.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+
+from attested import _cbor, _cose
+from attested.errors import MalformedError
+from attested.limits import DEFAULT_LIMITS, Limits
+
+__all__ = ["AttestationDocument", "parse_attestation"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PCR_SIZES = frozenset({32, 48, 64})
+_DIGESTS = frozenset({"SHA384"})
+_REQUIRED = ("module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle")
+_OPTIONAL = ("public_key", "user_data", "nonce")
+_KNOWN = frozenset(_REQUIRED + _OPTIONAL)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class AttestationDocument:
+    """A parsed attestation document. Nothing in it has been verified.
+
+    Attributes:
+        module_id: the NSM module id, e.g. ``i-0123...-enc0123...``.
+        digest: the PCR digest algorithm, always ``"SHA384"``.
+        timestamp: when the NSM made the document (UTC, millisecond precision).
+        pcrs: PCR index to value, read-only, in index order.
+        certificate: DER of the certificate whose key signed the document.
+        cabundle: DER certificates from the root to the issuer of ``certificate``.
+        public_key: the ``public_key`` field, or ``None`` when absent or null.
+        user_data: the ``user_data`` field, or ``None`` when absent or null.
+        nonce: the ``nonce`` field, or ``None`` when absent or null.
+        cose: the COSE_Sign1 parts as received (for signature verification).
+        raw: the whole document as received.
+    """
+
+    module_id: str
+    digest: str
+    timestamp: datetime
+    pcrs: Mapping[int, bytes]
+    certificate: bytes
+    cabundle: tuple[bytes, ...]
+    public_key: bytes | None
+    user_data: bytes | None
+    nonce: bytes | None
+    cose: _cose.CoseSign1 = field(repr=False)
+    raw: bytes = field(repr=False)
+    _signing_certificate: x509.Certificate = field(repr=False)
+
+    @property
+    def timestamp_ms(self) -> int:
+        """The timestamp as the document carries it: milliseconds since the epoch."""
+        return (self.timestamp - _EPOCH) // timedelta(milliseconds=1)
+
+    @property
+    def signing_certificate(self) -> x509.Certificate:
+        """The parsed ``certificate`` (not validated)."""
+        return self._signing_certificate
+
+    def __repr__(self) -> str:
+        return (
+            f"AttestationDocument(module_id={self.module_id!r}, "
+            f"timestamp={self.timestamp.isoformat()!r}, pcrs={sorted(self.pcrs)!r}, "
+            "verified=False)"
+        )
+
+
+def parse_attestation(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> AttestationDocument:
+    """Parse a Nitro attestation document without verifying anything.
+
+    Accepts what real NSMs emit: COSE_Sign1 tagged or untagged, ES384 in the protected
+    header, a payload map of definite or indefinite length, CBOR null for absent
+    optional fields, zero-length optional fields, and 1 to 32 PCRs of 32, 48 or 64 bytes.
+
+    Args:
+        data: the document as produced by the NSM (raw CBOR, not base64).
+        limits: size and count caps.
+
+    Returns:
+        The parsed, unverified document.
+
+    Raises:
+        MalformedError: the bytes are not a well-formed attestation document.
+        TypeError: ``data`` is not ``bytes``.
+    """
+    if not isinstance(data, bytes):
+        raise TypeError(f"attestation document must be bytes, not {type(data).__name__}")
+    message = _cose.parse_sign1(data, max_size=limits.max_document_size)
+    payload = _cbor.decode(
+        message.payload,
+        what="attestation payload",
+        max_size=limits.max_document_size,
+        max_depth=limits.max_depth,
+    )
+    if not isinstance(payload, dict):
+        raise MalformedError("attestation payload must be a map")
+    unknown = sorted(str(k) for k in payload if k not in _KNOWN)
+    if unknown:
+        raise MalformedError(f"attestation payload has unknown fields: {', '.join(unknown)}")
+    for key in _REQUIRED:
+        if key not in payload or payload[key] is None:
+            raise MalformedError(f"attestation payload is missing required field {key!r}")
+
+    module_id = _module_id(payload["module_id"], limits)
+    digest = payload["digest"]
+    if not isinstance(digest, str) or digest not in _DIGESTS:
+        raise MalformedError(f"digest must be 'SHA384', got {digest!r:.40}")
+    timestamp = _timestamp(payload["timestamp"])
+    pcrs = _pcrs(payload["pcrs"], limits)
+    certificate = _certificate(payload["certificate"], "certificate", limits)
+    cabundle = _cabundle(payload["cabundle"], limits)
+    try:
+        leaf = x509.load_der_x509_certificate(certificate)
+    except ValueError as exc:
+        raise MalformedError("certificate is not a DER X.509 certificate") from exc
+    return AttestationDocument(
+        module_id=module_id,
+        digest=digest,
+        timestamp=timestamp,
+        pcrs=pcrs,
+        certificate=certificate,
+        cabundle=cabundle,
+        public_key=_optional(payload, "public_key", limits),
+        user_data=_optional(payload, "user_data", limits),
+        nonce=_optional(payload, "nonce", limits),
+        cose=message,
+        raw=data,
+        _signing_certificate=leaf,
+    )
+
+
+def _module_id(value: object, limits: Limits) -> str:
+    if not isinstance(value, str):
+        raise MalformedError("module_id must be a text string")
+    if not value:
+        raise MalformedError("module_id is empty")
+    if len(value.encode()) > limits.max_module_id_size:
+        raise MalformedError(f"module_id is longer than {limits.max_module_id_size} bytes")
+    return value
+
+
+def _timestamp(value: object) -> datetime:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedError("timestamp must be an unsigned integer")
+    if value <= 0 or value >= 2**64:
+        raise MalformedError("timestamp must be a positive 64-bit integer")
+    try:
+        return _EPOCH + timedelta(milliseconds=value)
+    except OverflowError as exc:
+        raise MalformedError("timestamp is beyond the year 9999") from exc
+
+
+def _pcrs(value: object, limits: Limits) -> Mapping[int, bytes]:
+    if not isinstance(value, dict):
+        raise MalformedError("pcrs must be a map")
+    if not 1 <= len(value) <= limits.max_pcrs:
+        raise MalformedError(f"pcrs must hold 1 to {limits.max_pcrs} entries, got {len(value)}")
+    pcrs: dict[int, bytes] = {}
+    for index, pcr in value.items():
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 32:
+            raise MalformedError(f"PCR index must be an integer in [0, 32), got {index!r:.20}")
+        if not isinstance(pcr, bytes):
+            raise MalformedError(f"PCR{index} must be a byte string")
+        if len(pcr) not in _PCR_SIZES:
+            raise MalformedError(f"PCR{index} must be 32, 48 or 64 bytes, got {len(pcr)}")
+        pcrs[index] = pcr
+    return types.MappingProxyType(dict(sorted(pcrs.items())))
+
+
+def _certificate(value: object, name: str, limits: Limits) -> bytes:
+    if not isinstance(value, bytes):
+        raise MalformedError(f"{name} must be a byte string")
+    if not 1 <= len(value) <= limits.max_certificate_size:
+        raise MalformedError(
+            f"{name} must be 1 to {limits.max_certificate_size} bytes, got {len(value)}"
+        )
+    return value
+
+
+def _cabundle(value: object, limits: Limits) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise MalformedError("cabundle must be an array")
+    if not value:
+        raise MalformedError("cabundle is empty")
+    if len(value) > limits.max_cabundle_length:
+        raise MalformedError(
+            f"cabundle holds {len(value)} certificates, more than {limits.max_cabundle_length}"
+        )
+    return tuple(_certificate(c, f"cabundle[{i}]", limits) for i, c in enumerate(value))
+
+
+def _optional(payload: dict[object, object], key: str, limits: Limits) -> bytes | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bytes):
+        raise MalformedError(f"{key} must be a byte string or null")
+    if len(value) > limits.max_field_size:
+        raise MalformedError(f"{key} is {len(value)} bytes, more than {limits.max_field_size}")
+    return value

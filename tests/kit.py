@@ -1,0 +1,98 @@
+"""A test PKI with the AWS profile and a modify-and-re-sign helper for documents."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from attested import _cose
+from attested.simulator._document import build_payload, encode_payload, sign_payload
+from attested.simulator._pki import CertifiedKey, NitroLikePki, build_pki
+from attested.trust import TrustRoot
+
+VECTORS = Path(__file__).parent / "vectors"
+
+# A fixed clock for synthetic documents: every test names its time explicitly.
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+PCR0 = bytes.fromhex("aa" * 48)
+PCR1 = bytes.fromhex("bb" * 48)
+PCR2 = bytes.fromhex("cc" * 48)
+PCR8 = bytes.fromhex("dd" * 48)
+
+
+def real_vectors() -> list[Path]:
+    """Every real attestation document from Nitro hardware."""
+    return sorted((VECTORS / "attestation").glob("real_attestation_*.cbor"))
+
+
+def sidecar(path: Path) -> dict[str, Any]:
+    """The provenance and expected values of a vector."""
+    result: dict[str, Any] = json.loads(path.with_suffix(".json").read_text())
+    return result
+
+
+@dataclass
+class Kit:
+    """A Nitro-shaped PKI, a leaf, and helpers to build (broken) documents."""
+
+    pki: NitroLikePki
+    leaf: CertifiedKey
+
+    @property
+    def root(self) -> TrustRoot:
+        return TrustRoot((self.pki.root.certificate,), "test root")
+
+    def payload(self, **overrides: object) -> dict[str, object]:
+        """A valid payload at T0, with fields replaced by ``overrides``."""
+        payload = build_payload(
+            module_id="i-0test0000000000000-enc0000000000000001",
+            timestamp=T0,
+            pcrs={i: bytes(48) for i in range(16)} | {0: PCR0, 1: PCR1, 2: PCR2, 8: PCR8},
+            certificate=self.leaf.der,
+            cabundle=self.pki.cabundle(),
+            public_key=None,
+            user_data=None,
+            nonce=None,
+        )
+        payload.update(overrides)
+        return payload
+
+    def document(
+        self,
+        payload: Mapping[Any, Any] | bytes | None = None,
+        *,
+        key: ec.EllipticCurvePrivateKey | None = None,
+        protected: bytes = _cose.PROTECTED_ES384,
+        tagged: bool = False,
+        indefinite: bool = False,
+    ) -> bytes:
+        """Encode and sign ``payload`` (the default payload if ``None``) with the leaf key."""
+        body: Mapping[Any, Any] | bytes = self.payload() if payload is None else payload
+        if indefinite and not isinstance(body, bytes):
+            body = encode_payload(body, indefinite=True)
+        return sign_payload(body, key or self.leaf.private_key, protected=protected, tagged=tagged)
+
+    def modified(self, change: Callable[[dict[str, object]], None]) -> bytes:
+        """A valid payload changed by ``change`` and re-signed with the leaf key."""
+        payload = self.payload()
+        change(payload)
+        return self.document(payload)
+
+
+def make_kit(now: datetime = T0) -> Kit:
+    """A fresh PKI valid at ``now`` and a leaf issued 10 minutes before it."""
+    pki = build_pki(now=now)
+    leaf = pki.issue_leaf(enclave_id="enc0000000000000001", not_before=now - timedelta(minutes=10))
+    return Kit(pki, leaf)
+
+
+def der(cert: CertifiedKey) -> bytes:
+    return cert.certificate.public_bytes(Encoding.DER)
