@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from attested.document import AttestationDocument, parse_attestation
 from attested.errors import (
+    AttestationUnavailable,
     AttestedError,
     ChainError,
     ConfigurationError,
@@ -31,6 +32,7 @@ from attested.errors import (
 )
 from attested.limits import Limits
 from attested.policy import Policy
+from attested.provider import AttestationProvider
 from attested.trust import TrustRoot
 from attested.verify import TimeSource, VerificationReport, VerifiedAttestation, Verifier
 
@@ -38,6 +40,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttestationDocument",
+    "AttestationProvider",
+    "AttestationUnavailable",
     "AttestedError",
     "ChainError",
     "ConfigurationError",

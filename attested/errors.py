@@ -12,6 +12,7 @@ must never be retried into success and the second usually can be::
     │   └── PolicyError           the document is genuine but not what the policy expects;
     │                             ``.failures`` lists every mismatch
     ├── UnavailableError          could not obtain evidence or reach a service (may be retried)
+    │   └── AttestationUnavailable  the NSM (or simulator) gave no document
     ├── KmsError                  KMS (or the emulator) answered with an error
     └── ConfigurationError        bad configuration or arguments found before any work starts
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AttestationUnavailable",
     "AttestedError",
     "ChainError",
     "ConfigurationError",
@@ -118,6 +120,10 @@ class UnavailableError(AttestedError):
 
     Unlike :class:`VerificationError`, retrying may help.
     """
+
+
+class AttestationUnavailable(UnavailableError):
+    """No attestation document could be obtained (no NSM device, NSM error, ...)."""
 
 
 class KmsError(AttestedError):
