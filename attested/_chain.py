@@ -33,7 +33,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification as xv
 
-from attested.errors import ChainError, MalformedError
+from attested._certs import load_certificate
+from attested.errors import ChainError
 from attested.trust import TrustRoot
 
 __all__ = ["ChainValidator"]
@@ -190,12 +191,7 @@ class ChainValidator:
     def _validate_full(
         self, leaf: x509.Certificate, cabundle: tuple[bytes, ...], at: datetime
     ) -> tuple[x509.Certificate, ...]:
-        cas: list[x509.Certificate] = []
-        for i, der in enumerate(cabundle):
-            try:
-                cas.append(x509.load_der_x509_certificate(der))
-            except ValueError as exc:
-                raise MalformedError(f"cabundle[{i}] is not a DER X.509 certificate") from exc
+        cas = [load_certificate(der, f"cabundle[{i}]") for i, der in enumerate(cabundle)]
         # (2) every certificate, root included, is valid at the verification time
         for i, cert in enumerate(cas):
             _check_validity(cert, "root certificate" if i == 0 else f"cabundle[{i}]", at)

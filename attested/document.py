@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 
 from attested import _cbor, _cose
+from attested._certs import load_certificate
 from attested.errors import MalformedError
 from attested.limits import DEFAULT_LIMITS, Limits
 
@@ -125,10 +126,7 @@ def parse_attestation(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Attest
     pcrs = _pcrs(payload["pcrs"], limits)
     certificate = _certificate(payload["certificate"], "certificate", limits)
     cabundle = _cabundle(payload["cabundle"], limits)
-    try:
-        leaf = x509.load_der_x509_certificate(certificate)
-    except ValueError as exc:
-        raise MalformedError("certificate is not a DER X.509 certificate") from exc
+    leaf = load_certificate(certificate, "certificate")
     return AttestationDocument(
         module_id=module_id,
         digest=digest,

@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["VMADDR_CID_ANY", "VMADDR_CID_HOST", "Address", "parse_address"]
+__all__ = ["Address", "VMADDR_CID_ANY", "VMADDR_CID_HOST", "parse_address"]
 
 VMADDR_CID_ANY = 0xFFFFFFFF
 VMADDR_CID_HOST = 3

@@ -1,0 +1,96 @@
+"""The CA-chain cache never skips a check that protects the document."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from attested import ChainError, Policy, Verifier
+from attested._chain import ChainValidator
+from attested.simulator._document import sign_payload
+from attested.simulator._pki import LEAF_USAGE, build_pki, new_key
+from tests.kit import PCR0, T0, Kit, make_kit
+
+
+def _policy() -> Policy:
+    return Policy(pcrs={0: PCR0})
+
+
+def _warm(kit: Kit) -> Verifier:
+    verifier = Verifier(trust_root=kit.root)
+    verifier.verify(kit.document(), policy=_policy(), at=T0)
+    return verifier
+
+
+def test_cached_chain_still_checks_leaf_validity(kit: Kit) -> None:
+    verifier = _warm(kit)
+    with pytest.raises(ChainError, match=r"signing certificate .* expired"):
+        verifier.verify(kit.document(), policy=_policy(), at=T0 + timedelta(hours=3))
+
+
+def test_cached_chain_still_checks_the_leaf_signature(kit: Kit) -> None:
+    verifier = _warm(kit)
+    # A leaf naming the instance CA as issuer, with the right profile, signed by another key.
+    impostor = new_key()
+    fake = (
+        x509.CertificateBuilder()
+        .subject_name(kit.leaf.certificate.subject)
+        .issuer_name(kit.pki.instance.certificate.subject)
+        .public_key(impostor.public_key())
+        .serial_number(7)
+        .not_valid_before(T0 - timedelta(minutes=5))
+        .not_valid_after(T0 + timedelta(hours=3))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(LEAF_USAGE.extension(), critical=False)
+        .sign(impostor, hashes.SHA384())
+    )
+    data = sign_payload(kit.payload(certificate=fake.public_bytes(Encoding.DER)), impostor)
+    with pytest.raises(ChainError, match="signature by its issuer"):
+        verifier.verify(data, policy=_policy(), at=T0)
+    # And the uncached path refuses it too.
+    with pytest.raises(ChainError):
+        Verifier(trust_root=kit.root, cache_size=0).verify(data, policy=_policy(), at=T0)
+
+
+def test_cache_entry_is_not_used_after_a_ca_expires(kit: Kit) -> None:
+    verifier = _warm(kit)
+    instance_end = kit.pki.instance.certificate.not_valid_after_utc
+    late_leaf = kit.pki.issue_leaf(
+        enclave_id="late", not_before=instance_end - timedelta(minutes=30)
+    )
+    data = sign_payload(kit.payload(certificate=late_leaf.der), late_leaf.private_key)
+    # Valid while the instance CA is: the cached entry is used.
+    verifier.verify(data, policy=_policy(), at=instance_end - timedelta(minutes=1))
+    with pytest.raises(ChainError, match=r"cabundle\[3\] .* expired"):
+        verifier.verify(data, policy=_policy(), at=instance_end + timedelta(seconds=1))
+
+
+def test_cache_is_keyed_by_exact_bytes(kit: Kit) -> None:
+    validator = ChainValidator(kit.root)
+    validator.validate(kit.leaf.certificate, kit.pki.cabundle(), T0)
+    validator.validate(kit.leaf.certificate, kit.pki.cabundle(), T0)
+    assert list(validator._cache) == [kit.pki.cabundle()]
+    validator.clear_cache()
+    assert not validator._cache
+
+
+def test_cache_size_limit_evicts_oldest() -> None:
+    base = make_kit()
+    validator = ChainValidator(base.root, cache_size=2)
+    # Same root, three different intermediate sets.
+    bundles = []
+    for _ in range(3):
+        pki = build_pki(now=T0, root=base.pki.root)
+        leaf = pki.issue_leaf(enclave_id="e", not_before=T0 - timedelta(minutes=1))
+        validator.validate(leaf.certificate, pki.cabundle(), T0)
+        bundles.append(pki.cabundle())
+    assert list(validator._cache) == bundles[1:]
+
+
+def test_negative_cache_size_is_refused(kit: Kit) -> None:
+    with pytest.raises(ValueError, match="cache_size"):
+        ChainValidator(kit.root, cache_size=-1)
