@@ -40,6 +40,7 @@ def load_certificate(der: bytes, label: str) -> x509.Certificate:
         ValueError,
         TypeError,
         UnsupportedAlgorithm,
+        x509.InvalidVersion,
         x509.DuplicateExtension,
         x509.UnsupportedGeneralNameType,
     ) as exc:
