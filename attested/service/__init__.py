@@ -1,0 +1,1 @@
+"""The enclave secrets service (``attested serve``) and its parent companion."""
