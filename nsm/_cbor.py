@@ -28,7 +28,7 @@ import struct
 from nsm.errors import InvalidResponse
 from nsm.types import RESPONSE_MAX_SIZE
 
-__all__ = ["CborValue", "decode", "encode"]
+__all__ = ["CborValue", "decode", "encode", "head_size"]
 
 CborValue = None | bool | int | bytes | str | list["CborValue"] | dict[str, "CborValue"]
 
@@ -50,6 +50,17 @@ def _head(major: int, value: int) -> bytes:
     if value <= 0xFFFFFFFF:
         return bytes([major << 5 | 26]) + struct.pack(">I", value)
     return bytes([major << 5 | 27]) + struct.pack(">Q", value)
+
+
+def head_size(argument: int) -> int:
+    """Bytes taken by the shortest head carrying ``argument`` (a length or an integer)."""
+    if argument < 24:
+        return 1
+    if argument <= 0xFF:
+        return 2
+    if argument <= 0xFFFF:
+        return 3
+    return 5 if argument <= 0xFFFFFFFF else 9
 
 
 def encode(value: CborValue) -> bytes:

@@ -60,15 +60,19 @@ def optional_bytes(value: object, name: str) -> bytes | None:
     return None if value is None else _to_bytes(value, name)
 
 
-def request_fits(request: bytes, what: str) -> None:
+def request_fits(size: int, what: str) -> None:
     """Refuse a request the NSM would refuse for its size.
+
+    Args:
+        size: the exact size of the encoded request.
+        what: the request's name, for the message.
 
     Raises:
         ValueError: the encoded request is over 4096 bytes.
     """
-    if len(request) > REQUEST_MAX_SIZE:
+    if size > REQUEST_MAX_SIZE:
         raise ValueError(
-            f"{what} request would be {len(request)} bytes of CBOR; the NSM accepts at most "
+            f"{what} request would be {size} bytes of CBOR; the NSM accepts at most "
             f"{REQUEST_MAX_SIZE}"
         )
 
@@ -90,10 +94,8 @@ def attestation_arguments(
         optional_bytes(nonce, "nonce"),
         optional_bytes(public_key, "public_key"),
     )
-    request_fits(
-        _messages.attestation(user_data=fields[0], nonce=fields[1], public_key=fields[2]),
-        "Attestation",
-    )
+    size = _messages.attestation_size(user_data=fields[0], nonce=fields[1], public_key=fields[2])
+    request_fits(size, "Attestation")
     return fields
 
 
@@ -106,7 +108,7 @@ def extend_arguments(index: object, data: object) -> tuple[int, bytes]:
     """
     checked_index = pcr_index(index)
     checked_data = _to_bytes(data, "data")
-    request_fits(_messages.extend_pcr(checked_index, checked_data), "ExtendPCR")
+    request_fits(_messages.extend_pcr_size(checked_index, checked_data), "ExtendPCR")
     return checked_index, checked_data
 
 

@@ -122,7 +122,7 @@ class MessageBackend:
         self.name = name
 
     def _exchange(self, request: bytes, what: str) -> bytes:
-        request_fits(request, what)
+        request_fits(len(request), what)
         return self._transport.exchange(request)
 
     def close(self) -> None:

@@ -24,12 +24,14 @@ from nsm.types import PCR_INDEX_MAX, Description, Digest, ErrorCode
 __all__ = [
     "attestation",
     "attestation_reply",
+    "attestation_size",
     "describe_nsm",
     "describe_nsm_reply",
     "describe_pcr",
     "describe_pcr_reply",
     "extend_pcr",
     "extend_pcr_reply",
+    "extend_pcr_size",
     "get_random",
     "get_random_reply",
     "lock_pcr",
@@ -77,6 +79,32 @@ def lock_pcr(index: int) -> bytes:
 def lock_pcrs(range_: int) -> bytes:
     """``{"LockPCRs": {"range": range_}}``."""
     return _cbor.encode({"LockPCRs": {"range": range_}})
+
+
+_NULL_SIZE = 1
+_ATTESTATION_ENVELOPE = len(attestation(user_data=None, nonce=None, public_key=None)) - 3
+_EXTEND_ENVELOPE = len(extend_pcr(0, b"")) - 2  # less index 0 and the empty bstr's head
+
+
+def _optional_bytes_size(value: bytes | None) -> int:
+    return _NULL_SIZE if value is None else _cbor.head_size(len(value)) + len(value)
+
+
+def attestation_size(
+    *, user_data: bytes | None, nonce: bytes | None, public_key: bytes | None
+) -> int:
+    """``len(attestation(...))``, computed without encoding (checked equal by the tests)."""
+    return (
+        _ATTESTATION_ENVELOPE
+        + _optional_bytes_size(user_data)
+        + _optional_bytes_size(nonce)
+        + _optional_bytes_size(public_key)
+    )
+
+
+def extend_pcr_size(index: int, data: bytes) -> int:
+    """``len(extend_pcr(index, data))``, computed without encoding."""
+    return _EXTEND_ENVELOPE + _cbor.head_size(index) + _cbor.head_size(len(data)) + len(data)
 
 
 # Responses ------------------------------------------------------------------------------

@@ -302,10 +302,8 @@ def attestation_request_size(
     Raises:
         TypeError: a field is not bytes-like or ``None``.
     """
-    return len(
-        _messages.attestation(
-            user_data=_checks.optional_bytes(user_data, "user_data"),
-            nonce=_checks.optional_bytes(nonce, "nonce"),
-            public_key=_checks.optional_bytes(public_key, "public_key"),
-        )
+    return _messages.attestation_size(
+        user_data=_checks.optional_bytes(user_data, "user_data"),
+        nonce=_checks.optional_bytes(nonce, "nonce"),
+        public_key=_checks.optional_bytes(public_key, "public_key"),
     )

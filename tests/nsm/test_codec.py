@@ -302,3 +302,22 @@ def test_mutated_replies_raise_only_nsm_errors(reply, data) -> None:
 def test_error_reply_for_a_locked_pcr() -> None:
     with pytest.raises(ReadOnlyIndex):
         _messages.extend_pcr_reply(VALID_REPLIES[6])
+
+
+optional_fields = st.none() | st.binary(max_size=70000)
+
+
+@given(optional_fields, optional_fields, optional_fields)
+def test_attestation_size_is_the_encoded_size(user_data, nonce, public_key) -> None:
+    fields = {"user_data": user_data, "nonce": nonce, "public_key": public_key}
+    assert _messages.attestation_size(**fields) == len(_messages.attestation(**fields))
+
+
+@given(st.integers(min_value=0, max_value=0xFFFF), st.binary(max_size=70000))
+def test_extend_size_is_the_encoded_size(index, data) -> None:
+    assert _messages.extend_pcr_size(index, data) == len(_messages.extend_pcr(index, data))
+
+
+@pytest.mark.parametrize("length", [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32])
+def test_head_sizes_at_the_boundaries(length) -> None:
+    assert _cbor.head_size(length) == len(cbor2.dumps(length))
