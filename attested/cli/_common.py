@@ -6,6 +6,7 @@ import argparse
 import base64
 import binascii
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,6 +79,44 @@ def parse_hex(value: str, *, what: str) -> bytes:
         return bytes.fromhex(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{what}: {value!r:.40} is not hex") from exc
+
+
+def hex_argument(name: str) -> Callable[[str], bytes]:
+    """An argparse ``type=`` that parses hex, naming the option ``name`` in errors."""
+
+    def parse(value: str) -> bytes:
+        return parse_hex(value, what=name)
+
+    return parse
+
+
+def pcr_argument(value: str) -> tuple[int, bytes]:
+    """Parse ``N=HEX`` (a PCR index 0..31 and a 32, 48 or 64-byte value) for argparse."""
+    index_text, sep, hex_text = value.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected N=HEX, got {value!r:.40}")
+    try:
+        index = int(index_text, 10)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"PCR index {index_text!r:.10} is not a number") from exc
+    if not 0 <= index < 32:
+        raise argparse.ArgumentTypeError(f"PCR index must be 0..31, got {index}")
+    pcr = parse_hex(hex_text, what=f"PCR{index}")
+    if len(pcr) not in (32, 48, 64):
+        raise argparse.ArgumentTypeError(
+            f"PCR{index} must be 32, 48 or 64 bytes (64, 96 or 128 hex digits), got {len(pcr)}"
+        )
+    return index, pcr
+
+
+def pcr_map(pairs: list[tuple[int, bytes]]) -> dict[int, bytes]:
+    """Collect repeated ``--pcr`` values, refusing an index given twice (usage error)."""
+    pcrs: dict[int, bytes] = {}
+    for index, value in pairs:
+        if index in pcrs:
+            raise usage_error(f"--pcr {index} given twice")
+        pcrs[index] = value
+    return pcrs
 
 
 def parse_time(value: str) -> datetime:

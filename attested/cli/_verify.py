@@ -13,9 +13,11 @@ from attested.cli._common import (
     EXIT_FAIL,
     EXIT_OK,
     binary_or_base64,
+    hex_argument,
     hex_or_none,
-    parse_hex,
     parse_time,
+    pcr_argument,
+    pcr_map,
     read_input,
     rfc3339,
     usage_error,
@@ -45,12 +47,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         default=[],
         metavar="N=HEX",
-        type=_pcr_argument,
+        type=pcr_argument,
         help="expected value of PCR N (repeatable); without any, no PCR is pinned",
     )
-    verify.add_argument("--nonce", metavar="HEX", type=_hex_arg("--nonce"))
-    verify.add_argument("--user-data", metavar="HEX", type=_hex_arg("--user-data"))
-    verify.add_argument("--public-key", metavar="HEX", type=_hex_arg("--public-key"))
+    verify.add_argument("--nonce", metavar="HEX", type=hex_argument("--nonce"))
+    verify.add_argument("--user-data", metavar="HEX", type=hex_argument("--user-data"))
+    verify.add_argument("--public-key", metavar="HEX", type=hex_argument("--public-key"))
     verify.add_argument(
         "--max-age", metavar="SECONDS", type=_positive_seconds, help="oldest acceptable document"
     )
@@ -96,31 +98,6 @@ def _add_doc_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _hex_arg(name: str) -> Any:
-    def parse(value: str) -> bytes:
-        return parse_hex(value, what=name)
-
-    return parse
-
-
-def _pcr_argument(value: str) -> tuple[int, bytes]:
-    index_text, sep, hex_text = value.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected N=HEX, got {value!r:.40}")
-    try:
-        index = int(index_text, 10)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"PCR index {index_text!r:.10} is not a number") from exc
-    if not 0 <= index < 32:
-        raise argparse.ArgumentTypeError(f"PCR index must be 0..31, got {index}")
-    pcr = parse_hex(hex_text, what=f"PCR{index}")
-    if len(pcr) not in (32, 48, 64):
-        raise argparse.ArgumentTypeError(
-            f"PCR{index} must be 32, 48 or 64 bytes (64, 96 or 128 hex digits), got {len(pcr)}"
-        )
-    return index, pcr
-
-
 def _positive_seconds(value: str) -> timedelta:
     try:
         seconds = float(value)
@@ -138,11 +115,7 @@ def _load_document_bytes(source: str) -> bytes:
 
 
 def _policy_from_args(args: argparse.Namespace) -> tuple[Policy, list[str]]:
-    pcrs: dict[int, bytes] = {}
-    for index, value in args.pcr:
-        if index in pcrs:
-            raise usage_error(f"--pcr {index} given twice")
-        pcrs[index] = value
+    pcrs = pcr_map(args.pcr)
     if args.max_age is not None and args.at_document_time:
         raise usage_error("--max-age means nothing with --at-document-time")
     notes = []

@@ -37,6 +37,7 @@ __all__ = [
     "KeyUsageSpec",
     "NitroLikePki",
     "build_pki",
+    "build_root",
     "issue_certificate",
     "new_key",
 ]
@@ -209,6 +210,25 @@ class NitroLikePki:
         )
 
 
+def build_root(*, now: datetime) -> CertifiedKey:
+    """A self-signed root shaped like AWS Nitro Enclaves Root-G1, valid from an hour before ``now``.
+
+    Args:
+        now: a time the root is valid at.
+    """
+    start = now - timedelta(hours=1)
+    return issue_certificate(
+        subject=_name("simulated.nitro-enclaves"),
+        key=new_key(),
+        issuer=None,
+        not_before=start,
+        not_after=start + ROOT_LIFETIME,
+        ca=True,
+        path_length=None,
+        key_usage=CA_USAGE,
+    )
+
+
 def build_pki(
     *,
     now: datetime,
@@ -226,16 +246,7 @@ def build_pki(
     """
     start = now - timedelta(hours=1)
     if root is None:
-        root = issue_certificate(
-            subject=_name("simulated.nitro-enclaves"),
-            key=new_key(),
-            issuer=None,
-            not_before=start,
-            not_after=start + ROOT_LIFETIME,
-            ca=True,
-            path_length=None,
-            key_usage=CA_USAGE,
-        )
+        root = build_root(now=now)
     tag = secrets.token_hex(8)
     regional = issue_certificate(
         subject=_name(f"{tag}.{region}.simulated.nitro-enclaves"),

@@ -1,0 +1,150 @@
+"""Where an enclave application gets its attestation documents: :func:`open_provider`.
+
+>>> with open_provider() as provider:                                  # doctest: +SKIP
+...     document = provider.get_attestation_document(public_key=der, nonce=nonce)
+
+Backends:
+
+``"auto"`` (default)
+    The real NSM: libnsm if it can be loaded, otherwise the ``/dev/nsm`` ioctl. It
+    **never** falls back to the simulator: outside an enclave it fails.
+``"libnsm"``, ``"ioctl"``
+    The real NSM through that backend only (see :mod:`nsm.device`).
+``"simulated"``
+    :class:`attested.simulator.SimulatedNsm`, keeping its root in ``state_dir``.
+    **Danger**: its documents prove nothing; see :mod:`attested.simulator`.
+
+Errors from the NSM (``nsm.NsmError``, a missing library or device) reach the caller as
+:class:`~attested.errors.AttestationUnavailable`, whose message says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+import nsm
+from attested.errors import AttestationUnavailable
+from attested.simulator import SimulatedNsm
+
+__all__ = ["PROVIDER_BACKENDS", "NsmProvider", "open_provider"]
+
+PROVIDER_BACKENDS = ("auto", "libnsm", "ioctl", "simulated")
+
+
+class NsmProvider:
+    """An :class:`~attested.provider.AttestationProvider` over an NSM or the simulator.
+
+    Attributes:
+        device: the underlying :class:`nsm.NsmDevice` or
+            :class:`~attested.simulator.SimulatedNsm`, for PCR and random calls (these
+            raise ``nsm`` errors unchanged).
+    """
+
+    def __init__(self, device: nsm.NsmDevice | SimulatedNsm) -> None:
+        self.device = device
+
+    @property
+    def backend(self) -> str:
+        """``"libnsm"``, ``"ioctl"`` or ``"simulated"``."""
+        return self.device.backend
+
+    def get_attestation_document(
+        self,
+        *,
+        user_data: bytes | None = None,
+        nonce: bytes | None = None,
+        public_key: bytes | None = None,
+    ) -> bytes:
+        """Return a fresh attestation document carrying the given fields.
+
+        Args:
+            user_data: ``None`` leaves the field absent, ``b""`` makes it empty.
+            nonce: same convention.
+            public_key: same convention (DER ``SubjectPublicKeyInfo`` for KMS).
+
+        Returns:
+            The COSE_Sign1 document (not verified here).
+
+        Raises:
+            TypeError, ValueError: bad arguments (a request over 4096 bytes included),
+                or the provider is closed.
+            AttestationUnavailable: the NSM refused or failed.
+        """
+        try:
+            return self.device.get_attestation_document(
+                user_data=user_data, nonce=nonce, public_key=public_key
+            )
+        except nsm.NsmError as exc:
+            raise AttestationUnavailable(
+                f"the NSM ({self.backend}) gave no attestation document: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        """Close the device. Closing twice is harmless."""
+        self.device.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<NsmProvider {self.device!r}>"
+
+
+def open_provider(
+    backend: str = "auto",
+    *,
+    device_path: str = nsm.DEFAULT_DEVICE_PATH,
+    state_dir: str | os.PathLike[str] | None = None,
+    pcrs: Mapping[int, bytes] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> NsmProvider:
+    """Open the source of attestation documents named by ``backend``.
+
+    Args:
+        backend: one of :data:`PROVIDER_BACKENDS`.
+        device_path: the NSM device, for ``"ioctl"`` (and ``"auto"``).
+        state_dir: for ``"simulated"``: the state directory holding the shared root
+            (``None``: an ephemeral root). Not allowed with other backends.
+        pcrs: for ``"simulated"``: PCR 0-15 values. Not allowed with other backends.
+        clock: for ``"simulated"``: the clock. Not allowed with other backends.
+
+    Returns:
+        An open provider; close it (or use it as a context manager) when done.
+
+    Raises:
+        ValueError: unknown backend, or simulator options given to a real backend.
+        AttestationUnavailable: the library or device is missing (the message says
+            what to install or configure).
+        ConfigurationError: the simulator's state directory cannot be used.
+    """
+    if backend not in PROVIDER_BACKENDS:
+        raise ValueError(
+            f"backend must be one of {', '.join(PROVIDER_BACKENDS)}; got {backend!r:.40}"
+        )
+    if backend == "simulated":
+        return NsmProvider(SimulatedNsm(state_dir=state_dir, pcrs=pcrs, clock=clock))
+    if state_dir is not None or pcrs is not None or clock is not None:
+        raise ValueError("state_dir, pcrs and clock apply to the 'simulated' backend only")
+    try:
+        return NsmProvider(nsm.open_device(backend=backend, device_path=device_path))
+    except nsm.LibraryNotFound as exc:
+        raise AttestationUnavailable(
+            f"{exc}. Outside an enclave, use backend='simulated' for development."
+        ) from exc
+    except nsm.DeviceOpenError as exc:
+        raise AttestationUnavailable(
+            f"{exc}. Outside an enclave, use backend='simulated' (with a state directory) "
+            "for development; it is never chosen automatically."
+        ) from exc
