@@ -111,8 +111,14 @@ def _shown(value: object) -> str:
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
 
 
+_HIDDEN = object()
+
+
 def _constraint(errors: list[str], value: object, path: str, rule: str) -> None:
-    shown = "null" if value is None else f"'{_shown(value)}'"
+    if value is _HIDDEN:
+        shown = "(not shown)"
+    else:
+        shown = "null" if value is None else f"'{_shown(value)}'"
     errors.append(f"Value {shown} at '{path}' failed to satisfy constraint: Member must {rule}")
 
 
@@ -204,7 +210,7 @@ def _length(
     *,
     show: bool = True,
 ) -> None:
-    shown = value if show else None
+    shown = value if show else _HIDDEN
     if "min" in meta and size < meta["min"]:
         _constraint(errors, shown, path, f"have length greater than or equal to {meta['min']}")
     if "max" in meta and size > meta["max"]:

@@ -123,11 +123,13 @@ class _HttpServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
-            if len(self._connections) >= self.max_connections:
-                logger.warning("refusing a connection: %d already open", self.max_connections)
-                self.shutdown_request(request)
-                return
-            self._connections.add(request)
+            full = len(self._connections) >= self.max_connections
+            if not full:
+                self._connections.add(request)
+        if full:
+            logger.warning("refusing a connection: %d already open", self.max_connections)
+            self.shutdown_request(request)
+            return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
