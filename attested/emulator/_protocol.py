@@ -117,8 +117,10 @@ _HIDDEN = object()
 def _constraint(errors: list[str], value: object, path: str, rule: str) -> None:
     if value is _HIDDEN:
         shown = "(not shown)"
+    elif value is None:
+        shown = "null"
     else:
-        shown = "null" if value is None else f"'{_shown(value)}'"
+        shown = f"'{_shown(value)}'"
     errors.append(f"Value {shown} at '{path}' failed to satisfy constraint: Member must {rule}")
 
 

@@ -122,5 +122,5 @@ def test_latency(enclave: Enclave, start_emulator: Callable[..., KmsEmulator]) -
     ],
 )
 def test_bad_fault_settings(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be"):
         FaultConfig(**kwargs)

@@ -37,8 +37,10 @@ def test_create_and_describe_a_symmetric_key(kms: Any) -> None:
     assert meta["KeySpec"] == meta["CustomerMasterKeySpec"] == "SYMMETRIC_DEFAULT"
     assert meta["KeyUsage"] == "ENCRYPT_DECRYPT"
     assert meta["EncryptionAlgorithms"] == ["SYMMETRIC_DEFAULT"]
-    assert meta["KeyState"] == "Enabled" and meta["Enabled"] is True
-    assert meta["Origin"] == "AWS_KMS" and meta["KeyManager"] == "CUSTOMER"
+    assert meta["KeyState"] == "Enabled"
+    assert meta["Enabled"] is True
+    assert meta["Origin"] == "AWS_KMS"
+    assert meta["KeyManager"] == "CUSTOMER"
     assert abs(meta["CreationDate"] - datetime.now(UTC)) < timedelta(minutes=1)
     for ref in (meta["KeyId"], meta["Arn"]):
         assert kms.describe_key(KeyId=ref)["KeyMetadata"] == meta
@@ -62,7 +64,8 @@ def test_aliases(kms: Any) -> None:
     blob = kms.encrypt(KeyId="alias/app", Plaintext=b"x")["CiphertextBlob"]
     assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
     (entry,) = kms.list_aliases(KeyId=key_id)["Aliases"]
-    assert entry["AliasName"] == "alias/app" and entry["AliasArn"] == alias_arn
+    assert entry["AliasName"] == "alias/app"
+    assert entry["AliasArn"] == alias_arn
     assert code_of(lambda: kms.create_alias(AliasName="alias/app", TargetKeyId=key_id)) == (
         "AlreadyExistsException"
     )
@@ -94,16 +97,19 @@ def test_encrypt_decrypt_reencrypt(kms: Any) -> None:
     b = kms.create_key()["KeyMetadata"]["KeyId"]
     blob = kms.encrypt(KeyId=a, Plaintext=b"hello", EncryptionContext={"k": "v"})["CiphertextBlob"]
     answer = kms.decrypt(CiphertextBlob=blob, EncryptionContext={"k": "v"})
-    assert answer["Plaintext"] == b"hello" and answer["KeyId"].endswith(a)
+    assert answer["Plaintext"] == b"hello"
+    assert answer["KeyId"].endswith(a)
     moved = kms.re_encrypt(
         CiphertextBlob=blob,
         SourceEncryptionContext={"k": "v"},
         DestinationKeyId=b,
         DestinationEncryptionContext={"n": "1"},
     )
-    assert moved["SourceKeyId"].endswith(a) and moved["KeyId"].endswith(b)
+    assert moved["SourceKeyId"].endswith(a)
+    assert moved["KeyId"].endswith(b)
     answer = kms.decrypt(CiphertextBlob=moved["CiphertextBlob"], EncryptionContext={"n": "1"})
-    assert answer["Plaintext"] == b"hello" and answer["KeyId"].endswith(b)
+    assert answer["Plaintext"] == b"hello"
+    assert answer["KeyId"].endswith(b)
     assert code_of(
         lambda: kms.decrypt(CiphertextBlob=blob, KeyId=b, EncryptionContext={"k": "v"})
     ) == ("IncorrectKeyException")
@@ -133,7 +139,8 @@ def test_generate_data_keys(kms: Any) -> None:
     bare_pair = kms.generate_data_key_pair_without_plaintext(
         KeyId=key_id, KeyPairSpec="ECC_NIST_EDWARDS25519"
     )
-    assert "PrivateKeyPlaintext" not in bare_pair and bare_pair["PublicKey"]
+    assert "PrivateKeyPlaintext" not in bare_pair
+    assert bare_pair["PublicKey"]
     assert code_of(lambda: kms.generate_data_key_pair(KeyId=key_id, KeyPairSpec="SM2")) == (
         "UnsupportedOperationException"
     )
@@ -158,11 +165,13 @@ def test_disable_enable_and_deletion(kms: Any) -> None:
         == "ValidationException"
     )
     answer = kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
-    assert answer["KeyState"] == "PendingDeletion" and answer["PendingWindowInDays"] == 7
+    assert answer["KeyState"] == "PendingDeletion"
+    assert answer["PendingWindowInDays"] == 7
     assert code_of(lambda: kms.decrypt(CiphertextBlob=blob)) == "KMSInvalidStateException"
     assert code_of(lambda: kms.enable_key(KeyId=key_id)) == "KMSInvalidStateException"
     meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
-    assert meta["PendingDeletionWindowInDays"] == 7 and "DeletionDate" in meta
+    assert meta["PendingDeletionWindowInDays"] == 7
+    assert "DeletionDate" in meta
     kms.cancel_key_deletion(KeyId=key_id)
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Disabled"
 
