@@ -44,6 +44,7 @@ __all__ = [
     "KeyRecord",
     "KeyState",
     "PrivateKey",
+    "algorithm_lists",
     "check_spec_usage",
     "curve_of",
     "data_key_pair",
@@ -191,6 +192,16 @@ def signing_algorithms(key_spec: str, key_usage: str) -> list[str]:
 def key_agreement_algorithms(key_spec: str, key_usage: str) -> list[str]:
     """The ``KeyAgreementAlgorithms`` of a key."""
     return ["ECDH"] if key_usage == KEY_AGREEMENT else []
+
+
+def algorithm_lists(key_spec: str, key_usage: str) -> dict[str, list[str]]:
+    """The non-empty algorithm lists of a key's metadata (encryption, signing, agreement)."""
+    lists = {
+        "EncryptionAlgorithms": encryption_algorithms(key_spec, key_usage),
+        "SigningAlgorithms": signing_algorithms(key_spec, key_usage),
+        "KeyAgreementAlgorithms": key_agreement_algorithms(key_spec, key_usage),
+    }
+    return {name: values for name, values in lists.items() if values}
 
 
 def rsa_oaep_max_plaintext(key_spec: str, algorithm: str) -> int:

@@ -81,6 +81,10 @@ _DRY_RUN = "The request would have succeeded, but the DryRun option is set."
 _OAEP_HASH = {"RSAES_OAEP_SHA_1": hashes.SHA1, "RSAES_OAEP_SHA_256": hashes.SHA256}
 _INVALID_CIPHERTEXT = ApiError("InvalidCiphertextException", "")
 _LIST_DEFAULT = 100
+_NO_CIPHERTEXT = (
+    "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy "
+    "constraint: Member must not be null"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -311,7 +315,7 @@ class KmsService:
         self,
         caller: Caller,
         action: str,
-        record: KeyRecord,
+        resource: str,
         context: Mapping[str, tuple[str, ...]] | None = None,
     ) -> PolicyRequest:
         values: dict[str, tuple[str, ...]] = {
@@ -327,7 +331,7 @@ class KmsService:
             principal_arn=caller.principal_arn,
             account=caller.account,
             action=action,
-            resource=record.arn,
+            resource=resource,
             context=values,
         )
 
@@ -344,7 +348,7 @@ class KmsService:
             ApiError: ``AccessDeniedException`` in KMS's wording.
         """
         decision = evaluate_key_policy(
-            record.policy, self._policy_request(caller, action, record, context)
+            record.policy, self._policy_request(caller, action, record.arn, context)
         )
         if decision.allowed:
             return
@@ -381,19 +385,7 @@ class KmsService:
         except KeyPolicyError as exc:
             raise ApiError("MalformedPolicyDocumentException", str(exc)) from None
         if not bypass:
-            probe = PolicyRequest(
-                caller_arn=caller.arn,
-                principal_arn=caller.principal_arn,
-                account=caller.account,
-                action="kms:PutKeyPolicy",
-                resource=arn,
-                context={
-                    "aws:principalarn": (caller.principal_arn,),
-                    "aws:principalaccount": (caller.account,),
-                    "kms:calleraccount": (caller.account,),
-                    "aws:securetransport": (self._secure,),
-                },
-            )
+            probe = self._policy_request(caller, "kms:PutKeyPolicy", arn)
             if not evaluate_key_policy(policy, probe).allowed:
                 raise ApiError(
                     "MalformedPolicyDocumentException",
@@ -484,14 +476,7 @@ class KmsService:
             "KeySpec": record.key_spec,
             "MultiRegion": False,
         }
-        for name, values in (
-            ("EncryptionAlgorithms", _keys.encryption_algorithms),
-            ("SigningAlgorithms", _keys.signing_algorithms),
-            ("KeyAgreementAlgorithms", _keys.key_agreement_algorithms),
-        ):
-            listed = values(record.key_spec, record.key_usage)
-            if listed:
-                meta[name] = listed
+        meta.update(_keys.algorithm_lists(record.key_spec, record.key_usage))
         if record.state == KeyState.PENDING_DELETION:
             meta["DeletionDate"] = record.deletion_date
             meta["PendingDeletionWindowInDays"] = record.pending_window_days
@@ -746,14 +731,7 @@ class KmsService:
             "KeySpec": record.key_spec,
             "KeyUsage": record.key_usage,
         }
-        for name, values in (
-            ("EncryptionAlgorithms", _keys.encryption_algorithms),
-            ("SigningAlgorithms", _keys.signing_algorithms),
-            ("KeyAgreementAlgorithms", _keys.key_agreement_algorithms),
-        ):
-            listed = values(record.key_spec, record.key_usage)
-            if listed:
-                result[name] = listed
+        result.update(_keys.algorithm_lists(record.key_spec, record.key_usage))
         return result
 
     # --- cryptographic operations ----------------------------------------------------
@@ -857,11 +835,7 @@ class KmsService:
             if ignore_ciphertext:
                 return record, None
             if blob is None:
-                raise ApiError(
-                    "ValidationException",
-                    "1 validation error detected: Value null at 'ciphertextBlob' failed to "
-                    "satisfy constraint: Member must not be null",
-                )
+                raise ApiError("ValidationException", _NO_CIPHERTEXT)
             if context:
                 raise ApiError(
                     "ValidationException", "EncryptionContext is not supported with asymmetric keys"
@@ -877,11 +851,7 @@ class KmsService:
                 raise ApiError("InvalidCiphertextException", "") from None
             return record, plaintext
         if blob is None:
-            raise ApiError(
-                "ValidationException",
-                "1 validation error detected: Value null at 'ciphertextBlob' failed to "
-                "satisfy constraint: Member must not be null",
-            )
+            raise ApiError("ValidationException", _NO_CIPHERTEXT)
         try:
             sealed = _ciphertext.parse_blob(blob)
         except MalformedError:
