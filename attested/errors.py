@@ -6,6 +6,7 @@ must never be retried into success and the second usually can be::
 
     AttestedError
     ├── MalformedError            bytes that are not well formed (CBOR, COSE, DER, CMS, ...)
+    │   └── KeyPolicyError        a KMS key policy document the emulator cannot accept
     ├── VerificationError         well formed, but not trustworthy
     │   ├── SignatureError        a signature does not verify (no detail on why)
     │   ├── ChainError            no valid path to the trust root at the verification time
@@ -35,6 +36,7 @@ __all__ = [
     "AttestedError",
     "ChainError",
     "ConfigurationError",
+    "KeyPolicyError",
     "KmsError",
     "MalformedError",
     "PolicyError",
@@ -144,3 +146,13 @@ class ConfigurationError(AttestedError):
 
 class SecurityWarning(UserWarning):
     """An allowed but weakened security setting is in use."""
+
+
+# KMS emulator
+
+
+class KeyPolicyError(MalformedError):
+    """A KMS key policy document is not well formed, or uses what the emulator does not support.
+
+    The KMS emulator answers ``MalformedPolicyDocumentException`` with this message.
+    """

@@ -1,0 +1,625 @@
+"""KMS key policies: parse a policy document and decide one request against it. Pure.
+
+This is the part of IAM policy evaluation that a KMS key policy needs, and nothing more:
+
+* ``Effect`` ``Allow`` / ``Deny``; an explicit Deny in any matching statement wins, and a
+  request that no Allow statement matches is denied (implicit deny).
+* ``Principal`` / ``NotPrincipal``: ``"*"``, ``{"AWS": "*"}``, or ``{"AWS": ARN | account id
+  | [..]}``. Other principal types (``Service``, ``Federated``, ``CanonicalUser``) are
+  accepted but never match: the emulator has no AWS services calling it.
+* ``Action`` / ``NotAction`` with ``*`` and ``?`` wildcards, case-insensitive
+  (``kms:*``, ``kms:Gen*``).
+* ``Resource`` / ``NotResource``: ``"*"`` or ARNs with wildcards, case-sensitive.
+* ``Condition`` operators ``StringEquals``, ``StringNotEquals``, ``StringEqualsIgnoreCase``,
+  ``StringNotEqualsIgnoreCase``, ``StringLike``, ``StringNotLike``, ``ArnEquals``,
+  ``ArnLike``, ``ArnNotEquals``, ``ArnNotLike``, ``Bool``, each with its ``IfExists`` form
+  and the ``ForAnyValue:`` / ``ForAllValues:`` set qualifiers, and ``Null``. A list of
+  values means "any of them". Operators in one block, and keys under one operator, must
+  all hold.
+
+The **account root principal** (``arn:aws:iam::ACCOUNT:root`` or the bare account id) is
+where real KMS hands the decision over to IAM. The emulator has no IAM, so the root
+principal matches **every identity of that account**: a key policy with the default
+statement behaves as it would in an account whose IAM policies allow everything.
+
+What this does **not** evaluate: IAM identity policies, grants, SCPs, permission
+boundaries, session policies, policy variables (``${aws:username}`` is compared
+literally), the ``Numeric*``, ``Date*``, ``IpAddress`` and ``BinaryEquals`` operators
+(a policy using them is refused with :class:`~attested.errors.KeyPolicyError`, never
+silently ignored).
+
+Condition key names are case-insensitive, as in IAM; the request side gives its values in
+a mapping whose keys are lowercased (:func:`recipient_condition_values` and
+:func:`encryption_context_condition_values` build them).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from attested.errors import KeyPolicyError
+
+__all__ = [
+    "MAX_KEY_POLICY_SIZE",
+    "Condition",
+    "Decision",
+    "KeyPolicy",
+    "PolicyDecision",
+    "PolicyRequest",
+    "Statement",
+    "default_key_policy",
+    "encryption_context_condition_values",
+    "evaluate_key_policy",
+    "parse_key_policy",
+    "recipient_condition_values",
+]
+
+MAX_KEY_POLICY_SIZE = 32 * 1024
+"""KMS's limit on a key policy document, in bytes."""
+
+_MAX_STATEMENTS = 512
+_MAX_VALUES = 1024
+_VERSIONS = frozenset({"2012-10-17", "2008-10-17"})
+
+_STRING_OPS = frozenset(
+    {
+        "StringEquals",
+        "StringNotEquals",
+        "StringEqualsIgnoreCase",
+        "StringNotEqualsIgnoreCase",
+        "StringLike",
+        "StringNotLike",
+        "ArnEquals",
+        "ArnLike",
+        "ArnNotEquals",
+        "ArnNotLike",
+        "Bool",
+    }
+)
+_NEGATED = frozenset(
+    {"StringNotEquals", "StringNotEqualsIgnoreCase", "StringNotLike", "ArnNotEquals", "ArnNotLike"}
+)
+_QUALIFIERS = ("ForAnyValue", "ForAllValues")
+_ACCOUNT_RE = re.compile(r"[0-9]{12}")
+_ROOT_RE = re.compile(r"arn:(aws[a-z-]*):iam::([0-9]{12}):root")
+_ROLE_RE = re.compile(r"arn:(aws[a-z-]*):iam::([0-9]{12}):role/(?:.*/)?([^/]+)")
+_ASSUMED_RE = re.compile(r"arn:(aws[a-z-]*):sts::([0-9]{12}):assumed-role/([^/]+)/.+")
+
+
+class Decision(enum.Enum):
+    """The outcome of evaluating a request against a key policy."""
+
+    ALLOW = "allow"
+    """An Allow statement matched and no Deny statement did."""
+    EXPLICIT_DENY = "explicit_deny"
+    """A Deny statement matched."""
+    IMPLICIT_DENY = "implicit_deny"
+    """No statement allowed the request."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Condition:
+    """One condition: an operator applied to one condition key.
+
+    Attributes:
+        operator: the base operator, e.g. ``"StringEqualsIgnoreCase"`` or ``"Null"``.
+        qualifier: ``"ForAnyValue"``, ``"ForAllValues"`` or ``None``.
+        if_exists: the ``...IfExists`` form (an absent key satisfies it).
+        key: the condition key, lowercased.
+        values: the policy's values (any of them may match).
+        text: the operator as written in the policy, for messages.
+    """
+
+    operator: str
+    qualifier: str | None
+    if_exists: bool
+    key: str
+    values: tuple[str, ...]
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Statement:
+    """One statement of a key policy.
+
+    Attributes:
+        sid: the statement id, or ``None``.
+        effect: ``"Allow"`` or ``"Deny"``.
+        principals: principal ARNs (account ids normalised to root ARNs), ``"*"`` for
+            everyone; entries of other principal types are kept as ``"Service:..."``
+            and never match.
+        not_principal: the list is a ``NotPrincipal``.
+        actions: action patterns.
+        not_action: the list is a ``NotAction``.
+        resources: resource patterns.
+        not_resource: the list is a ``NotResource``.
+        conditions: every condition, all of which must hold.
+    """
+
+    sid: str | None
+    effect: str
+    principals: tuple[str, ...]
+    not_principal: bool
+    actions: tuple[str, ...]
+    not_action: bool
+    resources: tuple[str, ...]
+    not_resource: bool
+    conditions: tuple[Condition, ...]
+
+    @property
+    def label(self) -> str:
+        """The Sid, or a placeholder when the statement has none."""
+        return self.sid if self.sid else "(no Sid)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyPolicy:
+    """A parsed key policy document.
+
+    Attributes:
+        statements: the statements, in document order.
+        version: the policy language version, if given.
+        policy_id: the document's ``Id``, if given.
+    """
+
+    statements: tuple[Statement, ...]
+    version: str | None = None
+    policy_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyRequest:
+    """What a key policy decides about: who asks to do what on which key, and in what context.
+
+    Attributes:
+        caller_arn: the calling identity's ARN (an IAM user or role, or an STS
+            assumed-role session ARN).
+        principal_arn: ``aws:PrincipalArn``: the caller's ARN, or the role ARN for an
+            assumed-role session.
+        account: the caller's account id.
+        action: the action, e.g. ``"kms:Decrypt"``.
+        resource: the key ARN.
+        context: condition key (lowercased) to its values; single-valued keys have one.
+    """
+
+    caller_arn: str
+    principal_arn: str
+    account: str
+    action: str
+    resource: str
+    context: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyDecision:
+    """The decision, with enough detail to explain it in a log.
+
+    Attributes:
+        decision: allow, explicit deny or implicit deny.
+        statement: the label of the deciding statement (``None`` for an implicit deny).
+        reasons: for an implicit deny, why each statement that names the caller and the
+            action did not apply (condition values are public: PCRs, context keys).
+    """
+
+    decision: Decision
+    statement: str | None = None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the request is allowed."""
+        return self.decision is Decision.ALLOW
+
+
+def default_key_policy(account_id: str, *, partition: str = "aws") -> str:
+    """The policy KMS gives a key created without one: the account root may do ``kms:*``.
+
+    Args:
+        account_id: the key's account.
+        partition: the ARN partition.
+    """
+    policy = {
+        "Version": "2012-10-17",
+        "Id": "key-default-1",
+        "Statement": [
+            {
+                "Sid": "Enable IAM User Permissions",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            }
+        ],
+    }
+    return json.dumps(policy, indent=2)
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise KeyPolicyError(f"key policy has a duplicate field {key!r:.80}")
+        result[key] = value
+    return result
+
+
+def parse_key_policy(text: str | bytes) -> KeyPolicy:
+    """Parse and check a key policy document.
+
+    Args:
+        text: the JSON document.
+
+    Returns:
+        The parsed policy.
+
+    Raises:
+        KeyPolicyError: the document is larger than :data:`MAX_KEY_POLICY_SIZE`, is not
+            JSON, lacks a required element, or uses an operator this module does not
+            evaluate.
+    """
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if len(raw) > MAX_KEY_POLICY_SIZE:
+        raise KeyPolicyError(f"key policy is larger than {MAX_KEY_POLICY_SIZE} bytes")
+    try:
+        doc = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except KeyPolicyError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise KeyPolicyError("key policy is not a JSON document") from exc
+    if not isinstance(doc, dict):
+        raise KeyPolicyError("key policy must be a JSON object")
+    unknown = sorted(set(doc) - {"Version", "Id", "Statement"})
+    if unknown:
+        raise KeyPolicyError(f"key policy has unknown elements: {', '.join(unknown)[:200]}")
+    version = doc.get("Version")
+    if version is not None and version not in _VERSIONS:
+        raise KeyPolicyError(f"unsupported policy Version {version!r:.40}")
+    policy_id = doc.get("Id")
+    if policy_id is not None and not isinstance(policy_id, str):
+        raise KeyPolicyError("policy Id must be a string")
+    raw_statements = doc.get("Statement")
+    if isinstance(raw_statements, dict):
+        raw_statements = [raw_statements]
+    if not isinstance(raw_statements, list) or not raw_statements:
+        raise KeyPolicyError("key policy needs a Statement (an object or a non-empty list)")
+    if len(raw_statements) > _MAX_STATEMENTS:
+        raise KeyPolicyError(f"key policy has more than {_MAX_STATEMENTS} statements")
+    statements = tuple(_statement(s, n) for n, s in enumerate(raw_statements))
+    return KeyPolicy(statements=statements, version=version, policy_id=policy_id)
+
+
+def _reject_constant(name: str) -> None:
+    raise KeyPolicyError(f"key policy contains {name}, which is not JSON")
+
+
+def _statement(raw: object, index: int) -> Statement:
+    where = f"statement {index}"
+    if not isinstance(raw, dict):
+        raise KeyPolicyError(f"{where} must be a JSON object")
+    known = {
+        "Sid",
+        "Effect",
+        "Principal",
+        "NotPrincipal",
+        "Action",
+        "NotAction",
+        "Resource",
+        "NotResource",
+        "Condition",
+    }
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise KeyPolicyError(f"{where} has unknown elements: {', '.join(unknown)[:200]}")
+    sid = raw.get("Sid")
+    if sid is not None and not isinstance(sid, str):
+        raise KeyPolicyError(f"{where}: Sid must be a string")
+    if sid:
+        where = f"statement {sid!r:.60}"
+    effect = raw.get("Effect")
+    if effect not in ("Allow", "Deny"):
+        raise KeyPolicyError(f"{where}: Effect must be 'Allow' or 'Deny'")
+    principals, not_principal = _either(raw, "Principal", "NotPrincipal", where, _principals)
+    actions, not_action = _either(raw, "Action", "NotAction", where, _strings)
+    resources, not_resource = _either(raw, "Resource", "NotResource", where, _strings)
+    conditions = _conditions(raw.get("Condition"), where)
+    return Statement(
+        sid=sid,
+        effect=effect,
+        principals=principals,
+        not_principal=not_principal,
+        actions=actions,
+        not_action=not_action,
+        resources=resources,
+        not_resource=not_resource,
+        conditions=conditions,
+    )
+
+
+def _either(
+    raw: dict[str, Any], name: str, not_name: str, where: str, convert: Any
+) -> tuple[tuple[str, ...], bool]:
+    if name in raw and not_name in raw:
+        raise KeyPolicyError(f"{where}: give {name} or {not_name}, not both")
+    if name in raw:
+        return convert(raw[name], f"{where}: {name}"), False
+    if not_name in raw:
+        return convert(raw[not_name], f"{where}: {not_name}"), True
+    raise KeyPolicyError(f"{where}: {name} is required")
+
+
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise KeyPolicyError(f"{where} must be a string or a non-empty list of strings")
+    if len(items) > _MAX_VALUES:
+        raise KeyPolicyError(f"{where} has more than {_MAX_VALUES} entries")
+    if not all(isinstance(i, str) and i for i in items):
+        raise KeyPolicyError(f"{where} must hold non-empty strings only")
+    return tuple(items)
+
+
+def _principals(value: object, where: str) -> tuple[str, ...]:
+    if value == "*":
+        return ("*",)
+    if not isinstance(value, dict) or not value:
+        raise KeyPolicyError(f'{where} must be "*" or an object such as {{"AWS": ARN}}')
+    result: list[str] = []
+    for kind, entries in value.items():
+        names = _strings(entries, f"{where}.{kind}")
+        if kind == "AWS":
+            for name in names:
+                if name == "*" or name.startswith("arn:"):
+                    result.append(name)
+                elif _ACCOUNT_RE.fullmatch(name):
+                    result.append(f"arn:aws:iam::{name}:root")
+                else:
+                    raise KeyPolicyError(f"{where}: {name!r:.80} is not an ARN or account id")
+        elif kind in ("Service", "Federated", "CanonicalUser"):
+            result.extend(f"{kind}:{name}" for name in names)
+        else:
+            raise KeyPolicyError(f"{where}: unknown principal type {kind!r:.40}")
+    return tuple(result)
+
+
+def _split_operator(text: str, where: str) -> tuple[str | None, str, bool]:
+    qualifier: str | None = None
+    base = text
+    if ":" in text:
+        qualifier, _, base = text.partition(":")
+        if qualifier not in _QUALIFIERS:
+            raise KeyPolicyError(f"{where}: unknown set qualifier {qualifier!r:.40}")
+    if_exists = False
+    if base.endswith("IfExists") and base != "IfExists":
+        base, if_exists = base[: -len("IfExists")], True
+    if base == "Null":
+        if qualifier is not None or if_exists:
+            raise KeyPolicyError(f"{where}: Null takes no qualifier and no IfExists")
+    elif base not in _STRING_OPS:
+        supported = ", ".join(sorted(_STRING_OPS | {"Null"}))
+        raise KeyPolicyError(
+            f"{where}: the KMS emulator does not evaluate condition operator {text!r:.60} "
+            f"(supported: {supported}, with IfExists and ForAnyValue:/ForAllValues:)"
+        )
+    return qualifier, base, if_exists
+
+
+def _condition_values(value: object, where: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise KeyPolicyError(f"{where} has an empty list of values")
+    if len(items) > _MAX_VALUES:
+        raise KeyPolicyError(f"{where} has more than {_MAX_VALUES} values")
+    result = []
+    for item in items:
+        if isinstance(item, bool):
+            result.append("true" if item else "false")
+        elif isinstance(item, str):
+            result.append(item)
+        elif isinstance(item, int | float):
+            result.append(json.dumps(item))
+        else:
+            raise KeyPolicyError(f"{where}: condition values must be strings, numbers or bools")
+    return tuple(result)
+
+
+def _conditions(raw: object, where: str) -> tuple[Condition, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise KeyPolicyError(f"{where}: Condition must be a JSON object")
+    result: list[Condition] = []
+    for text, block in raw.items():
+        qualifier, base, if_exists = _split_operator(text, where)
+        if not isinstance(block, dict) or not block:
+            raise KeyPolicyError(f"{where}: {text} must map condition keys to values")
+        for key, value in block.items():
+            values = _condition_values(value, f"{where}: {text} {key}")
+            if base == "Null" and any(v.lower() not in ("true", "false") for v in values):
+                raise KeyPolicyError(f"{where}: Null takes 'true' or 'false'")
+            result.append(
+                Condition(
+                    operator=base,
+                    qualifier=qualifier,
+                    if_exists=if_exists,
+                    key=key.lower(),
+                    values=values,
+                    text=text,
+                )
+            )
+    return tuple(result)
+
+
+# --- evaluation ----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
+
+
+def _glob_match(pattern: str, value: str, *, ignore_case: bool) -> bool:
+    return _glob(pattern, ignore_case).fullmatch(value) is not None
+
+
+def _arn_like(pattern: str, value: str) -> bool:
+    want = pattern.split(":", 5)
+    have = value.split(":", 5)
+    if len(want) != 6 or len(have) != 6:
+        return False
+    return all(_glob_match(w, h, ignore_case=False) for w, h in zip(want, have, strict=True))
+
+
+def _compare(operator: str, request_value: str, policy_value: str) -> bool:
+    if operator in ("StringEquals", "StringNotEquals", "ArnEquals", "ArnNotEquals"):
+        return request_value == policy_value
+    if operator in ("StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase"):
+        return request_value.casefold() == policy_value.casefold()
+    if operator in ("StringLike", "StringNotLike"):
+        return _glob_match(policy_value, request_value, ignore_case=False)
+    if operator in ("ArnLike", "ArnNotLike"):
+        return _arn_like(policy_value, request_value)
+    if operator == "Bool":
+        return request_value.lower() == policy_value.lower()
+    raise AssertionError(f"unhandled operator {operator}")  # pragma: no cover - parse refuses
+
+
+def _condition_holds(condition: Condition, context: Mapping[str, tuple[str, ...]]) -> bool:
+    values = context.get(condition.key)
+    present = bool(values)
+    if condition.operator == "Null":
+        return any((v.lower() == "true") != present for v in condition.values)
+    negated = condition.operator in _NEGATED
+    if not values:
+        if condition.if_exists or condition.qualifier == "ForAllValues":
+            return True
+        if condition.qualifier == "ForAnyValue":
+            return False
+        return negated
+
+    def matches(value: str) -> bool:
+        hit = any(_compare(condition.operator, value, p) for p in condition.values)
+        return not hit if negated else hit
+
+    if condition.qualifier == "ForAllValues" or (condition.qualifier is None and negated):
+        return all(matches(v) for v in values)
+    return any(matches(v) for v in values)
+
+
+def _principal_matches(principal: str, request: PolicyRequest) -> bool:
+    if principal == "*":
+        return True
+    if principal in (request.caller_arn, request.principal_arn):
+        return True
+    root = _ROOT_RE.fullmatch(principal)
+    if root is not None:
+        # No IAM here: the root principal stands for every identity of its account.
+        return root.group(2) == request.account
+    role = _ROLE_RE.fullmatch(principal)
+    session = _ASSUMED_RE.fullmatch(request.caller_arn)
+    if role is not None and session is not None:
+        return role.group(2) == session.group(2) and role.group(3) == session.group(3)
+    return False
+
+
+def _applies(statement: Statement, request: PolicyRequest) -> bool:
+    """Whether principal, action and resource match (conditions aside)."""
+    principal = any(_principal_matches(p, request) for p in statement.principals)
+    if principal == statement.not_principal:
+        return False
+    action = any(_glob_match(a, request.action, ignore_case=True) for a in statement.actions)
+    if action == statement.not_action:
+        return False
+    resource = any(
+        r == "*" or _glob_match(r, request.resource, ignore_case=False) for r in statement.resources
+    )
+    return resource != statement.not_resource
+
+
+def _explain(condition: Condition, context: Mapping[str, tuple[str, ...]]) -> str:
+    have = context.get(condition.key)
+    got = "absent" if not have else ", ".join(repr(v) for v in have)
+    want = ", ".join(repr(v) for v in condition.values[:8])
+    if len(condition.values) > 8:
+        want += ", ..."
+    return f"{condition.text} {condition.key}: request has {got}; policy wants [{want}]"
+
+
+def evaluate_key_policy(policy: KeyPolicy, request: PolicyRequest) -> PolicyDecision:
+    """Decide ``request`` against ``policy``: explicit Deny wins, then any Allow.
+
+    Args:
+        policy: the parsed key policy.
+        request: who asks for what.
+
+    Returns:
+        The decision; for an implicit deny, ``reasons`` says which conditions failed.
+    """
+    allow: str | None = None
+    reasons: list[str] = []
+    for statement in policy.statements:
+        if not _applies(statement, request):
+            continue
+        failed = [c for c in statement.conditions if not _condition_holds(c, request.context)]
+        if statement.effect == "Deny":
+            if not failed:
+                return PolicyDecision(decision=Decision.EXPLICIT_DENY, statement=statement.label)
+        elif not failed:
+            allow = allow or statement.label
+        else:
+            reasons.extend(
+                f"statement {statement.label}: {_explain(c, request.context)}" for c in failed
+            )
+    if allow is not None:
+        return PolicyDecision(decision=Decision.ALLOW, statement=allow)
+    return PolicyDecision(decision=Decision.IMPLICIT_DENY, reasons=tuple(reasons))
+
+
+def recipient_condition_values(pcrs: Mapping[int, bytes]) -> dict[str, tuple[str, ...]]:
+    """Condition values from a **verified** attestation document's PCRs.
+
+    ``kms:RecipientAttestation:ImageSha384`` is PCR0; ``kms:RecipientAttestation:PCR<n>``
+    is PCR n, for every PCR the document carries; values are lowercase hex.
+
+    Args:
+        pcrs: PCR index to value, from a verified document only.
+    """
+    values: dict[str, tuple[str, ...]] = {
+        f"kms:recipientattestation:pcr{i}": (v.hex(),) for i, v in pcrs.items()
+    }
+    if 0 in pcrs:
+        values["kms:recipientattestation:imagesha384"] = (pcrs[0].hex(),)
+    return values
+
+
+def encryption_context_condition_values(
+    context: Mapping[str, str], *, keys_too: bool = True
+) -> dict[str, tuple[str, ...]]:
+    """Condition values from an encryption context.
+
+    Gives ``kms:EncryptionContext:<key>`` for each pair and, when ``keys_too``, the
+    multi-valued ``kms:EncryptionContextKeys``.
+
+    Args:
+        context: the request's encryption context.
+        keys_too: also give ``kms:EncryptionContextKeys``.
+    """
+    values: dict[str, tuple[str, ...]] = {}
+    for key, value in context.items():
+        name = f"kms:encryptioncontext:{key.lower()}"
+        values[name] = (*values.get(name, ()), value)
+    if keys_too and context:
+        values["kms:encryptioncontextkeys"] = tuple(context)
+    return values

@@ -1,0 +1,253 @@
+"""Checking AWS Signature Version 4 on received requests, with botocore's own signer.
+
+The received request is rebuilt as a botocore ``AWSRequest`` holding exactly the headers
+its ``SignedHeaders`` names, then botocore's ``SigV4Auth`` computes the canonical request,
+the string to sign and the signature with the identity's secret at the request's own
+``X-Amz-Date``. The two signatures are compared in constant time. Like AWS:
+
+* an unknown access key id, or a session token that does not belong to it, is
+  ``UnrecognizedClientException``;
+* a wrong signature, a credential scope for another region, service or date, or a request
+  time more than 5 minutes away from the emulator's clock is ``InvalidSignatureException``;
+* a missing or malformed ``Authorization`` header is ``MissingAuthenticationTokenException``
+  or ``IncompleteSignatureException``.
+
+Not supported: presigned query-string authentication, SigV4a, chunked payload signing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from attested.emulator._protocol import ApiError
+
+__all__ = ["MAX_SKEW", "Caller", "Identity", "verify_sigv4"]
+
+MAX_SKEW = timedelta(minutes=5)
+"""How far a request's X-Amz-Date may be from the emulator's clock (as in AWS)."""
+
+_AUTH_RE = re.compile(
+    r"AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+)\s*,\s*"
+    r"SignedHeaders=(?P<signed>[^,\s]+)\s*,\s*Signature=(?P<signature>[0-9a-f]{64})\s*"
+)
+_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_ASSUMED_RE = re.compile(r"arn:(aws[a-z-]*):sts::([0-9]{12}):assumed-role/([^/]+)/.+")
+_ARN_ACCOUNT_RE = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::([0-9]{12}):.+")
+_UNRECOGNIZED = "The security token included in the request is invalid."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """Credentials the emulator accepts, and who they belong to.
+
+    Attributes:
+        secret_access_key: the secret (never shown in reprs, logs or messages).
+        arn: the caller's ARN: ``arn:aws:iam::ACCOUNT:role/NAME``, ``...:user/NAME``, or
+            an STS session ``arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION``.
+        session_token: for temporary credentials: requests must carry exactly this token.
+        principal_arn: ``aws:PrincipalArn``; defaults to ``arn``, or to the role's ARN
+            (without path) for an assumed-role session.
+    """
+
+    secret_access_key: str = field(repr=False)
+    arn: str
+    session_token: str | None = field(default=None, repr=False)
+    principal_arn: str | None = None
+
+    def __post_init__(self) -> None:
+        secret: object = self.secret_access_key
+        if not isinstance(secret, str) or not secret:
+            raise ValueError("secret_access_key must be a non-empty string")
+        if _ARN_ACCOUNT_RE.fullmatch(self.arn) is None:
+            raise ValueError(
+                "arn must be an IAM or STS ARN with a 12-digit account, such as "
+                "arn:aws:iam::111122223333:role/parent"
+            )
+        if self.principal_arn is None:
+            session = _ASSUMED_RE.fullmatch(self.arn)
+            principal = self.arn
+            if session is not None:
+                principal = f"arn:{session[1]}:iam::{session[2]}:role/{session[3]}"
+            object.__setattr__(self, "principal_arn", principal)
+
+    @property
+    def account(self) -> str:
+        """The 12-digit account id from the ARN."""
+        match = _ARN_ACCOUNT_RE.fullmatch(self.arn)
+        assert match is not None  # noqa: S101 - checked in __post_init__
+        return match.group(1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Caller:
+    """An authenticated caller.
+
+    Attributes:
+        access_key_id: the access key id the request was signed with.
+        arn: the caller's ARN.
+        principal_arn: ``aws:PrincipalArn``.
+        account: the caller's account id.
+    """
+
+    access_key_id: str
+    arn: str
+    principal_arn: str
+    account: str
+
+
+def verify_sigv4(
+    *,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    identities: Mapping[str, Identity],
+    region: str,
+    now: datetime,
+    service: str = "kms",
+) -> Caller:
+    """Authenticate a request signed with SigV4.
+
+    Args:
+        method: the HTTP method.
+        url: ``scheme://host/path?query`` as received (the scheme only matters to botocore
+            for deciding whether the payload hash is signed; it always is here).
+        headers: the received headers (names case-insensitive: pass lowercased names).
+        body: the received body.
+        identities: access key id to identity.
+        region: the region requests must be scoped to.
+        now: the emulator's time.
+        service: the signing name.
+
+    Returns:
+        The caller.
+
+    Raises:
+        ApiError: ``MissingAuthenticationTokenException``,
+            ``IncompleteSignatureException``, ``UnrecognizedClientException`` or
+            ``InvalidSignatureException``.
+    """
+    authorization = headers.get("authorization")
+    if not authorization:
+        raise ApiError("MissingAuthenticationTokenException", "Missing Authentication Token")
+    match = _AUTH_RE.fullmatch(authorization.strip())
+    if match is None:
+        raise ApiError(
+            "IncompleteSignatureException",
+            "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' "
+            "parameters with the AWS4-HMAC-SHA256 algorithm",
+        )
+    scope = match["credential"].split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request":
+        raise ApiError("IncompleteSignatureException", "Credential is not a valid SigV4 scope")
+    access_key_id, scope_date, scope_region, scope_service, _ = scope
+    identity = identities.get(access_key_id)
+    if identity is None:
+        raise ApiError("UnrecognizedClientException", _UNRECOGNIZED)
+    token = headers.get("x-amz-security-token")
+    if (token is None) != (identity.session_token is None) or (
+        token is not None
+        and identity.session_token is not None
+        and not hmac.compare_digest(token.encode(), identity.session_token.encode())
+    ):
+        raise ApiError("UnrecognizedClientException", _UNRECOGNIZED)
+    amz_date = headers.get("x-amz-date", "")
+    try:
+        when = datetime.strptime(amz_date, _DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise ApiError(
+            "IncompleteSignatureException",
+            "Authorization header requires existence of a valid 'X-Amz-Date' header",
+        ) from None
+    _check_scope(scope_date, scope_region, scope_service, amz_date, region, service)
+    _check_skew(when, now)
+    signed = match["signed"].split(";")
+    if signed != sorted(set(signed)) or "host" not in signed:
+        raise ApiError("InvalidSignatureException", "SignedHeaders must be sorted and sign 'host'")
+    if "x-amz-security-token" in headers and "x-amz-security-token" not in signed:
+        raise ApiError("InvalidSignatureException", "The session token must be signed")
+    missing = [h for h in signed if h not in headers]
+    if missing:
+        raise ApiError(
+            "InvalidSignatureException", f"Signed header {missing[0]!r:.60} is not in the request"
+        )
+    content_sha = headers.get("x-amz-content-sha256")
+    if content_sha is not None and content_sha != hashlib.sha256(body).hexdigest():
+        raise ApiError("InvalidSignatureException", "X-Amz-Content-SHA256 does not match the body")
+    request = AWSRequest(method=method, url=url, headers={h: headers[h] for h in signed}, data=body)
+    request.context["timestamp"] = amz_date
+    signer = SigV4Auth(
+        Credentials(access_key_id, identity.secret_access_key, identity.session_token),
+        service,
+        region,
+    )
+    expected = signer.signature(
+        signer.string_to_sign(request, signer.canonical_request(request)), request
+    )
+    if not hmac.compare_digest(expected.encode("ascii"), match["signature"].encode("ascii")):
+        raise ApiError(
+            "InvalidSignatureException",
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your AWS Secret Access Key and signing method.",
+        )
+    assert identity.principal_arn is not None  # noqa: S101 - set in __post_init__
+    return Caller(
+        access_key_id=access_key_id,
+        arn=identity.arn,
+        principal_arn=identity.principal_arn,
+        account=identity.account,
+    )
+
+
+def _check_scope(
+    scope_date: str,
+    scope_region: str,
+    scope_service: str,
+    amz_date: str,
+    region: str,
+    service: str,
+) -> None:
+    if scope_region != region:
+        raise ApiError(
+            "InvalidSignatureException",
+            f"Credential should be scoped to a valid region, not '{scope_region[:40]}'. "
+            f"(the emulator serves {region})",
+        )
+    if scope_service != service:
+        raise ApiError(
+            "InvalidSignatureException",
+            f"Credential should be scoped to correct service: '{service}'.",
+        )
+    if scope_date != amz_date[:8]:
+        raise ApiError(
+            "InvalidSignatureException",
+            f"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of "
+            f"date from HTTP: '{scope_date[:8]}' != '{amz_date[:8]}'",
+        )
+
+
+def _check_skew(when: datetime, now: datetime) -> None:
+    stamp = when.strftime(_DATE_FORMAT)
+    if when < now - MAX_SKEW:
+        limit = (now - MAX_SKEW).strftime(_DATE_FORMAT)
+        raise ApiError(
+            "InvalidSignatureException",
+            f"Signature expired: {stamp} is now earlier than {limit} "
+            f"({now.strftime(_DATE_FORMAT)} - 5 min.)",
+        )
+    if when > now + MAX_SKEW:
+        limit = (now + MAX_SKEW).strftime(_DATE_FORMAT)
+        raise ApiError(
+            "InvalidSignatureException",
+            f"Signature not yet current: {stamp} is still later than {limit} "
+            f"({now.strftime(_DATE_FORMAT)} + 5 min.)",
+        )
