@@ -18,6 +18,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
+    ParamValidationError,
     PartialCredentialsError,
     ProxyConnectionError,
     ReadTimeoutError,
@@ -232,7 +233,7 @@ def from_transport_error(exc: BotoCoreError, context: CallContext) -> AttestedEr
     """Map a botocore transport or local error to our tree.
 
     Raises:
-        ValueError: for ``ParamValidationError`` and other misuse (re-raised as such).
+        ValueError: for ``ParamValidationError`` (misuse).
     """
     endpoint = context.endpoint
     host = urlsplit(endpoint).hostname or endpoint
@@ -287,4 +288,10 @@ def from_transport_error(exc: BotoCoreError, context: CallContext) -> AttestedEr
             endpoint=endpoint,
             proxy=proxy,
         )
-    raise ValueError(f"KMS {context.operation}: {exc}") from exc
+    if isinstance(exc, ParamValidationError):
+        raise ValueError(f"KMS {context.operation}: {exc}") from exc
+    return KmsUnreachable(
+        f"KMS {context.operation}: the request to {endpoint} failed ({exc}).",
+        endpoint=endpoint,
+        proxy=proxy,
+    )

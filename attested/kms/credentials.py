@@ -30,6 +30,7 @@ from botocore.credentials import (
     EnvProvider,
     RefreshableCredentials,
 )
+from botocore.exceptions import BotoCoreError
 from botocore.utils import InstanceMetadataFetcher
 
 from attested.errors import (
@@ -207,7 +208,7 @@ class ParentCredentials:
         clock: Callable[[], datetime] = _utc_now,
         advisory_refresh: timedelta = timedelta(minutes=15),
         mandatory_refresh: timedelta = timedelta(minutes=5),
-        unknown_expiry_lifetime: timedelta = timedelta(minutes=15),
+        unknown_expiry_lifetime: timedelta = timedelta(minutes=30),
     ) -> None:
         self.address = parse_address(address) if isinstance(address, str) else address
         if self.address.kind == "unix":
@@ -235,21 +236,28 @@ class ParentCredentials:
         """
         where = str(self.address)
         try:
-            with _connect(self.address, self._timeout) as sock:
-                sock.settimeout(self._timeout)
-                sock.sendall(_credproto.encode_request())
-                payload = _read_frame(sock)
-        except EOFError as exc:
-            raise CredentialsUnavailable(
-                f"the parent credential server at {where} closed the connection without an "
-                f"answer ({exc}). Most likely this enclave is not among its allowed peers "
-                "(check the enclave CID in the parent's configuration and its log)."
-            ) from None
+            sock = _connect(self.address, self._timeout)
         except OSError as exc:
             raise CredentialsUnavailable(
                 f"could not reach the parent credential server at {where} "
                 f"({exc.strerror or exc}). Check that 'attested parent' runs with the "
                 "credential server on that port."
+            ) from None
+        try:
+            with sock:
+                sock.settimeout(self._timeout)
+                sock.sendall(_credproto.encode_request())
+                payload = _read_frame(sock)
+        except TimeoutError:
+            raise CredentialsUnavailable(
+                f"the parent credential server at {where} did not answer within {self._timeout} s"
+            ) from None
+        except (EOFError, OSError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise CredentialsUnavailable(
+                f"the parent credential server at {where} closed the connection without an "
+                f"answer ({detail}). Most likely this enclave is not among its allowed peers "
+                "(check the enclave CID in the parent's configuration and its log)."
             ) from None
         self.fetches += 1
         credentials = _credproto.decode_response(payload)
@@ -260,7 +268,14 @@ class ParentCredentials:
 
     def _refresh(self) -> dict[str, str | None]:
         credentials = self.fetch()
-        expiry = credentials.expiration or self._clock() + self._unknown_lifetime
+        now = self._clock()
+        if credentials.expiration is not None and credentials.expiration <= now:
+            raise CredentialsUnavailable(
+                f"the parent credential server at {self.address} sent credentials that "
+                f"expired at {credentials.expiration.isoformat()} (now "
+                f"{now.isoformat()}): check the parent's credential source and both clocks"
+            )
+        expiry = credentials.expiration or now + self._unknown_lifetime
         return {
             "access_key": credentials.access_key_id,
             "secret_key": credentials.secret_access_key,
@@ -315,7 +330,13 @@ def imds_source(
         )
 
     def source() -> AwsCredentials:
-        data = fetcher.retrieve_iam_role_credentials()
+        try:
+            data = fetcher.retrieve_iam_role_credentials()
+        except BotoCoreError as exc:
+            raise CredentialsUnavailable(
+                f"the instance metadata service did not answer with IMDSv2 ({exc}): check that "
+                "IMDS is enabled on the instance and reachable from this process"
+            ) from None
         if not data:
             raise CredentialsUnavailable(
                 "the instance metadata service gave no role credentials: check that an IAM "
