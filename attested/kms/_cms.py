@@ -51,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -144,66 +145,76 @@ class Envelope:
     encrypted_content: bytes = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class _Node:
+class _Node(NamedTuple):
+    """One parsed element (a NamedTuple: an envelope has ~30, made on every call)."""
+
     tag: int
     offset: int
     content: bytes | tuple[_Node, ...]  # bytes for primitive, children for constructed
 
     @property
     def children(self) -> tuple[_Node, ...]:
-        assert isinstance(self.content, tuple)  # noqa: S101 - callers check the tag first
-        return self.content
+        content = self.content
+        if isinstance(content, bytes):
+            raise MalformedEnvelope(
+                f"CMS: element at offset {self.offset} must be constructed, is primitive"
+            )
+        return content
 
     @property
     def value(self) -> bytes:
-        assert isinstance(self.content, bytes)  # noqa: S101
-        return self.content
+        content = self.content
+        if not isinstance(content, bytes):
+            raise MalformedEnvelope(
+                f"CMS: element at offset {self.offset} must be primitive, is constructed"
+            )
+        return content
+
+
+# NamedTuple's own __new__ is a Python-level function; this skips it (the parser makes
+# about 30 nodes per envelope on every KMS call).
+_new = tuple.__new__
 
 
 class _Parser:
     """Generic strict BER: turns bytes into a tree of :class:`_Node`."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, *, shortcut: bool = True) -> None:
         self.data = data
         self.nodes = 0
+        self.shortcut = shortcut
 
     def element(self, pos: int, end: int, depth: int) -> tuple[_Node, int]:
         """Read one element starting at ``pos`` that must end by ``end``."""
-        if depth > MAX_DEPTH:
-            raise MalformedEnvelope(f"CMS: nesting deeper than {MAX_DEPTH} at offset {pos}")
-        self.nodes += 1
-        if self.nodes > _MAX_NODES:
-            raise MalformedEnvelope(f"CMS: more than {_MAX_NODES} elements")
         data = self.data
-        if pos >= end:
+        if end - pos < 2:
             raise MalformedEnvelope(f"CMS: truncated at offset {pos}")
         start = pos
         tag = data[pos]
+        first = data[pos + 1]
+        pos += 2
         if tag & 0x1F == 0x1F:
-            raise MalformedEnvelope(f"CMS: multi-octet tag at offset {pos} is not used by KMS")
-        pos += 1
-        if pos >= end:
-            raise MalformedEnvelope(f"CMS: truncated length at offset {pos}")
-        first = data[pos]
-        pos += 1
-        constructed = bool(tag & _CONSTRUCTED)
-        if first == 0x80:
+            raise MalformedEnvelope(f"CMS: multi-octet tag at offset {start} is not used by KMS")
+        if tag == _EOC:
+            raise MalformedEnvelope(f"CMS: unexpected end-of-contents at offset {start}")
+        self.nodes += 1
+        if self.nodes > _MAX_NODES:
+            raise MalformedEnvelope(f"CMS: more than {_MAX_NODES} elements")
+        constructed = tag & _CONSTRUCTED
+        if constructed and depth >= MAX_DEPTH:
+            raise MalformedEnvelope(f"CMS: nesting deeper than {MAX_DEPTH} at offset {start}")
+        if first < 0x80:
+            length = first
+        elif first == 0x80:
             if not constructed:
                 raise MalformedEnvelope(
                     f"CMS: primitive element at offset {start} has an indefinite length"
                 )
-            children: list[_Node] = []
-            while True:
-                if end - pos >= 2 and data[pos] == _EOC and data[pos + 1] == 0x00:
-                    return _Node(tag, start, tuple(children)), pos + 2
-                child, pos = self.element(pos, end, depth + 1)
-                children.append(child)
-        if first < 0x80:
-            length = first
+            children, pos = self.children(pos, end, depth + 1, indefinite=True)
+            return _new(_Node, (tag, start, children)), pos
         else:
             count = first & 0x7F
-            if count > _MAX_LENGTH_OCTETS or count == 0x7F:
+            if count > _MAX_LENGTH_OCTETS:
                 raise MalformedEnvelope(f"CMS: length at offset {start} is too large")
             if end - pos < count:
                 raise MalformedEnvelope(f"CMS: truncated length at offset {start}")
@@ -217,15 +228,50 @@ class _Parser:
                 f"CMS: element at offset {start} claims {length} bytes, "
                 f"only {end - pos} remain in its container"
             )
-        if tag == _EOC:
-            raise MalformedEnvelope(f"CMS: unexpected end-of-contents at offset {start}")
         if not constructed:
-            return _Node(tag, start, data[pos:content_end]), content_end
-        children = []
-        while pos < content_end:
-            child, pos = self.element(pos, content_end, depth + 1)
-            children.append(child)
-        return _Node(tag, start, tuple(children)), content_end
+            return _new(_Node, (tag, start, data[pos:content_end])), content_end
+        if (
+            self.shortcut
+            and content_end - start == len(_KMS_KEY_ALGORITHM)
+            and data[start:content_end] == _KMS_KEY_ALGORITHM
+        ):
+            self.nodes += _KMS_KEY_ALGORITHM_ELEMENTS - 1
+            return _new(_Node, (tag, start, _KMS_KEY_ALGORITHM_CHILDREN)), content_end
+        children, _ = self.children(pos, content_end, depth + 1, indefinite=False)
+        return _new(_Node, (tag, start, children)), content_end
+
+    def children(
+        self, pos: int, end: int, depth: int, *, indefinite: bool
+    ) -> tuple[tuple[_Node, ...], int]:
+        """The elements of a constructed value: up to ``end``, or up to an EOC."""
+        data = self.data
+        found: list[_Node] = []
+        while True:
+            if indefinite:
+                if end - pos >= 2 and data[pos] == _EOC and data[pos + 1] == 0x00:
+                    return tuple(found), pos + 2
+            elif pos == end:
+                return tuple(found), pos
+            # Fast path for the common case, a short primitive element: the same checks
+            # as element(), without a call per OID, INTEGER and OCTET STRING.
+            if end - pos >= 2:
+                tag = data[pos]
+                length = data[pos + 1]
+                if (
+                    length < 0x80
+                    and not tag & _CONSTRUCTED
+                    and tag & 0x1F != 0x1F
+                    and tag != _EOC
+                    and pos + 2 + length <= end
+                ):
+                    self.nodes += 1
+                    if self.nodes > _MAX_NODES:
+                        raise MalformedEnvelope(f"CMS: more than {_MAX_NODES} elements")
+                    found.append(_new(_Node, (tag, pos, data[pos + 2 : pos + 2 + length])))
+                    pos += 2 + length
+                    continue
+            child, pos = self.element(pos, end, depth)
+            found.append(child)
 
 
 def _expect(node: _Node, tag: int, what: str) -> _Node:
@@ -301,6 +347,36 @@ def _oaep_parameters(node: _Node) -> None:
             raise MalformedEnvelope("CMS: OAEP label must be empty (pSpecified, empty)")
 
 
+def _key_algorithm(node: _Node) -> None:
+    """The keyEncryptionAlgorithm: RSAES-OAEP with SHA-256 parameters."""
+    algorithm = _fields(_expect(node, _SEQUENCE, "keyEncryptionAlgorithm"), "kea", 1, 1)
+    if _oid(algorithm[0], "keyEncryptionAlgorithm") != _OID_RSAES_OAEP:
+        raise MalformedEnvelope(
+            f"CMS: key transport is {_name(algorithm[0].value)}, not RSAES-OAEP"
+        )
+    if len(algorithm) == 1:
+        raise MalformedEnvelope(
+            "CMS: RSAES-OAEP without parameters means SHA-1; KMS was asked for RSAES_OAEP_SHA_256"
+        )
+    _oaep_parameters(algorithm[1])
+
+
+# The exact keyEncryptionAlgorithm KMS writes (rsaesOaep, [0] sha256 NULL, [1] mgf1(sha256
+# NULL)). It is parsed and checked once here, at import, with the same code as any other
+# encoding; an envelope carrying these exact bytes reuses the checked children instead of
+# walking 13 elements again. Anything else takes the full path.
+_KMS_KEY_ALGORITHM = bytes.fromhex(
+    "303c06092a864886f70d010107302fa00f300d06096086480165030402010500"
+    "a11c301a06092a864886f70d010108300d06096086480165030402010500"
+)
+_KMS_KEY_ALGORITHM_NODE, _ = _Parser(_KMS_KEY_ALGORITHM, shortcut=False).element(
+    0, len(_KMS_KEY_ALGORITHM), 0
+)
+_key_algorithm(_KMS_KEY_ALGORITHM_NODE)
+_KMS_KEY_ALGORITHM_CHILDREN = _KMS_KEY_ALGORITHM_NODE.content
+_KMS_KEY_ALGORITHM_ELEMENTS = 13
+
+
 def _octets(node: _Node) -> bytes:
     """Concatenate the leaves of a (possibly constructed, nested) OCTET STRING."""
     if isinstance(node.content, bytes):
@@ -372,16 +448,8 @@ def parse_envelope(blob: bytes) -> Envelope:
             f"CMS: subjectKeyIdentifier is {len(key_id)} bytes, expected {_KEY_ID_SIZE} "
             "(SHA-256 of the SubjectPublicKeyInfo)"
         )
-    algorithm = _fields(_expect(key_algorithm, _SEQUENCE, "keyEncryptionAlgorithm"), "kea", 1, 1)
-    if _oid(algorithm[0], "keyEncryptionAlgorithm") != _OID_RSAES_OAEP:
-        raise MalformedEnvelope(
-            f"CMS: key transport is {_name(algorithm[0].value)}, not RSAES-OAEP"
-        )
-    if len(algorithm) == 1:
-        raise MalformedEnvelope(
-            "CMS: RSAES-OAEP without parameters means SHA-1; KMS was asked for RSAES_OAEP_SHA_256"
-        )
-    _oaep_parameters(algorithm[1])
+    if key_algorithm.content is not _KMS_KEY_ALGORITHM_CHILDREN:
+        _key_algorithm(key_algorithm)
     wrapped = _expect(encrypted_key, _OCTET_STRING, "encryptedKey").value
 
     content_info = _fields(

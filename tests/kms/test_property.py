@@ -185,3 +185,25 @@ def test_frame_headers_are_bounded(header: bytes) -> None:
     else:
         with pytest.raises(MalformedError):
             proto.frame_length(header)
+
+
+def _outcome(blob: bytes) -> object:
+    try:
+        return parse_envelope(blob)
+    except MalformedEnvelope as exc:
+        return ("refused", str(exc))
+
+
+@settings(max_examples=200)
+@given(data=st.data())
+def test_the_kms_encoding_shortcut_decides_like_the_full_path(data: st.DataObject) -> None:
+    """The pre-checked keyEncryptionAlgorithm must never change a verdict."""
+    from attested.kms import _cms
+
+    vector = data.draw(st.sampled_from(VECTORS))
+    blob = data.draw(mutations(vector.read_bytes()))
+    fast = _outcome(blob)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_cms, "_KMS_KEY_ALGORITHM", b"")  # disables the shortcut
+        slow = _outcome(blob)
+    assert fast == slow
