@@ -19,12 +19,14 @@ Usage: python bench/kmsclient_bench.py [--rounds N] [--opens N] [--calls N]
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -121,14 +123,12 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def client_overhead(calls: int) -> None:
-    try:
-        import attested.emulator  # noqa: F401
-
+    if importlib.util.find_spec("attested.emulator") is not None:
         print(
             "note: attested.emulator is importable, but this bench still uses the local "
             "stand-in until its configuration API is settled"
         )
-    except ImportError:
+    else:
         print("note: attested.emulator is not available; using the tests' local KMS stand-in")
     kit = make_kit()
     generated = 0
@@ -139,9 +139,10 @@ def client_overhead(calls: int) -> None:
         generated += 1
         return real_generate(*args, **kwargs)
 
-    rsa.generate_private_key = counting  # type: ignore[assignment]
-    timed_open = _Timed(client_module.open_envelope)
-    client_module.open_envelope = timed_open  # type: ignore[assignment]
+    patch = pytest.MonkeyPatch()
+    patch.setattr(rsa, "generate_private_key", counting)
+    timed_open = _Timed(open_envelope)
+    patch.setattr(client_module, "open_envelope", timed_open)
     try:
         with KmsStandIn() as kms:
             provider = _TimedProvider(DocumentProvider(kit))
@@ -151,7 +152,7 @@ def client_overhead(calls: int) -> None:
             )
             client = KmsClient(
                 region="us-east-1",
-                attestation=provider,  # type: ignore[arg-type]
+                attestation=provider,
                 credentials=credentials,
                 network=NetworkSettings(endpoint_url=kms.url),
                 retry=RetryPolicy(max_attempts=1),
@@ -171,8 +172,7 @@ def client_overhead(calls: int) -> None:
                     plains.append(plain_time)
             client.close()
     finally:
-        rsa.generate_private_key = real_generate  # type: ignore[assignment]
-        client_module.open_envelope = open_envelope  # type: ignore[assignment]
+        patch.undo()
     attestation = provider.seconds[10:]
     envelope = timed_open.seconds[10:]
     overhead = [a + e for a, e in zip(attestation, envelope, strict=True)]
