@@ -431,7 +431,7 @@ class KmsClient:
                 context = self._context(operation, key_id, document, attempt)
                 if _errors.is_retryable(exc) and attempt < self._retry.max_attempts:
                     pause = self._retry.delay(attempt, self._uniform())
-                    logger.info(
+                    logger.debug(
                         "KMS %s: %s, retrying in %.2f s (attempt %d of %d)",
                         operation,
                         type(exc).__name__

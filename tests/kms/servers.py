@@ -42,10 +42,15 @@ SEALED = b"sealed:"
 
 
 class DocumentProvider:
-    """Signs a fresh document per call with the requested ``public_key``."""
+    """Signs a fresh document per call with the requested ``public_key``.
 
-    def __init__(self, kit: Kit) -> None:
+    ``live=True`` stamps documents with the current time (for verifiers that check the
+    chain now, like the emulator); otherwise they carry the kit's fixed time.
+    """
+
+    def __init__(self, kit: Kit, *, live: bool = False) -> None:
         self.kit = kit
+        self.live = live
         self.calls = 0
         self.public_keys: list[bytes | None] = []
 
@@ -59,6 +64,8 @@ class DocumentProvider:
         self.calls += 1
         self.public_keys.append(public_key)
         payload = self.kit.payload(public_key=public_key, user_data=user_data, nonce=nonce)
+        if self.live:
+            payload["timestamp"] = int(datetime.datetime.now(datetime.UTC).timestamp() * 1000)
         return self.kit.document(payload)
 
 

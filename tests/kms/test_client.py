@@ -499,3 +499,23 @@ def test_the_recipient_key_in_the_document_is_the_one_that_opens(
     document = parse_attestation(_sent_document(kms))
     assert document.public_key is not None
     assert hashlib.sha256(document.public_key).digest() == recipient_key.key_id
+
+
+def test_live_documents_verify_now_like_the_emulator_will(recipient_key: RecipientKey) -> None:
+    """The e2e tests' provider: a PKI valid now, documents stamped now, bound to our key."""
+    from datetime import timedelta
+
+    from attested import Policy, Verifier
+    from tests.kit import make_kit
+
+    kit = make_kit(datetime.now(UTC))
+    document = DocumentProvider(kit, live=True).get_attestation_document(
+        public_key=recipient_key.spki_der()
+    )
+    verified = Verifier(trust_root=kit.root).verify(
+        document,
+        policy=Policy(
+            pcrs={0: PCR0}, public_key=recipient_key.spki_der(), max_age=timedelta(minutes=1)
+        ),
+    )
+    assert verified.document.public_key == recipient_key.spki_der()

@@ -23,6 +23,7 @@ from attested.errors import KmsAccessDenied, KmsThrottled
 from attested.kms import KmsClient, NetworkSettings, RecipientKey, RetryPolicy
 from attested.kms.credentials import StaticCredentials
 from tests.kit import PCR0, Kit, make_kit
+from tests.kms.servers import DocumentProvider
 
 emulator = pytest.importorskip("attested.emulator")
 
@@ -32,26 +33,6 @@ ACCESS_KEY = "AKIAEMULATOREXAMPLE1"
 SECRET = "emulator/secret/EXAMPLEKEYEXAMPLEKEY0"
 PARENT = "arn:aws:iam::111122223333:role/parent"
 REGION = "us-east-1"
-
-
-class FreshDocuments:
-    """Documents signed now by a test PKI valid now (the emulator checks the chain)."""
-
-    def __init__(self, kit: Kit) -> None:
-        self.kit = kit
-        self.calls = 0
-
-    def get_attestation_document(
-        self,
-        *,
-        user_data: bytes | None = None,
-        nonce: bytes | None = None,
-        public_key: bytes | None = None,
-    ) -> bytes:
-        self.calls += 1
-        payload = self.kit.payload(public_key=public_key, user_data=user_data, nonce=nonce)
-        payload["timestamp"] = int(datetime.now(UTC).timestamp() * 1000)
-        return self.kit.document(payload)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +114,7 @@ def _policy(pcr0_hex: str) -> str:
 def _client(emu: Any, kit: Kit, key: RecipientKey, **kwargs: Any) -> KmsClient:
     return KmsClient(
         region=REGION,
-        attestation=FreshDocuments(kit),
+        attestation=DocumentProvider(kit, live=True),
         credentials=StaticCredentials(access_key_id=ACCESS_KEY, secret_access_key=SECRET),
         recipient_key=key,
         network=NetworkSettings(endpoint_url=emu.endpoint_url),
