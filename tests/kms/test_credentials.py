@@ -490,3 +490,15 @@ def test_imds_without_a_role_says_to_attach_one(imds: str) -> None:
             imds_source(base_url=imds, attempts=1)()
     finally:
         _Imds.role = b"parent-role"
+
+
+def test_peer_rules_for_vsock_and_mapped_addresses(clock: Clock) -> None:
+    """No vsock on CI machines: the rule itself, with the peer tuples the kernel gives."""
+    vsock = CredentialServer("vsock:ANY:8001", source=Source(clock), allowed_peers=[16])
+    assert vsock._peer_allowed((16, 1034))
+    assert not vsock._peer_allowed((17, 1034))
+    assert not vsock._peer_allowed((3, 1034))  # not even the parent itself
+    tcp = CredentialServer("tcp:[::]:0", source=Source(clock), allowed_peers=["127.0.0.1"])
+    assert tcp._peer_allowed(("::ffff:127.0.0.1", 5000, 0, 0))
+    assert not tcp._peer_allowed(("::1", 5000, 0, 0))
+    assert not tcp._peer_allowed(("not-an-ip", 1))
