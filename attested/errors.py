@@ -6,15 +6,31 @@ must never be retried into success and the second usually can be::
 
     AttestedError
     ├── MalformedError            bytes that are not well formed (CBOR, COSE, DER, CMS, ...)
-    │   └── KeyPolicyError        a KMS key policy document the emulator cannot accept
+    │   ├── KeyPolicyError        a KMS key policy document the emulator cannot accept
+    │   └── MalformedEnvelope     a CiphertextForRecipient that is not the CMS KMS sends
     ├── VerificationError         well formed, but not trustworthy
     │   ├── SignatureError        a signature does not verify (no detail on why)
     │   ├── ChainError            no valid path to the trust root at the verification time
-    │   └── PolicyError           the document is genuine but not what the policy expects;
-    │                             ``.failures`` lists every mismatch
+    │   ├── PolicyError           the document is genuine but not what the policy expects;
+    │   │                         ``.failures`` lists every mismatch
+    │   ├── EnvelopeNotForRecipient  the envelope is addressed to another recipient key
+    │   ├── EnvelopeDecryptionError  the envelope does not open with our key (one uniform
+    │   │                            error for every unwrap failure: no padding oracle)
+    │   └── RecipientIgnored      KMS answered in plaintext although we sent Recipient
     ├── UnavailableError          could not obtain evidence or reach a service (may be retried)
-    │   └── AttestationUnavailable  the NSM (or simulator) gave no document
+    │   ├── AttestationUnavailable  the NSM (or simulator) gave no document
+    │   ├── CredentialsUnavailable  no AWS credentials (none configured, parent unreachable)
+    │   └── KmsUnreachable        no answer from KMS: connection refused, DNS, timeout
+    │       ├── ProxyUnreachable  the HTTPS (CONNECT) proxy refused or failed the tunnel
+    │       └── KmsTlsError       the TLS handshake failed (CA bundle, host name)
     ├── KmsError                  KMS (or the emulator) answered with an error
+    │   ├── KmsAccessDenied       AccessDeniedException; ``.pcrs`` of the document we sent
+    │   ├── KmsCredentialsRejected  UnrecognizedClient, ExpiredToken, InvalidSignature
+    │   ├── KmsInvalidCiphertext  InvalidCiphertextException
+    │   ├── KmsIncorrectKey       IncorrectKeyException (KeyId is not the encrypting key)
+    │   ├── KmsKeyNotFound        NotFoundException
+    │   ├── KmsKeyDisabled        DisabledException, KMSInvalidStateException
+    │   └── KmsThrottled          ThrottlingException after the bounded retries
     └── ConfigurationError        bad configuration or arguments found before any work starts
 
 Later modules add subclasses under these branches; they never add a second root.
@@ -29,18 +45,35 @@ Misuse of an API (a wrong type, a negative size) raises :class:`TypeError` or
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 __all__ = [
     "AttestationUnavailable",
     "AttestedError",
     "ChainError",
     "ConfigurationError",
+    "CredentialsUnavailable",
+    "EnvelopeDecryptionError",
+    "EnvelopeNotForRecipient",
     "KeyPolicyError",
+    "KmsAccessDenied",
+    "KmsCredentialsRejected",
     "KmsError",
+    "KmsIncorrectKey",
+    "KmsInvalidCiphertext",
+    "KmsKeyDisabled",
+    "KmsKeyNotFound",
+    "KmsThrottled",
+    "KmsTlsError",
+    "KmsUnreachable",
+    "MalformedEnvelope",
     "MalformedError",
     "PolicyError",
     "PolicyFailure",
+    "ProxyUnreachable",
+    "RecipientIgnored",
     "SecurityWarning",
     "SignatureError",
     "UnavailableError",
@@ -146,6 +179,138 @@ class ConfigurationError(AttestedError):
 
 class SecurityWarning(UserWarning):
     """An allowed but weakened security setting is in use."""
+
+
+# --- KMS client (attested.kms) -----------------------------------------------------------
+
+
+class MalformedEnvelope(MalformedError):
+    """A ``CiphertextForRecipient`` is not the CMS EnvelopedData that KMS sends.
+
+    Raised before any decryption: bad BER, an unexpected structure, trailing bytes,
+    sizes beyond the caps, or algorithms we refuse (for example RSAES-OAEP with the
+    SHA-1 defaults, or AES other than AES-256-CBC).
+    """
+
+
+class EnvelopeNotForRecipient(VerificationError):
+    """The envelope names another recipient key (its subjectKeyIdentifier is not ours).
+
+    Usually the envelope was made for another process or an older key; the key ids in
+    the message are SHA-256 hashes of public keys, not secrets.
+    """
+
+
+class EnvelopeDecryptionError(VerificationError):
+    """The envelope does not open with this recipient key.
+
+    Every failure after the structure is parsed (RSA-OAEP unwrap, content-key length,
+    ciphertext length, PKCS#7 padding) raises this one type with one message, so the
+    error says nothing an attacker could use as a padding oracle.
+    """
+
+
+class RecipientIgnored(VerificationError):
+    """KMS answered without honouring the Recipient parameter we sent.
+
+    The response carried a plaintext field (``Plaintext``, ``PrivateKeyPlaintext`` or
+    ``SharedSecret``) or no ``CiphertextForRecipient``: the secret, if any, travelled
+    outside the attested envelope and is discarded.
+    """
+
+
+class CredentialsUnavailable(UnavailableError):
+    """No AWS credentials could be obtained (none configured, or the parent is unreachable)."""
+
+
+class KmsUnreachable(UnavailableError):
+    """KMS did not answer: connection refused, name resolution failed, or a timeout.
+
+    Attributes:
+        endpoint: the URL the client tried to reach.
+        proxy: the HTTPS proxy used, or ``None`` for a direct connection.
+    """
+
+    def __init__(self, message: str, *, endpoint: str, proxy: str | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.proxy = proxy
+
+
+class ProxyUnreachable(KmsUnreachable):
+    """The HTTPS proxy (the enclave-egress relay) refused the connection or the tunnel."""
+
+
+class KmsTlsError(KmsUnreachable):
+    """The TLS handshake with KMS failed: most often a missing or wrong CA bundle.
+
+    Attributes:
+        ca_bundle: the CA bundle path that was used (``None``: botocore's default).
+    """
+
+    def __init__(
+        self, message: str, *, endpoint: str, proxy: str | None = None, ca_bundle: str | None
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, proxy=proxy)
+        self.ca_bundle = ca_bundle
+
+
+class KmsAccessDenied(KmsError):
+    """KMS refused the request (``AccessDeniedException``).
+
+    Attributes:
+        operation: the KMS operation, for example ``"Decrypt"``.
+        attested: whether the request carried an attestation document.
+        pcrs: the PCRs of the attestation document we sent (index to value), read-only;
+            empty when no document was sent. Compare them with the key policy's
+            ``kms:RecipientAttestation:PCR<n>`` conditions.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "AccessDeniedException",
+        operation: str,
+        attested: bool,
+        pcrs: Mapping[int, bytes],
+    ) -> None:
+        super().__init__(message, code=code)
+        self.operation = operation
+        self.attested = attested
+        self.pcrs: Mapping[int, bytes] = MappingProxyType(dict(pcrs))
+
+
+class KmsCredentialsRejected(KmsError):
+    """KMS did not accept the credentials (unknown, expired, or a bad signature)."""
+
+
+class KmsInvalidCiphertext(KmsError):
+    """KMS could not decrypt the ciphertext blob (``InvalidCiphertextException``)."""
+
+
+class KmsIncorrectKey(KmsError):
+    """The ``KeyId`` given is not the key that encrypted the ciphertext."""
+
+
+class KmsKeyNotFound(KmsError):
+    """The key, alias or ARN does not exist in this account and region."""
+
+
+class KmsKeyDisabled(KmsError):
+    """The key exists but cannot be used now (disabled, pending deletion or import)."""
+
+
+class KmsThrottled(KmsError):
+    """KMS kept throttling after the bounded retries.
+
+    Attributes:
+        attempts: how many requests were made.
+    """
+
+    def __init__(self, message: str, *, code: str = "ThrottlingException", attempts: int) -> None:
+        super().__init__(message, code=code)
+        self.attempts = attempts
 
 
 # KMS emulator

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from attested import __version__
-from attested.cli import _demo, _emulator, _simulate, _verify
+from attested.cli import _cms, _demo, _emulator, _simulate, _verify
 from attested.cli._common import EXIT_ENV, EXIT_USAGE, CliError
 
 __all__ = ["main"]
@@ -28,6 +28,7 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _demo.register,
     _simulate.register,
     _emulator.register,
+    _cms.register,
 )
 
 

@@ -1,0 +1,133 @@
+"""How boto3 reaches KMS from inside an enclave.
+
+An enclave has no network interface. botocore speaks HTTPS through an HTTP CONNECT
+proxy (``Config(proxies={"https": ...})``): the enclave-egress relay listens on
+``127.0.0.1:3128`` inside the enclave and carries the tunnel over vsock to the parent,
+which connects to ``kms.<region>.amazonaws.com:443``. TLS runs end to end inside the
+tunnel: botocore sends SNI ``kms.<region>.amazonaws.com`` and verifies the real
+certificate and host name, so the parent sees only ciphertext. No ``/etc/hosts``
+edits, no DNS inside the enclave (the proxy resolves the name).
+
+For the emulator or a test server, ``endpoint_url`` replaces the AWS endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import CredentialProvider, CredentialResolver, Credentials
+
+from attested import __version__
+from attested.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from mypy_boto3_kms import KMSClient
+
+__all__ = ["NetworkSettings", "make_boto_client"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkSettings:
+    """Where and how the KMS client connects.
+
+    Attributes:
+        endpoint_url: replaces ``https://kms.<region>.amazonaws.com`` (the emulator, a
+            VPC endpoint). ``None`` for AWS's regional endpoint.
+        proxy: ``http://HOST:PORT`` of an HTTP CONNECT proxy for HTTPS (inside an
+            enclave: the enclave-egress relay, e.g. ``http://127.0.0.1:3128``). ``None``
+            connects directly (botocore may still honour ``HTTPS_PROXY``).
+        ca_bundle: PEM file of CA certificates to verify KMS's certificate with;
+            ``None`` uses botocore's default bundle (certifi when installed).
+        connect_timeout: seconds to connect (proxy included).
+        read_timeout: seconds to wait for an answer.
+        max_pool_connections: HTTPS connections kept open. Keep it small: each one
+            holds one worker of the parent's relay.
+
+    Raises:
+        ConfigurationError: a URL or timeout is not valid.
+    """
+
+    endpoint_url: str | None = None
+    proxy: str | None = None
+    ca_bundle: str | None = None
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    max_pool_connections: int = 4
+
+    def __post_init__(self) -> None:
+        if self.endpoint_url is not None:
+            parts = urlsplit(self.endpoint_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigurationError(
+                    f"endpoint_url {self.endpoint_url!r} must be an http:// or https:// URL"
+                )
+        if self.proxy is not None:
+            parts = urlsplit(self.proxy)
+            if parts.scheme != "http" or not parts.hostname or parts.port is None:
+                raise ConfigurationError(
+                    f"proxy {self.proxy!r} must be http://HOST:PORT (an HTTP CONNECT proxy)"
+                )
+            if parts.username or parts.password:
+                raise ConfigurationError("proxy must not carry credentials in its URL")
+        for name in ("connect_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 < value <= 600:
+                raise ConfigurationError(f"{name} must be between 0 and 600 seconds")
+        pool: object = self.max_pool_connections
+        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+            raise ConfigurationError("max_pool_connections must be a positive integer")
+
+
+class _GivenCredentials(CredentialProvider):
+    """A botocore credential provider that returns one credentials object."""
+
+    METHOD = "attested"
+    CANONICAL_NAME = "attested"
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Credentials:
+        return self._credentials
+
+
+def make_boto_client(
+    *, region: str, credentials: Credentials, network: NetworkSettings
+) -> KMSClient:
+    """A boto3 KMS client for ``network``, signing with ``credentials``; retries off.
+
+    Raises:
+        ConfigurationError: the CA bundle file does not exist.
+    """
+    if network.ca_bundle is not None and not os.path.isfile(network.ca_bundle):
+        raise ConfigurationError(f"CA bundle {network.ca_bundle!r} does not exist or is not a file")
+    core = botocore.session.Session()
+    core.register_component(
+        "credential_provider", CredentialResolver(providers=[_GivenCredentials(credentials)])
+    )
+    config = Config(
+        region_name=region,
+        connect_timeout=network.connect_timeout,
+        read_timeout=network.read_timeout,
+        max_pool_connections=network.max_pool_connections,
+        # The client retries itself (jittered, with a fresh attestation document).
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        proxies={"https": network.proxy} if network.proxy else None,
+        user_agent_extra=f"attested/{__version__}",
+        tcp_keepalive=True,
+    )
+    session = boto3.session.Session(botocore_session=core, region_name=region)
+    return session.client(
+        "kms",
+        region_name=region,
+        endpoint_url=network.endpoint_url,
+        verify=network.ca_bundle if network.ca_bundle is not None else True,
+        config=config,
+    )

@@ -1,0 +1,582 @@
+"""AWS credentials for the KMS client: static, environment, or handed over by the parent.
+
+Inside an enclave there is no instance metadata service. The parent instance holds the
+role credentials (IMDSv2); :class:`CredentialServer` runs on the parent and hands them,
+with their ``Expiration``, to the enclave's :class:`ParentCredentials` over vsock. The
+enclave side is a botocore refreshable credential: it asks the parent again before the
+credentials expire (15 minutes before by default, blocking from 5 minutes before).
+
+Credentials never appear on a command line, in a log, or in a ``repr``. The credential
+channel carries the parent's own role credentials; it accepts connections only from
+the configured peers (the enclave's CID; loopback IPs in tests).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, NoReturn, Protocol, Self, runtime_checkable
+
+import botocore.session
+from botocore.credentials import (
+    Credentials,
+    DeferredRefreshableCredentials,
+    EnvProvider,
+    RefreshableCredentials,
+)
+from botocore.exceptions import BotoCoreError
+from botocore.utils import InstanceMetadataFetcher
+
+from attested.errors import (
+    ConfigurationError,
+    CredentialsUnavailable,
+    MalformedError,
+)
+from attested.kms import _credproto
+from attested.kms._credproto import AwsCredentials
+from attested.net import Address, parse_address
+
+__all__ = [
+    "AwsCredentials",
+    "CredentialServer",
+    "CredentialSource",
+    "CredentialsProvider",
+    "EnvironmentCredentials",
+    "ParentCredentials",
+    "StaticCredentials",
+    "botocore_source",
+    "imds_source",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PARENT_ADDRESS = "vsock:3:8001"
+"""Where the enclave finds the parent's credential server by default."""
+
+CredentialSource = Callable[[], AwsCredentials]
+"""What the parent's credential server hands out: called once per request."""
+
+
+@runtime_checkable
+class CredentialsProvider(Protocol):
+    """Something that gives the KMS client botocore credentials."""
+
+    def botocore_credentials(self) -> Credentials:
+        """Credentials for botocore's signer (refreshable ones refresh themselves).
+
+        Raises:
+            CredentialsUnavailable: there are none.
+        """
+        ...
+
+
+class StaticCredentials:
+    """Fixed credentials given in code. Prefer :class:`ParentCredentials` in an enclave.
+
+    Args:
+        access_key_id: the access key id.
+        secret_access_key: the secret access key.
+        session_token: the session token, for temporary credentials.
+
+    Raises:
+        ValueError: a value is empty or malformed.
+    """
+
+    __slots__ = ("_credentials",)
+
+    def __init__(
+        self, *, access_key_id: str, secret_access_key: str, session_token: str | None = None
+    ) -> None:
+        self._credentials = AwsCredentials(
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            session_token=session_token,
+        )
+
+    def botocore_credentials(self) -> Credentials:
+        """Botocore credentials for the fixed values."""
+        c = self._credentials
+        return Credentials(c.access_key_id, c.secret_access_key, c.session_token, "attested-static")
+
+    def __repr__(self) -> str:
+        return f"StaticCredentials({self._credentials!r})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("StaticCredentials cannot be pickled")
+
+
+class EnvironmentCredentials:
+    """``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, read at use.
+
+    ``AWS_CREDENTIAL_EXPIRATION``, when set, makes them refresh from the environment
+    (botocore's environment provider).
+    """
+
+    __slots__ = ()
+
+    def botocore_credentials(self) -> Credentials:
+        """Botocore credentials from the environment.
+
+        Raises:
+            CredentialsUnavailable: the variables are not set.
+        """
+        credentials = EnvProvider(environ=os.environ).load()
+        if credentials is None:
+            raise CredentialsUnavailable(
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set in the environment"
+            )
+        assert isinstance(credentials, Credentials)  # noqa: S101 - botocore's contract
+        return credentials
+
+    def __repr__(self) -> str:
+        return "EnvironmentCredentials()"
+
+
+# --- the wire ----------------------------------------------------------------------------
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = []
+    remaining = size
+    while remaining:
+        chunk = sock.recv(min(remaining, 65536))
+        if not chunk:
+            raise EOFError(f"connection closed with {remaining} of {size} bytes missing")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(sock: socket.socket) -> bytes:
+    length = _credproto.frame_length(_recv_exact(sock, _credproto.HEADER_SIZE))
+    return _recv_exact(sock, length)
+
+
+def _connect(address: Address, timeout: float) -> socket.socket:
+    if address.kind == "tcp":
+        return socket.create_connection(address.sockaddr(), timeout=timeout)  # type: ignore[arg-type]
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address.sockaddr())
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# --- enclave side ------------------------------------------------------------------------
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ParentCredentials:
+    """Credentials asked from the parent's :class:`CredentialServer`, refreshed before expiry.
+
+    Nothing is fetched until the first KMS call. After that, botocore asks again when
+    the credentials are within ``advisory_refresh`` of their expiration (a failure is
+    logged and the current ones are kept) and blocks on a new answer within
+    ``mandatory_refresh`` (a failure is raised).
+
+    Args:
+        address: the server's address; ``vsock:3:8001`` (the parent, port 8001) by
+            default, ``tcp:127.0.0.1:PORT`` in tests.
+        timeout: seconds for one exchange (connect, send, receive).
+        clock: the current time as an aware datetime (tests inject one).
+        advisory_refresh: start refreshing this long before expiry.
+        mandatory_refresh: insist on refreshing this long before expiry.
+        unknown_expiry_lifetime: how long to use credentials the parent sent without an
+            expiration before asking again.
+
+    Raises:
+        ValueError: the address does not parse, or the refresh windows are inconsistent.
+    """
+
+    def __init__(
+        self,
+        address: Address | str = DEFAULT_PARENT_ADDRESS,
+        *,
+        timeout: float = 3.0,
+        clock: Callable[[], datetime] = _utc_now,
+        advisory_refresh: timedelta = timedelta(minutes=15),
+        mandatory_refresh: timedelta = timedelta(minutes=5),
+        unknown_expiry_lifetime: timedelta = timedelta(minutes=30),
+    ) -> None:
+        self.address = parse_address(address) if isinstance(address, str) else address
+        if self.address.kind == "unix":
+            raise ValueError("the credential server is reached over vsock or tcp")
+        if not timedelta(0) <= mandatory_refresh <= advisory_refresh:
+            raise ValueError("need 0 <= mandatory_refresh <= advisory_refresh")
+        if unknown_expiry_lifetime <= advisory_refresh:
+            raise ValueError("unknown_expiry_lifetime must be longer than advisory_refresh")
+        self._timeout = timeout
+        self._clock = clock
+        self._advisory = advisory_refresh
+        self._mandatory = mandatory_refresh
+        self._unknown_lifetime = unknown_expiry_lifetime
+        self._lock = threading.Lock()
+        self._botocore: RefreshableCredentials | None = None
+        self.fetches = 0
+        """How many times the parent was asked (for tests and metrics)."""
+
+    def fetch(self) -> AwsCredentials:
+        """Ask the parent once.
+
+        Raises:
+            CredentialsUnavailable: the server is unreachable, refused us, or has none.
+            MalformedError: the answer is not a valid protocol message.
+        """
+        where = str(self.address)
+        try:
+            sock = _connect(self.address, self._timeout)
+        except OSError as exc:
+            raise CredentialsUnavailable(
+                f"could not reach the parent credential server at {where} "
+                f"({exc.strerror or exc}). Check that 'attested parent' runs with the "
+                "credential server on that port."
+            ) from None
+        try:
+            with sock:
+                sock.settimeout(self._timeout)
+                sock.sendall(_credproto.encode_request())
+                payload = _read_frame(sock)
+        except TimeoutError:
+            raise CredentialsUnavailable(
+                f"the parent credential server at {where} did not answer within {self._timeout} s"
+            ) from None
+        except (EOFError, OSError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise CredentialsUnavailable(
+                f"the parent credential server at {where} closed the connection without an "
+                f"answer ({detail}). Most likely this enclave is not among its allowed peers "
+                "(check the enclave CID in the parent's configuration and its log)."
+            ) from None
+        self.fetches += 1
+        credentials = _credproto.decode_response(payload)
+        logger.debug(
+            "credentials from %s, expiring %s", where, credentials.expiration or "(unknown)"
+        )
+        return credentials
+
+    def _refresh(self) -> dict[str, str | None]:
+        credentials = self.fetch()
+        now = self._clock()
+        if credentials.expiration is not None and credentials.expiration <= now:
+            raise CredentialsUnavailable(
+                f"the parent credential server at {self.address} sent credentials that "
+                f"expired at {credentials.expiration.isoformat()} (now "
+                f"{now.isoformat()}): check the parent's credential source and both clocks"
+            )
+        expiry = credentials.expiration or now + self._unknown_lifetime
+        return {
+            "access_key": credentials.access_key_id,
+            "secret_key": credentials.secret_access_key,
+            "token": credentials.session_token,
+            "expiry_time": expiry.isoformat(),
+        }
+
+    def botocore_credentials(self) -> RefreshableCredentials:
+        """One botocore refreshable credential object, fetching on first use."""
+        with self._lock:
+            if self._botocore is None:
+                credentials = DeferredRefreshableCredentials(
+                    refresh_using=self._refresh,
+                    method="attested-parent",
+                    time_fetcher=self._clock,
+                )
+                # DeferredRefreshableCredentials takes no window arguments; the
+                # attributes are the ones RefreshableCredentials' constructor sets.
+                windows: Any = credentials
+                windows._advisory_refresh_timeout = int(self._advisory.total_seconds())
+                windows._mandatory_refresh_timeout = int(self._mandatory.total_seconds())
+                self._botocore = credentials
+            return self._botocore
+
+    def __repr__(self) -> str:
+        return f"ParentCredentials({str(self.address)!r})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("ParentCredentials cannot be pickled")
+
+
+# --- parent side -------------------------------------------------------------------------
+
+
+def imds_source(
+    *, base_url: str | None = None, timeout: int = 1, attempts: int = 2
+) -> CredentialSource:
+    """The instance role's credentials from IMDSv2 (token first; IMDSv1 is not used).
+
+    Args:
+        base_url: the metadata service (default ``http://169.254.169.254/``; tests
+            point it at a loopback server).
+        timeout: seconds per IMDS request.
+        attempts: tries per IMDS request.
+    """
+    config = {"ec2_metadata_v1_disabled": True}
+    if base_url is None:
+        fetcher = InstanceMetadataFetcher(timeout=timeout, num_attempts=attempts, config=config)
+    else:
+        fetcher = InstanceMetadataFetcher(
+            timeout=timeout, num_attempts=attempts, base_url=base_url, config=config
+        )
+
+    def source() -> AwsCredentials:
+        try:
+            data = fetcher.retrieve_iam_role_credentials()
+        except BotoCoreError as exc:
+            raise CredentialsUnavailable(
+                f"the instance metadata service did not answer with IMDSv2 ({exc}): check that "
+                "IMDS is enabled on the instance and reachable from this process"
+            ) from None
+        if not data:
+            raise CredentialsUnavailable(
+                "the instance metadata service gave no role credentials: check that an IAM "
+                "role (instance profile) is attached, that IMDS is enabled, and that its "
+                "hop limit allows this process (2 or more inside a container)"
+            )
+        try:
+            expiration = datetime.fromisoformat(str(data["expiry_time"]))
+            return AwsCredentials(
+                access_key_id=data["access_key"],
+                secret_access_key=data["secret_key"],
+                session_token=data["token"],
+                expiration=expiration,
+            )
+        except (ValueError, KeyError) as exc:
+            raise MalformedError(f"unexpected IMDS credentials ({type(exc).__name__})") from None
+
+    return source
+
+
+def botocore_source(credentials: Credentials | None = None) -> CredentialSource:
+    """Credentials from botocore: the given object, or botocore's default chain.
+
+    The default chain (environment, config files, container, IMDSv2) is resolved on
+    first use.
+    Refreshable credentials (instance role, assumed role) are sent with their
+    expiration; other credentials are sent without one.
+    """
+    resolved: list[Credentials] = [] if credentials is None else [credentials]
+    lock = threading.Lock()
+
+    def source() -> AwsCredentials:
+        with lock:
+            if not resolved:
+                found = botocore.session.Session().get_credentials()
+                if found is None:
+                    raise CredentialsUnavailable(
+                        "botocore found no credentials on the parent (environment, config "
+                        "files, container or instance role)"
+                    )
+                resolved.append(found)
+        current = resolved[0]
+        expiry: datetime | None = None
+        if isinstance(current, RefreshableCredentials):
+            current.get_frozen_credentials()  # refresh now if due
+            # botocore keeps the expiry private; read it BEFORE the values, so that a
+            # refresh in between can only make the expiry we send too early, not late.
+            private: Any = current
+            expiry = private._expiry_time
+        frozen = current.get_frozen_credentials()
+        if frozen.access_key is None or frozen.secret_key is None:
+            raise CredentialsUnavailable("botocore credentials are incomplete")
+        return AwsCredentials(
+            access_key_id=frozen.access_key,
+            secret_access_key=frozen.secret_key,
+            session_token=frozen.token,
+            expiration=expiry,
+        )
+
+    return source
+
+
+def _normalise_peer(peer: str | int, kind: str) -> str | int:
+    if kind == "vsock":
+        if not isinstance(peer, int) or isinstance(peer, bool) or not 0 <= peer <= 0xFFFFFFFF:
+            raise ConfigurationError(f"allowed vsock peer {peer!r} must be a CID (integer)")
+        return peer
+    try:
+        return str(ipaddress.ip_address(str(peer)))
+    except ValueError:
+        raise ConfigurationError(f"allowed tcp peer {peer!r} must be an IP address") from None
+
+
+class CredentialServer:
+    """The parent side: hands role credentials to the enclave, on request.
+
+    Listens on ``address`` and answers each connection from an allowed peer with one
+    credentials frame (or an error frame). Connections from other peers are closed
+    without an answer and logged. One connection is served at a time, each bounded by
+    ``timeout``.
+
+    Args:
+        address: where to listen: ``vsock:ANY:8001`` in production,
+            ``tcp:127.0.0.1:0`` in tests (port 0 picks a free port).
+        source: where credentials come from (:func:`imds_source`,
+            :func:`botocore_source`, or any callable returning :class:`AwsCredentials`).
+        allowed_peers: vsock CIDs (the enclave's ``--enclave-cid``) or, for tcp, IP
+            addresses allowed to connect. Required for vsock; for tcp the default is
+            loopback only.
+        timeout: seconds to serve one connection.
+
+    Raises:
+        ConfigurationError: a unix address, or no/invalid allowed peers for vsock.
+    """
+
+    def __init__(
+        self,
+        address: Address | str,
+        *,
+        source: CredentialSource,
+        allowed_peers: Collection[str | int] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self._address = parse_address(address) if isinstance(address, str) else address
+        kind = self._address.kind
+        if kind == "unix":
+            raise ConfigurationError("the credential server listens on vsock or tcp")
+        if allowed_peers is None:
+            if kind == "vsock":
+                raise ConfigurationError(
+                    "a vsock credential server needs allowed_peers: the enclave CID(s)"
+                )
+            allowed_peers = ("127.0.0.1", "::1")
+        if not allowed_peers:
+            raise ConfigurationError("allowed_peers is empty: nobody could connect")
+        self._allowed = frozenset(_normalise_peer(p, kind) for p in allowed_peers)
+        self._source = source
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.served = 0
+        """Connections answered (with credentials or an error frame)."""
+        self.refused = 0
+        """Connections closed because the peer is not allowed."""
+
+    @property
+    def address(self) -> Address:
+        """The listening address (with the actual port once started)."""
+        if self._sock is None:
+            return self._address
+        name = self._sock.getsockname()
+        if self._address.kind == "vsock":
+            return Address(kind="vsock", cid=self._address.cid, port=name[1])
+        return Address(kind="tcp", host=self._address.host, port=name[1])
+
+    def start(self) -> Self:
+        """Bind, listen, and serve in a background thread.
+
+        Raises:
+            UnavailableError: the address cannot be bound (``CredentialsUnavailable``).
+        """
+        if self._thread is not None:
+            raise RuntimeError("the credential server is already running")
+        sock = socket.socket(self._address.family, socket.SOCK_STREAM)
+        try:
+            if self._address.kind == "tcp":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(self._address.sockaddr())
+            sock.listen(8)
+            sock.settimeout(0.2)  # lets stop() end the accept loop promptly
+        except OSError as exc:
+            sock.close()
+            raise CredentialsUnavailable(
+                f"the credential server cannot listen on {self._address}: {exc.strerror or exc}"
+            ) from None
+        self._sock = sock
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._serve, name=f"attested-credentials {self.address}", daemon=True
+        )
+        self._thread.start()
+        logger.info("credential server listening on %s", self.address)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (idempotent)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        assert self._sock is not None  # noqa: S101
+        listener = self._sock
+        while not self._stopping.is_set():
+            try:
+                conn, peer = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                logger.exception("credential server: accept failed")
+                continue
+            with conn:
+                self._handle(conn, peer)
+
+    def _peer_allowed(self, peer: object) -> bool:
+        if not isinstance(peer, tuple) or not peer:
+            return False
+        if self._address.kind == "vsock":
+            return peer[0] in self._allowed
+        try:
+            host = ipaddress.ip_address(str(peer[0]))
+        except ValueError:
+            return False
+        if isinstance(host, ipaddress.IPv6Address) and host.ipv4_mapped is not None:
+            host = host.ipv4_mapped
+        return str(host) in self._allowed
+
+    def _handle(self, conn: socket.socket, peer: object) -> None:
+        if not self._peer_allowed(peer):
+            self.refused += 1
+            logger.warning("credential server: refused a connection from %s", peer)
+            return
+        conn.settimeout(self._timeout)
+        try:
+            _credproto.decode_request(_read_frame(conn))
+        except (MalformedError, EOFError, OSError) as exc:
+            logger.warning("credential server: bad request from %s: %s", peer, exc)
+            return
+        try:
+            answer = _credproto.encode_credentials(self._source())
+        except CredentialsUnavailable as exc:
+            logger.warning("credential server: no credentials to give: %s", exc)
+            answer = _credproto.encode_error(str(exc))
+        except Exception as exc:  # the server outlives any failure of its source
+            logger.warning("credential server: credential source failed (%s)", type(exc).__name__)
+            answer = _credproto.encode_error(
+                f"the parent's credential source failed ({type(exc).__name__}); see its log"
+            )
+        try:
+            conn.sendall(answer)
+        except OSError as exc:
+            logger.warning("credential server: could not answer %s: %s", peer, exc)
+            return
+        self.served += 1
+        logger.info("credential server: answered %s", peer)
