@@ -1,0 +1,513 @@
+"""Read an Enclave Image File in one streaming pass: sections, CRC, PCR0/1/2/8.
+
+Every EIF PCR is ``SHA384(zeros48 || SHA384(content))`` over section *data* in file order
+(aws-nitro-enclaves-image-format ``eif_reader.rs``):
+
+* PCR0: kernel, cmdline and every ramdisk;
+* PCR1: kernel, cmdline and the first ramdisk (AWS's bootstrap: init and nsm.ko);
+* PCR2: the second and later ramdisks (the application);
+* PCR8: the signing certificate's DER, when a signature section exists.
+
+Like ``nitro-cli describe-eif`` the reader walks section headers back to back from offset
+548 to the end of the file; like QEMU's loader it also reads the header's offset and
+size tables, and it reports every place where the two disagree. The CRC-32 of the whole
+file (except the CRC field) is computed in the same pass.
+
+Memory stays flat: section data goes straight into the hashes through a small ring of
+fixed buffers. Only the cmdline, metadata and signature sections, each under a cap, are
+kept.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import types
+import zlib
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from attested import pcr
+from attested.eif._format import (
+    CRC_OFFSET,
+    HEADER_SIZE,
+    MAX_SECTIONS,
+    SECTION_HEADER_SIZE,
+    EifHeader,
+    SectionHeader,
+    SectionType,
+    parse_header,
+    parse_section_header,
+)
+from attested.eif._metadata import EifMetadata, parse_metadata
+from attested.eif._signature import EifSignature, parse_signature_section
+from attested.errors import MalformedError
+
+__all__ = ["DEFAULT_EIF_LIMITS", "EifImage", "EifLimits", "SupportsRead", "read_eif"]
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1 << 20
+"""Bytes read and hashed at a time."""
+_PARALLEL_DEPTH = 8
+"""Chunks in flight in parallel mode (and buffers held): 8 MiB with the default chunks."""
+
+
+class SupportsRead(Protocol):
+    """A binary stream: an open file, ``io.BytesIO``, a pipe."""
+
+    def read(self, size: int = ..., /) -> bytes:
+        """Read up to ``size`` bytes; ``b""`` at the end."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EifLimits:
+    """Caps applied while reading an EIF.
+
+    Attributes:
+        max_sections: sections in the file (the format's own bound is 32).
+        max_cmdline_size: the kernel command line (Linux accepts 2048 to 4096 bytes).
+        max_metadata_size: the metadata JSON (nitro-cli's includes ``docker inspect``).
+        max_signature_size: the signature section (the format's README: 32768).
+    """
+
+    max_sections: int = MAX_SECTIONS
+    max_cmdline_size: int = 16 * 1024
+    max_metadata_size: int = 1024 * 1024
+    max_signature_size: int = 32 * 1024
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_sections",
+            "max_cmdline_size",
+            "max_metadata_size",
+            "max_signature_size",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer")
+        if self.max_sections > MAX_SECTIONS:
+            raise ValueError(f"max_sections cannot exceed {MAX_SECTIONS}: the header holds 32")
+
+
+DEFAULT_EIF_LIMITS = EifLimits()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EifImage:
+    """What an EIF holds and measures to. Nothing here says who built it.
+
+    Attributes:
+        header: the 548-byte header as stored.
+        sections: every section header in file order (the walk, not the offset table).
+        size: the file size in bytes.
+        computed_crc32: the CRC-32 computed over the file (compare ``header.crc32``).
+        pcr0: PCR0 (``kms:RecipientAttestation:ImageSha384``).
+        pcr1: PCR1.
+        pcr2: PCR2.
+        cmdline: the kernel command line section, as stored (no NUL terminator).
+        metadata: the metadata section (version 4), unmeasured; ``None`` if absent.
+        signature: the signature section and its check; ``None`` for unsigned images.
+        inconsistencies: every disagreement between the header's tables and the walk,
+            and every reserved field that is not zero, each naming its offset.
+    """
+
+    header: EifHeader
+    sections: tuple[SectionHeader, ...]
+    size: int
+    computed_crc32: int
+    pcr0: bytes
+    pcr1: bytes
+    pcr2: bytes
+    cmdline: bytes
+    metadata: EifMetadata | None
+    signature: EifSignature | None
+    inconsistencies: tuple[str, ...]
+
+    @property
+    def crc_ok(self) -> bool:
+        """``describe-eif``'s ``CheckCRC``: the stored CRC matches the file."""
+        return self.header.crc32 == self.computed_crc32
+
+    @property
+    def pcr8(self) -> bytes | None:
+        """PCR8 (the signing certificate), or ``None`` when the image is unsigned."""
+        return None if self.signature is None else self.signature.pcr8
+
+    @property
+    def pcrs(self) -> Mapping[int, bytes]:
+        """PCR0, 1, 2 and (when signed) 8, read-only."""
+        values = {0: self.pcr0, 1: self.pcr1, 2: self.pcr2}
+        if self.signature is not None:
+            values[8] = self.signature.pcr8
+        return types.MappingProxyType(values)
+
+    @property
+    def intact(self) -> bool:
+        """CRC matches, tables agree with the walk, and any signature checks out."""
+        return (
+            self.crc_ok
+            and not self.inconsistencies
+            and (self.signature is None or self.signature.valid)
+        )
+
+
+class _Source:
+    """Reads from a stream, tracks the offset, and hands out a ring of reusable buffers."""
+
+    def __init__(self, stream: SupportsRead, chunk_size: int, buffers: int) -> None:
+        self._stream = stream
+        self._readinto: Callable[[memoryview], int | None] | None = getattr(
+            stream, "readinto", None
+        )
+        self._ring = (
+            [memoryview(bytearray(chunk_size)) for _ in range(buffers)]
+            if self._readinto is not None
+            else []
+        )
+        self._next = 0
+        self.chunk_size = chunk_size
+        self.offset = 0
+
+    def read(self, size: int) -> bytes:
+        """Read exactly ``size`` bytes, or fewer only at the end of the stream."""
+        parts = []
+        remaining = size
+        while remaining:
+            part = self._stream.read(min(remaining, self.chunk_size))
+            if not part:
+                break
+            if len(part) > remaining:
+                raise MalformedError("the stream returned more bytes than asked for")
+            parts.append(part)
+            remaining -= len(part)
+        data = b"".join(parts)
+        self.offset += len(data)
+        return data
+
+    def chunk(self, size: int) -> memoryview | bytes:
+        """Read up to ``min(size, chunk_size)`` bytes into the next buffer of the ring.
+
+        The view stays valid until the ring comes round to its buffer again.
+        """
+        want = min(size, self.chunk_size)
+        if not self._ring or self._readinto is None:
+            return self.read(want)
+        view = self._ring[self._next]
+        self._next = (self._next + 1) % len(self._ring)
+        got = 0
+        while got < want:
+            count = self._readinto(view[got:want])
+            if not count:
+                break
+            got += count
+        self.offset += got
+        return view[:got]
+
+
+class _Hashes:
+    """The PCR0/1/2 hashes and the CRC, fed in file order.
+
+    PCR1's content is a prefix of PCR0's as long as no application ramdisk has been seen,
+    so PCR1 shares PCR0's hash object until then and is forked off with ``copy()``: the
+    boot sections are hashed once.
+
+    In parallel mode each hash object belongs to one single-thread *lane* (PCR0 on the
+    first; PCR1 or PCR2 on the second), so its updates stay in order, while the caller
+    reads the next chunks and computes the CRC. hashlib and zlib release the GIL on large
+    buffers, so the three run on separate cores. At most ``depth`` chunks are in flight;
+    the source's ring has as many buffers, so a buffer is reused only once its chunk
+    has been hashed.
+    """
+
+    def __init__(self, *, parallel: bool, depth: int) -> None:
+        self._pcr0 = hashlib.sha384()
+        self._pcr1: hashlib._Hash | None = None  # None: same content as PCR0 so far
+        self._pcr2 = hashlib.sha384()
+        self._lanes = (
+            (ThreadPoolExecutor(1, "attested-eif-pcr0"), ThreadPoolExecutor(1, "attested-eif-pcr2"))
+            if parallel
+            else None
+        )
+        self._in_flight: collections.deque[list[Future[None]]] = collections.deque()
+        self._depth = depth
+        self.crc = 0
+
+    def crc_only(self, data: bytes | memoryview) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+
+    def feed(self, data: bytes | memoryview, *, application: bool) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        if application and self._pcr1 is None:
+            self._drain(0)
+            self._pcr1 = self._pcr0.copy()
+        second = self._pcr2 if application else self._pcr1
+        if self._lanes is None:
+            self._pcr0.update(data)
+            if second is not None:
+                second.update(data)
+            return
+        futures = [self._lanes[0].submit(self._pcr0.update, data)]
+        if second is not None:
+            futures.append(self._lanes[1].submit(second.update, data))
+        self._in_flight.append(futures)
+        self._drain(self._depth - 1)
+
+    def _drain(self, keep: int) -> None:
+        while len(self._in_flight) > keep:
+            for future in self._in_flight.popleft():
+                future.result()
+
+    def finish(self) -> tuple[bytes, bytes, bytes]:
+        self._drain(0)
+        pcr1 = self._pcr1 if self._pcr1 is not None else self._pcr0
+        return (
+            pcr.extend(pcr.ZERO, self._pcr0.digest()),
+            pcr.extend(pcr.ZERO, pcr1.digest()),
+            pcr.extend(pcr.ZERO, self._pcr2.digest()),
+        )
+
+    def close(self) -> None:
+        """Stop the lanes (after the chunks in flight, which still use the buffers)."""
+        if self._lanes is not None:
+            for lane in self._lanes:
+                lane.shutdown(wait=True, cancel_futures=True)
+        self._in_flight.clear()
+
+
+@dataclass(slots=True)
+class _Walk:
+    sections: list[SectionHeader]
+    cmdline: bytes | None = None
+    metadata: tuple[bytes, int] | None = None
+    signature: bytes | None = None
+    ramdisks: int = 0
+    kernels: int = 0
+
+
+def read_eif(
+    stream: SupportsRead,
+    *,
+    limits: EifLimits = DEFAULT_EIF_LIMITS,
+    parallel: bool = False,
+    chunk_size: int = CHUNK_SIZE,
+) -> EifImage:
+    """Read an EIF from ``stream``, measure it and check its CRC, tables and signature.
+
+    The stream is read once, front to back; it need not be seekable. Memory use does not
+    grow with the file: section data passes through two ``chunk_size`` buffers.
+
+    Args:
+        stream: the EIF, positioned at its start (an open file, ``io.BytesIO``, a pipe).
+        limits: caps on section count and on the sections that are kept in memory.
+        parallel: hash PCR0 and PCR2 on two worker threads (started and stopped inside
+            this call) while this thread reads and computes the CRC. Application
+            ramdisks are hashed twice (for PCR0 and PCR2), so on two or more free cores
+            this nearly halves the time; on one core it only adds overhead.
+        chunk_size: bytes per read.
+
+    Returns:
+        The image's sections, PCRs, metadata and check results. A CRC mismatch, a table
+        disagreement or a signature that does not verify is reported in the result
+        (see :attr:`EifImage.intact`), as ``describe-eif`` reports them.
+
+    Raises:
+        MalformedError: the file is not a well-formed EIF; the message names the offset.
+            Nothing is verified about who built the image: pin its PCRs (and PCR8 for
+            signed images) to decide that.
+    """
+    if chunk_size < 4096:
+        raise ValueError("chunk_size must be at least 4096")
+    depth = _PARALLEL_DEPTH if parallel else 1
+    source = _Source(stream, chunk_size, depth)
+    hashes = _Hashes(parallel=parallel, depth=depth)
+    try:
+        header, walk = _walk(source, hashes, limits)
+        pcr0, pcr1, pcr2 = hashes.finish()
+    finally:
+        hashes.close()
+    _require_sections(header, walk, end=source.offset)
+    metadata = None
+    if walk.metadata is not None:
+        data, offset = walk.metadata
+        metadata = parse_metadata(data, offset=offset, max_size=limits.max_metadata_size)
+    signature = None
+    if walk.signature is not None:
+        signature = parse_signature_section(
+            walk.signature, pcr0=pcr0, max_size=limits.max_signature_size
+        )
+    image = EifImage(
+        header=header,
+        sections=tuple(walk.sections),
+        size=source.offset,
+        computed_crc32=hashes.crc,
+        pcr0=pcr0,
+        pcr1=pcr1,
+        pcr2=pcr2,
+        cmdline=walk.cmdline or b"",
+        metadata=metadata,
+        signature=signature,
+        inconsistencies=_inconsistencies(header, walk.sections),
+    )
+    logger.debug(
+        "read EIF v%d: %d bytes, %d sections, crc %s, signed %s",
+        header.version,
+        image.size,
+        len(image.sections),
+        "ok" if image.crc_ok else "MISMATCH",
+        signature is not None,
+    )
+    return image
+
+
+_KEPT_LIMIT = {
+    SectionType.CMDLINE: "max_cmdline_size",
+    SectionType.METADATA: "max_metadata_size",
+    SectionType.SIGNATURE: "max_signature_size",
+}
+_SINGLE = {
+    SectionType.KERNEL: "kernel",
+    SectionType.CMDLINE: "cmdline",
+    SectionType.METADATA: "metadata",
+    SectionType.SIGNATURE: "signature",
+}
+_SINCE_VERSION = {SectionType.SIGNATURE: 3, SectionType.METADATA: 4}
+
+
+def _walk(source: _Source, hashes: _Hashes, limits: EifLimits) -> tuple[EifHeader, _Walk]:
+    raw = source.read(HEADER_SIZE)
+    header = parse_header(raw)
+    hashes.crc_only(raw[:CRC_OFFSET])
+    walk = _Walk(sections=[])
+    seen: set[SectionType] = set()
+    while True:
+        offset = source.offset
+        raw = source.read(SECTION_HEADER_SIZE)
+        if not raw:
+            return header, walk
+        section = parse_section_header(raw, offset=offset)
+        if len(walk.sections) >= limits.max_sections:
+            raise MalformedError(
+                f"more than {limits.max_sections} EIF sections: another starts at offset {offset}"
+            )
+        kind = section.type
+        if kind in _SINGLE and kind in seen:
+            raise MalformedError(f"second {_SINGLE[kind]} section at offset {offset}")
+        if header.version < _SINCE_VERSION.get(kind, 0):
+            raise MalformedError(
+                f"{kind.label} section at offset {offset} in a version {header.version} EIF "
+                f"(introduced in version {_SINCE_VERSION[kind]})"
+            )
+        cap_name = _KEPT_LIMIT.get(kind)
+        if cap_name is not None and section.size > getattr(limits, cap_name):
+            raise MalformedError(
+                f"{kind.label} section at offset {offset} is {section.size} bytes, more than "
+                f"the limit of {getattr(limits, cap_name)}"
+            )
+        seen.add(kind)
+        walk.sections.append(section)
+        hashes.crc_only(raw)
+        if kind is SectionType.KERNEL:
+            walk.kernels += 1
+        if kind in (SectionType.KERNEL, SectionType.RAMDISK):
+            application = kind is SectionType.RAMDISK and walk.ramdisks > 0
+            _stream_section(source, hashes, section, application=application)
+            if kind is SectionType.RAMDISK:
+                walk.ramdisks += 1
+            continue
+        data = _read_section(source, section)
+        if kind is SectionType.CMDLINE:
+            hashes.feed(data, application=False)
+            walk.cmdline = data
+        else:
+            hashes.crc_only(data)
+            if kind is SectionType.METADATA:
+                walk.metadata = (data, section.data_offset)
+            else:
+                walk.signature = data
+
+
+def _truncated(section: SectionHeader, end: int) -> MalformedError:
+    return MalformedError(
+        f"{section.type.label} section at offset {section.offset} declares {section.size} "
+        f"bytes of data, but the file ends at offset {end}"
+    )
+
+
+def _read_section(source: _Source, section: SectionHeader) -> bytes:
+    data = source.read(section.size)
+    if len(data) != section.size:
+        raise _truncated(section, source.offset)
+    return data
+
+
+def _stream_section(
+    source: _Source, hashes: _Hashes, section: SectionHeader, *, application: bool
+) -> None:
+    remaining = section.size
+    while remaining:
+        data = source.chunk(remaining)
+        if not data:
+            raise _truncated(section, source.offset)
+        hashes.feed(data, application=application)
+        remaining -= len(data)
+
+
+def _require_sections(header: EifHeader, walk: _Walk, *, end: int) -> None:
+    missing = []
+    if not walk.kernels:
+        missing.append("kernel")
+    if walk.cmdline is None:
+        missing.append("cmdline")
+    if not walk.ramdisks:
+        missing.append("ramdisk")
+    if header.version >= 4 and walk.metadata is None:
+        missing.append("metadata (mandatory in version 4)")
+    if missing:
+        raise MalformedError(f"EIF has no {', no '.join(missing)} section (walked to offset {end})")
+
+
+def _inconsistencies(header: EifHeader, sections: list[SectionHeader]) -> tuple[str, ...]:
+    found = []
+    if header.reserved:
+        found.append(f"reserved header field at offset 24 is {header.reserved}, not 0")
+    if header.unused:
+        found.append(f"unused header field at offset 540 is {header.unused}, not 0")
+    if header.num_sections != len(sections):
+        found.append(
+            f"header (offset 26) declares {header.num_sections} sections, "
+            f"the file holds {len(sections)}"
+        )
+    for index in range(MAX_SECTIONS):
+        table_offset = header.section_offsets[index]
+        table_size = header.section_sizes[index]
+        where = f"section table entry {index} (at offsets {28 + 8 * index} and {284 + 8 * index})"
+        if index >= header.num_sections:
+            if table_offset or table_size:
+                found.append(f"{where} is unused but not zero")
+            continue
+        if index >= len(sections):
+            found.append(f"{where} points at offset {table_offset}, where no section was found")
+            continue
+        section = sections[index]
+        if table_offset != section.offset:
+            found.append(
+                f"{where} says offset {table_offset}, "
+                f"the section header is at offset {section.offset}"
+            )
+        if table_size != section.size:
+            found.append(
+                f"{where} says {table_size} bytes, "
+                f"the section header at offset {section.offset} says {section.size}"
+            )
+    for section in sections:
+        if section.flags:
+            found.append(
+                f"{section.type.label} section header at offset {section.offset} has "
+                f"reserved flags 0x{section.flags:04x}"
+            )
+    return tuple(found)
