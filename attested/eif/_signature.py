@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
@@ -174,7 +174,10 @@ def _verify(
     certificate: x509.Certificate, protected: bytes, alg: _Alg, payload: bytes, signature: bytes
 ) -> str | None:
     """Return why the COSE signature does not verify, or ``None`` if it does."""
-    key = certificate.public_key()
+    try:
+        key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return "the certificate's public key cannot be read"
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, alg.curve):
         return f"the certificate's key does not match {alg.name}"
     size = alg.coordinate_size
