@@ -66,7 +66,7 @@ def _pcrs(value: object, *, where: str) -> dict[int, bytes]:
     pcrs = {}
     for key, item in value.items():
         if key == "HashAlgorithm":
-            if item not in HASH_ALGORITHMS:
+            if not isinstance(item, str) or item not in HASH_ALGORITHMS:
                 raise MalformedError(
                     f"{where}: HashAlgorithm {item!r:.40} is not SHA-384 "
                     '("Sha384 { ... }" or "Sha512_48 { .. }"); Nitro attests SHA-384 only'
