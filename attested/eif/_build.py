@@ -23,7 +23,7 @@ from attested.eif._format import (
     encode_section_header,
 )
 
-__all__ = ["Zeros", "write_eif"]
+__all__ = ["Pattern", "Zeros", "write_eif"]
 
 _ZERO_CHUNK = bytes(1 << 20)
 
@@ -35,11 +35,19 @@ class Zeros:
     size: int
 
 
-SectionData = bytes | Zeros
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """Section data of ``size`` bytes repeating ``block``, written without holding it all."""
+
+    block: bytes
+    size: int
+
+
+SectionData = bytes | Zeros | Pattern
 
 
 def _size(data: SectionData) -> int:
-    return data.size if isinstance(data, Zeros) else len(data)
+    return len(data) if isinstance(data, bytes) else data.size
 
 
 def write_eif(
@@ -99,6 +107,15 @@ def write_eif(
                 crc = zlib.crc32(memoryview(_ZERO_CHUNK)[:step], crc)
                 remaining -= step
             out.seek(data.size, 1)
+        elif isinstance(data, Pattern):
+            if not data.block:
+                raise ValueError("a Pattern needs a non-empty block")
+            remaining = data.size
+            while remaining:
+                piece = data.block[:remaining]
+                out.write(piece)
+                crc = zlib.crc32(piece, crc)
+                remaining -= len(piece)
         else:
             out.write(data)
             crc = zlib.crc32(data, crc)

@@ -20,13 +20,13 @@ kept.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import logging
+import queue
+import threading
 import types
 import zlib
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -159,7 +159,13 @@ class EifImage:
 class _Source:
     """Reads from a stream, tracks the offset, and hands out a ring of reusable buffers."""
 
-    def __init__(self, stream: SupportsRead, chunk_size: int, buffers: int) -> None:
+    def __init__(
+        self,
+        stream: SupportsRead,
+        chunk_size: int,
+        buffers: int,
+        before_chunk: Callable[[], object],
+    ) -> None:
         self._stream = stream
         self._readinto: Callable[[memoryview], int | None] | None = getattr(
             stream, "readinto", None
@@ -170,6 +176,7 @@ class _Source:
             else []
         )
         self._next = 0
+        self._before_chunk = before_chunk
         self.chunk_size = chunk_size
         self.offset = 0
 
@@ -192,8 +199,10 @@ class _Source:
     def chunk(self, size: int) -> memoryview | bytes:
         """Read up to ``min(size, chunk_size)`` bytes into the next buffer of the ring.
 
-        The view stays valid until the ring comes round to its buffer again.
+        ``before_chunk`` is called first: in parallel mode it waits until the helper
+        thread is done with the buffer about to be reused.
         """
+        self._before_chunk()
         want = min(size, self.chunk_size)
         if not self._ring or self._readinto is None:
             return self.read(want)
@@ -209,6 +218,9 @@ class _Source:
         return view[:got]
 
 
+_Item = tuple[bytes | memoryview, "hashlib._Hash | None", bool]
+
+
 class _Hashes:
     """The PCR0/1/2 hashes and the CRC, fed in file order.
 
@@ -216,54 +228,78 @@ class _Hashes:
     so PCR1 shares PCR0's hash object until then and is forked off with ``copy()``: the
     boot sections are hashed once.
 
-    In parallel mode each hash object belongs to one single-thread *lane* (PCR0 on the
-    first; PCR1 or PCR2 on the second), so its updates stay in order, while the caller
-    reads the next chunks and computes the CRC. hashlib and zlib release the GIL on large
-    buffers, so the three run on separate cores. At most ``depth`` chunks are in flight;
-    the source's ring has as many buffers, so a buffer is reused only once its chunk
-    has been hashed.
+    In parallel mode one helper thread computes the CRC and the second hash (PCR2, or
+    PCR1 after the fork) while the calling thread reads and computes PCR0. hashlib and
+    zlib release the GIL on large buffers, so both run on separate cores, and the work
+    splits almost evenly (the application ramdisk is hashed twice anyway). The helper
+    takes items from a FIFO queue; a semaphore with one permit per ring buffer makes the
+    reader wait before reusing a buffer the helper has not finished with.
     """
 
     def __init__(self, *, parallel: bool, depth: int) -> None:
         self._pcr0 = hashlib.sha384()
         self._pcr1: hashlib._Hash | None = None  # None: same content as PCR0 so far
         self._pcr2 = hashlib.sha384()
-        self._lanes = (
-            (ThreadPoolExecutor(1, "attested-eif-pcr0"), ThreadPoolExecutor(1, "attested-eif-pcr2"))
+        self.crc = 0
+        self._free = threading.Semaphore(depth)
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._failure: BaseException | None = None
+        self._helper = (
+            threading.Thread(target=self._run, name="attested-eif-hash", daemon=True)
             if parallel
             else None
         )
-        self._in_flight: collections.deque[list[Future[None]]] = collections.deque()
-        self._depth = depth
-        self.crc = 0
+        if self._helper is not None:
+            self._helper.start()
 
-    def crc_only(self, data: bytes | memoryview) -> None:
-        self.crc = zlib.crc32(data, self.crc)
+    def before_chunk(self) -> None:
+        """Wait for a free ring buffer (parallel mode only)."""
+        if self._helper is not None:
+            self._free.acquire()
 
-    def feed(self, data: bytes | memoryview, *, application: bool) -> None:
-        self.crc = zlib.crc32(data, self.crc)
+    def _run(self) -> None:
+        crc = 0
+        while (item := self._queue.get()) is not None:
+            data, second, ring = item
+            try:
+                crc = zlib.crc32(data, crc)
+                if second is not None:
+                    second.update(data)
+            except BaseException as exc:  # pragma: no cover - hashlib and zlib do not raise
+                self._failure = exc
+            finally:
+                if ring:
+                    self._free.release()
+        self.crc = crc
+
+    def crc_only(self, data: bytes) -> None:
+        if self._helper is not None:
+            self._queue.put((data, None, False))
+        else:
+            self.crc = zlib.crc32(data, self.crc)
+
+    def feed(self, data: bytes | memoryview, *, application: bool, ring: bool = True) -> None:
+        """Hash boot (kernel, cmdline, first ramdisk) or application data.
+
+        ``ring``: the data is a chunk from the source, for which ``before_chunk`` was
+        called; the helper frees its buffer when done.
+        """
         if application and self._pcr1 is None:
-            self._drain(0)
-            self._pcr1 = self._pcr0.copy()
+            self._pcr1 = self._pcr0.copy()  # PCR0 is only ever updated by this thread
         second = self._pcr2 if application else self._pcr1
-        if self._lanes is None:
+        if self._helper is not None:
+            self._queue.put((data, second, ring))
             self._pcr0.update(data)
-            if second is not None:
-                second.update(data)
             return
-        futures = [self._lanes[0].submit(self._pcr0.update, data)]
+        self.crc = zlib.crc32(data, self.crc)
+        self._pcr0.update(data)
         if second is not None:
-            futures.append(self._lanes[1].submit(second.update, data))
-        self._in_flight.append(futures)
-        self._drain(self._depth - 1)
-
-    def _drain(self, keep: int) -> None:
-        while len(self._in_flight) > keep:
-            for future in self._in_flight.popleft():
-                future.result()
+            second.update(data)
 
     def finish(self) -> tuple[bytes, bytes, bytes]:
-        self._drain(0)
+        self.close()
+        if self._failure is not None:  # pragma: no cover - see _run
+            raise self._failure
         pcr1 = self._pcr1 if self._pcr1 is not None else self._pcr0
         return (
             pcr.extend(pcr.ZERO, self._pcr0.digest()),
@@ -272,11 +308,10 @@ class _Hashes:
         )
 
     def close(self) -> None:
-        """Stop the lanes (after the chunks in flight, which still use the buffers)."""
-        if self._lanes is not None:
-            for lane in self._lanes:
-                lane.shutdown(wait=True, cancel_futures=True)
-        self._in_flight.clear()
+        """Stop the helper after it has drained its queue. Idempotent."""
+        if self._helper is not None and self._helper.is_alive():
+            self._queue.put(None)
+            self._helper.join()
 
 
 @dataclass(slots=True)
@@ -299,15 +334,16 @@ def read_eif(
     """Read an EIF from ``stream``, measure it and check its CRC, tables and signature.
 
     The stream is read once, front to back; it need not be seekable. Memory use does not
-    grow with the file: section data passes through two ``chunk_size`` buffers.
+    grow with the file: section data passes through one ``chunk_size`` buffer (eight in
+    parallel mode).
 
     Args:
         stream: the EIF, positioned at its start (an open file, ``io.BytesIO``, a pipe).
         limits: caps on section count and on the sections that are kept in memory.
-        parallel: hash PCR0 and PCR2 on two worker threads (started and stopped inside
-            this call) while this thread reads and computes the CRC. Application
-            ramdisks are hashed twice (for PCR0 and PCR2), so on two or more free cores
-            this nearly halves the time; on one core it only adds overhead.
+        parallel: compute the CRC and the PCR2 (or PCR1) hash on one helper thread,
+            started and joined inside this call, while this thread reads and hashes
+            PCR0. Application ramdisks are hashed twice (for PCR0 and PCR2), so on two
+            free cores this nearly halves the time; on one core it only adds overhead.
         chunk_size: bytes per read.
 
     Returns:
@@ -323,8 +359,8 @@ def read_eif(
     if chunk_size < 4096:
         raise ValueError("chunk_size must be at least 4096")
     depth = _PARALLEL_DEPTH if parallel else 1
-    source = _Source(stream, chunk_size, depth)
     hashes = _Hashes(parallel=parallel, depth=depth)
+    source = _Source(stream, chunk_size, depth, hashes.before_chunk)
     try:
         header, walk = _walk(source, hashes, limits)
         pcr0, pcr1, pcr2 = hashes.finish()
@@ -421,7 +457,7 @@ def _walk(source: _Source, hashes: _Hashes, limits: EifLimits) -> tuple[EifHeade
             continue
         data = _read_section(source, section)
         if kind is SectionType.CMDLINE:
-            hashes.feed(data, application=False)
+            hashes.feed(data, application=False, ring=False)
             walk.cmdline = data
         else:
             hashes.crc_only(data)
