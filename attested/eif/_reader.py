@@ -20,6 +20,7 @@ kept.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import queue
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from attested import pcr
+from attested.eif import _crc
 from attested.eif._format import (
     CRC_OFFSET,
     HEADER_SIZE,
@@ -218,7 +220,8 @@ class _Source:
         return view[:got]
 
 
-_Item = tuple[bytes | memoryview, "hashlib._Hash | None", bool]
+_Cell = list[int]  # [crc32 of one piece, its length, done flag]
+_Item = tuple[bytes | memoryview, "hashlib._Hash | None", bool, "_Cell | None"]
 
 
 class _Hashes:
@@ -228,12 +231,14 @@ class _Hashes:
     so PCR1 shares PCR0's hash object until then and is forked off with ``copy()``: the
     boot sections are hashed once.
 
-    In parallel mode one helper thread computes the CRC and the second hash (PCR2, or
-    PCR1 after the fork) while the calling thread reads and computes PCR0. hashlib and
-    zlib release the GIL on large buffers, so both run on separate cores, and the work
-    splits almost evenly (the application ramdisk is hashed twice anyway). The helper
-    takes items from a FIFO queue; a semaphore with one permit per ring buffer makes the
-    reader wait before reusing a buffer the helper has not finished with.
+    In parallel mode one helper thread computes the second hash (PCR2, or PCR1 after the
+    fork) while the calling thread reads and computes PCR0; hashlib and zlib release the
+    GIL on large buffers, so the two run on separate cores. The CRC-32 of each chunk is
+    computed as a separate piece, two in three by the helper (the reading thread also
+    copies the data in), and the pieces are folded in file order with
+    :func:`~attested.eif._crc.combine`, so the work splits about evenly. The
+    helper takes items from a FIFO queue; a semaphore with one permit per ring buffer
+    makes the reader wait before reusing a buffer the helper has not finished with.
     """
 
     def __init__(self, *, parallel: bool, depth: int) -> None:
@@ -241,6 +246,8 @@ class _Hashes:
         self._pcr1: hashlib._Hash | None = None  # None: same content as PCR0 so far
         self._pcr2 = hashlib.sha384()
         self.crc = 0
+        self._pieces: collections.deque[_Cell] = collections.deque()
+        self._chunks = 0
         self._free = threading.Semaphore(depth)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._failure: BaseException | None = None
@@ -258,11 +265,12 @@ class _Hashes:
             self._free.acquire()
 
     def _run(self) -> None:
-        crc = 0
         while (item := self._queue.get()) is not None:
-            data, second, ring = item
+            data, second, ring, cell = item
             try:
-                crc = zlib.crc32(data, crc)
+                if cell is not None:
+                    cell[0] = zlib.crc32(data)
+                    cell[2] = 1
                 if second is not None:
                     second.update(data)
             except BaseException as exc:  # pragma: no cover - hashlib and zlib do not raise
@@ -270,13 +278,19 @@ class _Hashes:
             finally:
                 if ring:
                     self._free.release()
-        self.crc = crc
+
+    def _fold(self) -> None:
+        pieces = self._pieces
+        while pieces and pieces[0][2]:
+            value, length, _ = pieces.popleft()
+            self.crc = _crc.combine(self.crc, value, length)
 
     def crc_only(self, data: bytes) -> None:
-        if self._helper is not None:
-            self._queue.put((data, None, False))
-        else:
+        if self._helper is None:
             self.crc = zlib.crc32(data, self.crc)
+            return
+        self._pieces.append([zlib.crc32(data), len(data), 1])
+        self._fold()
 
     def feed(self, data: bytes | memoryview, *, application: bool, ring: bool = True) -> None:
         """Hash boot (kernel, cmdline, first ramdisk) or application data.
@@ -287,19 +301,31 @@ class _Hashes:
         if application and self._pcr1 is None:
             self._pcr1 = self._pcr0.copy()  # PCR0 is only ever updated by this thread
         second = self._pcr2 if application else self._pcr1
-        if self._helper is not None:
-            self._queue.put((data, second, ring))
+        if self._helper is None:
+            self.crc = zlib.crc32(data, self.crc)
             self._pcr0.update(data)
+            if second is not None:
+                second.update(data)
             return
-        self.crc = zlib.crc32(data, self.crc)
+        cell = [0, len(data), 0]
+        self._pieces.append(cell)
+        # The reading thread also copies the data in: it takes one CRC piece in three.
+        helper_crc = self._chunks % 3 != 0
+        self._chunks += 1
+        self._queue.put((data, second, ring, cell if helper_crc else None))
+        if not helper_crc:
+            cell[0] = zlib.crc32(data)
+            cell[2] = 1
         self._pcr0.update(data)
-        if second is not None:
-            second.update(data)
+        self._fold()
 
     def finish(self) -> tuple[bytes, bytes, bytes]:
         self.close()
         if self._failure is not None:  # pragma: no cover - see _run
             raise self._failure
+        self._fold()
+        if self._pieces:  # pragma: no cover - every piece is done once the helper stopped
+            raise RuntimeError("CRC pieces left after the helper stopped")
         pcr1 = self._pcr1 if self._pcr1 is not None else self._pcr0
         return (
             pcr.extend(pcr.ZERO, self._pcr0.digest()),
@@ -340,9 +366,9 @@ def read_eif(
     Args:
         stream: the EIF, positioned at its start (an open file, ``io.BytesIO``, a pipe).
         limits: caps on section count and on the sections that are kept in memory.
-        parallel: compute the CRC and the PCR2 (or PCR1) hash on one helper thread,
-            started and joined inside this call, while this thread reads and hashes
-            PCR0. Application ramdisks are hashed twice (for PCR0 and PCR2), so on two
+        parallel: compute the PCR2 (or PCR1) hash and half of the CRC on one helper
+            thread, started and joined inside this call, while this thread reads and
+            hashes PCR0. Application ramdisks are hashed twice (for PCR0 and PCR2), so on two
             free cores this nearly halves the time; on one core it only adds overhead.
         chunk_size: bytes per read.
 

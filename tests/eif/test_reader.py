@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -466,3 +467,17 @@ def test_writer_round_trips_with_a_sparse_section(tmp_path: Path) -> None:
     assert image.intact
     assert image.pcr2 == measure(bytes(3 << 20))
     assert image.size == path.stat().st_size
+
+
+def _helpers() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "attested-eif-hash"]
+
+
+def test_parallel_mode_stops_its_thread_on_success_and_on_errors() -> None:
+    built = build_image()
+    read_eif(built.stream(), parallel=True, chunk_size=4096)
+    assert _helpers() == []
+    truncated = built.data[:-100]
+    with pytest.raises(MalformedError, match="the file ends"):
+        read_eif(io.BytesIO(truncated), parallel=True, chunk_size=4096)
+    assert _helpers() == []
