@@ -31,6 +31,7 @@ from attested.keypolicy import (
     parse_policy_json,
     render_policy,
 )
+from attested.keypolicy._measurements import MAX_MEASUREMENTS_SIZE
 from attested.keypolicy._policy import MAX_POLICY_SIZE
 
 
@@ -177,7 +178,7 @@ def _measurement_sets(args: argparse.Namespace) -> list[MeasurementSet]:
             )
         sets.append(MeasurementSet(pcrs=image.pcrs, source=path))
     for path in args.measurements:
-        data = read_input(path, what="measurements")
+        data = _read_capped(path, what="measurements", max_size=MAX_MEASUREMENTS_SIZE)
         try:
             sets.extend(parse_measurements(data, source=path))
         except MalformedError as exc:
@@ -244,13 +245,18 @@ def _unwrap(data: bytes) -> bytes:
     return data
 
 
-def _run_lint(args: argparse.Namespace) -> int:
+def _read_capped(path: str, *, what: str, max_size: int) -> bytes:
+    """Read an input file; one over the cap is a usage error (exit 2), not exit 1."""
     try:
-        data = read_input(args.policy, what="policy", max_size=MAX_POLICY_SIZE)
+        return read_input(path, what=what, max_size=max_size)
     except CliError as exc:
-        if exc.status == EXIT_FAIL:  # too large: not a policy KMS or IAM would take
+        if exc.status == EXIT_FAIL:  # too large: not an input we would accept
             raise usage_error(str(exc)) from exc
         raise
+
+
+def _run_lint(args: argparse.Namespace) -> int:
+    data = _read_capped(args.policy, what="policy", max_size=MAX_POLICY_SIZE)
     try:
         policy = parse_policy_json(_unwrap(data))
     except MalformedError as exc:
