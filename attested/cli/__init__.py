@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from attested import __version__
-from attested.cli import _cms, _demo, _emulator, _simulate, _verify
+from attested.cli import _cms, _demo, _eif, _emulator, _keypolicy, _simulate, _verify
 from attested.cli._common import EXIT_ENV, EXIT_USAGE, CliError
 
 __all__ = ["main"]
@@ -29,6 +29,8 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _simulate.register,
     _emulator.register,
     _cms.register,
+    _eif.register,
+    _keypolicy.register,
 )
 
 

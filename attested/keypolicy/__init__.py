@@ -1,0 +1,60 @@
+"""KMS key policies for Nitro Enclaves: generate them from measurements, and lint them.
+
+>>> sets = parse_measurements(build_output_json)        # doctest: +SKIP
+>>> policy = generate_policy(                            # doctest: +SKIP
+...     account="111122223333",
+...     enclave_role="arn:aws:iam::111122223333:role/enclave-parent",
+...     admin_role="arn:aws:iam::111122223333:role/KeyAdmin",
+...     measurements=sets,
+... )
+>>> text = render_policy(policy)                         # doctest: +SKIP
+>>> lint_policy(parse_policy_json(text.encode()))        # doctest: +SKIP
+()
+
+Both work on one policy document at a time. KMS decides with the key policy, the IAM
+policies of the caller, grants and SCPs together; see ``docs/keypolicy.md`` for what a
+clean lint does and does not show.
+"""
+
+from __future__ import annotations
+
+from attested.keypolicy._generate import (
+    ADMIN_ACTIONS,
+    DEFAULT_OPERATIONS,
+    DEFAULT_PCRS,
+    generate_policy,
+)
+from attested.keypolicy._keys import ATTESTED_OPERATIONS
+from attested.keypolicy._lint import RULES, Finding, Severity, lint_policy
+from attested.keypolicy._measurements import HASH_ALGORITHMS, MeasurementSet, parse_measurements
+from attested.keypolicy._policy import (
+    Condition,
+    PolicyDocument,
+    Principals,
+    Statement,
+    parse_policy,
+    parse_policy_json,
+)
+from attested.keypolicy._render import render_policy
+
+__all__ = [
+    "ADMIN_ACTIONS",
+    "ATTESTED_OPERATIONS",
+    "DEFAULT_OPERATIONS",
+    "DEFAULT_PCRS",
+    "HASH_ALGORITHMS",
+    "RULES",
+    "Condition",
+    "Finding",
+    "MeasurementSet",
+    "PolicyDocument",
+    "Principals",
+    "Severity",
+    "Statement",
+    "generate_policy",
+    "lint_policy",
+    "parse_measurements",
+    "parse_policy",
+    "parse_policy_json",
+    "render_policy",
+]

@@ -1,0 +1,295 @@
+"""Generate a least-privilege KMS key policy for an enclave from its measurements.
+
+The policy has three or four statements:
+
+1. ``KeyAdministration``: the admin role manages the key but holds no cryptographic
+   operation and no CreateGrant (a grant is not bound by the PCR conditions).
+2. ``EnclaveDescribeKey``: the enclave role may DescribeKey, which carries no
+   attestation and so cannot share the attested statement.
+3. ``EnclaveAttestedOperations``: the enclave role may run the attested operations only
+   with ``StringEqualsIgnoreCase`` on ``kms:RecipientAttestation:ImageSha384`` and
+   ``...:PCR<n>``; several measurement sets become lists of accepted values.
+4. ``DenyWithoutAttestation`` (optional): everyone is denied those operations when the
+   request has no attestation document at all, whatever IAM policies say.
+
+There is no account-root statement: the root principal would let IAM policies grant
+Decrypt without attestation. The admin role is therefore the only way to manage the key.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from attested import pcr
+from attested.errors import ConfigurationError, SecurityWarning
+from attested.keypolicy._keys import (
+    ATTESTED_OPERATIONS,
+    DEBUG_ZEROED_PCRS,
+    IMAGE_KEY,
+    pcr_key,
+)
+from attested.keypolicy._measurements import MeasurementSet
+
+__all__ = ["ADMIN_ACTIONS", "DEFAULT_OPERATIONS", "DEFAULT_PCRS", "generate_policy"]
+
+DEFAULT_OPERATIONS = ("kms:Decrypt", "kms:GenerateDataKey")
+"""Unsealing and sealing data keys: what most enclave applications need."""
+
+DEFAULT_PCRS = (0, 1, 2, 8)
+"""Pinned by default when every measurement set has them (PCR8 only for signed images)."""
+
+ADMIN_ACTIONS = (
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:DeleteAlias",
+    "kms:DescribeKey",
+    "kms:DisableKey",
+    "kms:DisableKeyRotation",
+    "kms:EnableKey",
+    "kms:EnableKeyRotation",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListGrants",
+    "kms:ListKeyPolicies",
+    "kms:ListKeyRotations",
+    "kms:ListResourceTags",
+    "kms:PutKeyPolicy",
+    "kms:RevokeGrant",
+    "kms:RotateKeyOnDemand",
+    "kms:ScheduleKeyDeletion",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:UpdateAlias",
+    "kms:UpdateKeyDescription",
+)
+"""Key management without cryptographic operations or CreateGrant."""
+
+_ACCOUNT = re.compile(r"\d{12}")
+_IAM_ARN = re.compile(r"arn:(aws[a-z-]*):iam::(\d{12}):(role|user)/[\w+=,.@/-]{1,512}")
+_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}([0-9a-f]{9})?")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, SecurityWarning, stacklevel=3)
+
+
+def _operations(operations: Sequence[str]) -> list[str]:
+    by_name = {op.lower(): op for op in ATTESTED_OPERATIONS}
+    chosen = set()
+    for name in operations:
+        full = name if name.lower().startswith("kms:") else f"kms:{name}"
+        canonical = by_name.get(full.lower())
+        if canonical is None:
+            raise ConfigurationError(
+                f"{name!r} is not an attested operation: only "
+                f"{', '.join(op.removeprefix('kms:') for op in ATTESTED_OPERATIONS)} carry a "
+                "Recipient, so PCR conditions on anything else can never be met"
+            )
+        chosen.add(canonical)
+    if not chosen:
+        raise ConfigurationError("no operations given")
+    if "kms:GenerateRandom" in chosen:
+        _warn(
+            "GenerateRandom takes no key, so a key policy cannot allow it: grant it in the "
+            "enclave role's IAM policy with the same attestation conditions"
+        )
+    return sorted(chosen)
+
+
+def _principal(arn: str, *, what: str, account: str, role_only: bool) -> str:
+    match = _IAM_ARN.fullmatch(arn)
+    if match is None or (role_only and match.group(3) != "role"):
+        kind = "role" if role_only else "role or user"
+        raise ConfigurationError(f"{what} {arn!r:.80} is not an IAM {kind} ARN")
+    if match.group(2) != account:
+        _warn(f"{what} is in account {match.group(2)}, not the key's account {account}")
+    return arn
+
+
+def _pcr_values(
+    measurements: Sequence[MeasurementSet], chosen: Sequence[int]
+) -> dict[int, list[bytes]]:
+    values: dict[int, list[bytes]] = {}
+    for index in chosen:
+        for position, measured in enumerate(measurements):
+            if index not in measured.pcrs:
+                name = measured.source or f"measurement set {position}"
+                hint = " (an unsigned image has no PCR8)" if index == 8 else ""
+                raise ConfigurationError(f"PCR{index} is not in {name}{hint}")
+            value = measured.pcrs[index]
+            if value not in values.setdefault(index, []):
+                values[index].append(value)
+    return values
+
+
+def _default_pcrs(measurements: Sequence[MeasurementSet]) -> list[int]:
+    chosen = []
+    for index in DEFAULT_PCRS:
+        present = [index in m.pcrs for m in measurements]
+        if all(present):
+            chosen.append(index)
+        elif any(present):
+            _warn(
+                f"PCR{index} is in some measurement sets but not all, so it is not pinned; "
+                "pass pcrs explicitly to decide"
+            )
+    return chosen
+
+
+def _check_debug(values: dict[int, list[bytes]], *, allow_debug: bool) -> None:
+    zero = sorted(i for i, vs in values.items() if i in DEBUG_ZEROED_PCRS and pcr.ZERO in vs)
+    if not zero:
+        return
+    names = ", ".join(f"PCR{i}" for i in zero)
+    if not allow_debug:
+        raise ConfigurationError(
+            f"{names} all zero: that is a debug-mode enclave, whose memory the parent "
+            "instance can read; refusing to admit it (allow_debug overrides)"
+        )
+    _warn(f"{names} pinned to all zeros: debug-mode enclaves are admitted")
+
+
+def _condition_value(values: list[bytes]) -> str | list[str]:
+    texts = [v.hex() for v in values]
+    return texts[0] if len(texts) == 1 else texts
+
+
+def generate_policy(
+    *,
+    account: str,
+    enclave_role: str,
+    admin_role: str,
+    measurements: Sequence[MeasurementSet],
+    operations: Sequence[str] = DEFAULT_OPERATIONS,
+    pcrs: Sequence[int] | None = None,
+    role_arn: str | None = None,
+    instance_ids: Sequence[str] = (),
+    deny_without_attestation: bool = False,
+    allow_debug: bool = False,
+) -> dict[str, Any]:
+    """Build a key policy that lets only the measured enclave images use the key.
+
+    Args:
+        account: the 12-digit account that owns the key.
+        enclave_role: ARN of the parent instance's IAM role (the enclave's credentials).
+        admin_role: ARN of the role (or user) that administers the key.
+        measurements: one or more measurement sets; several (old and new image during a
+            rollout) become lists of accepted values. Values combine across sets per
+            key, which is harmless while PCR0 is pinned (PCR0 covers PCR1 and PCR2).
+        operations: attested operations to allow (``"Decrypt"`` or ``"kms:Decrypt"``).
+        pcrs: PCR indexes to pin; by default those of 0, 1, 2 and 8 present in every
+            set. PCR0 is pinned through both ``ImageSha384`` and ``PCR0``.
+        role_arn: pin PCR3 to this IAM role ARN of the parent instance.
+        instance_ids: pin PCR4 to these parent instance ids.
+        deny_without_attestation: add an explicit Deny of the operations, for every
+            principal, when the request carries no attestation document.
+        allow_debug: Danger: accept all-zero PCR0/1/2/8, the values of a debug-mode
+            enclave, whose memory the parent instance can read.
+
+    Returns:
+        The policy as a JSON-ready ``dict``; render it with
+        :func:`attested.keypolicy.render_policy`.
+
+    Raises:
+        ConfigurationError: invalid account or ARNs, an operation that carries no
+            attestation, a PCR missing from a set, nothing to pin, or all-zero PCRs
+            without ``allow_debug``.
+
+    Warnings:
+        SecurityWarning: PCR0 is not pinned; PCRs present in only some sets; debug
+        values allowed; a measurement set from a debug-mode enclave; GenerateRandom
+        requested; principals from another account.
+    """
+    if not _ACCOUNT.fullmatch(account):
+        raise ConfigurationError(f"account {account!r:.40} is not a 12-digit AWS account id")
+    enclave = _principal(enclave_role, what="enclave role", account=account, role_only=True)
+    admin = _principal(admin_role, what="admin role", account=account, role_only=False)
+    if enclave.lower() == admin.lower():
+        raise ConfigurationError(
+            "the enclave role and the admin role must differ: the admin can rewrite the policy"
+        )
+    actions = _operations(operations)
+    if not measurements:
+        raise ConfigurationError("no measurements given")
+    for position, measured in enumerate(measurements):
+        if measured.debug_mode:
+            _warn(
+                f"{measured.source or f'measurement set {position}'} runs in debug mode: its "
+                "attestation carries all-zero PCR0-2, so this policy will not admit it"
+            )
+    chosen = sorted(set(pcrs)) if pcrs is not None else _default_pcrs(measurements)
+    for index in chosen:
+        if not 0 <= index <= 31:
+            raise ConfigurationError(f"PCR index must be 0..31, got {index}")
+    extra: dict[int, list[bytes]] = {}
+    if role_arn is not None:
+        try:
+            extra[3] = [pcr.pcr3_from_role_arn(role_arn)]
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+    if instance_ids:
+        bad = [i for i in instance_ids if not _INSTANCE_ID.fullmatch(i)]
+        if bad:
+            raise ConfigurationError(f"{bad[0]!r:.40} is not an EC2 instance id (i-...)")
+        extra[4] = list(dict.fromkeys(pcr.pcr4_from_instance_id(i) for i in instance_ids))
+    values = _pcr_values(measurements, [i for i in chosen if i not in extra])
+    for index, given in extra.items():
+        if any(index in m.pcrs and m.pcrs[index] not in given for m in measurements):
+            raise ConfigurationError(
+                f"PCR{index} differs between the measurements and "
+                f"{'role_arn' if index == 3 else 'instance_ids'}"
+            )
+        values[index] = given
+    if not values:
+        raise ConfigurationError("nothing to pin: no PCR selected")
+    _check_debug(values, allow_debug=allow_debug)
+    if 0 not in values:
+        _warn(
+            "neither ImageSha384 nor PCR0 is pinned: any enclave image matching the other "
+            "PCRs is admitted"
+            + (" (values also combine across measurement sets)" if len(measurements) > 1 else "")
+        )
+    condition: dict[str, str | list[str]] = {}
+    for index in sorted(values):
+        if index == 0:
+            condition[IMAGE_KEY] = _condition_value(values[0])
+        condition[pcr_key(index)] = _condition_value(values[index])
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "KeyAdministration",
+            "Effect": "Allow",
+            "Principal": {"AWS": admin},
+            "Action": list(ADMIN_ACTIONS),
+            "Resource": "*",
+        },
+        {
+            "Sid": "EnclaveDescribeKey",
+            "Effect": "Allow",
+            "Principal": {"AWS": enclave},
+            "Action": "kms:DescribeKey",
+            "Resource": "*",
+        },
+        {
+            "Sid": "EnclaveAttestedOperations",
+            "Effect": "Allow",
+            "Principal": {"AWS": enclave},
+            "Action": actions,
+            "Resource": "*",
+            "Condition": {"StringEqualsIgnoreCase": condition},
+        },
+    ]
+    if deny_without_attestation:
+        statements.append(
+            {
+                "Sid": "DenyWithoutAttestation",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": actions,
+                "Resource": "*",
+                "Condition": {"Null": {IMAGE_KEY: "true"}},
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}

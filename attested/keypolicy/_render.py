@@ -1,0 +1,54 @@
+"""One canonical JSON rendering for policies, so generated files diff cleanly.
+
+Keys of the policy grammar come in the order AWS's own documentation uses (``Version``,
+``Id``, ``Statement``; ``Sid``, ``Effect``, ``Principal``, ``Action``, ``Resource``,
+``Condition``, with the ``Not`` forms beside their positive ones); every other key
+(condition operators, condition keys, principal types) is sorted. Two-space indent,
+ASCII only, one trailing newline. Lists keep their order: it can carry meaning (old and
+new image values during a rollout).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+__all__ = ["render_policy"]
+
+_ORDER = {
+    name: rank
+    for rank, name in enumerate(
+        (
+            "Version",
+            "Id",
+            "Statement",
+            "Sid",
+            "Effect",
+            "Principal",
+            "NotPrincipal",
+            "Action",
+            "NotAction",
+            "Resource",
+            "NotResource",
+            "Condition",
+        )
+    )
+}
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, Mapping):
+        keys = sorted(value, key=lambda k: (_ORDER.get(k, len(_ORDER)), k))
+        return {key: _canonical(value[key]) for key in keys}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def render_policy(policy: Mapping[str, object]) -> str:
+    """Render a policy as canonical JSON text (ends with a newline).
+
+    The same policy always renders to the same text, whatever order its dictionaries
+    were built in.
+    """
+    return json.dumps(_canonical(policy), indent=2, ensure_ascii=True) + "\n"
