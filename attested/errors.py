@@ -12,7 +12,8 @@ must never be retried into success and the second usually can be::
     │   └── PolicyError           the document is genuine but not what the policy expects;
     │                             ``.failures`` lists every mismatch
     ├── UnavailableError          could not obtain evidence or reach a service (may be retried)
-    │   └── AttestationUnavailable  the NSM (or simulator) gave no document
+    │   ├── AttestationUnavailable  the NSM (or simulator) gave no document
+    │   └── RelayUnavailable      a relay could not listen on its address
     ├── KmsError                  KMS (or the emulator) answered with an error
     └── ConfigurationError        bad configuration or arguments found before any work starts
 
@@ -39,6 +40,7 @@ __all__ = [
     "MalformedError",
     "PolicyError",
     "PolicyFailure",
+    "RelayUnavailable",
     "SecurityWarning",
     "SignatureError",
     "UnavailableError",
@@ -144,3 +146,10 @@ class ConfigurationError(AttestedError):
 
 class SecurityWarning(UserWarning):
     """An allowed but weakened security setting is in use."""
+
+
+# -- relays (attested.relay) ----------------------------------------------------------
+
+
+class RelayUnavailable(UnavailableError):
+    """A relay could not listen on its address (in use, no permission, no AF_VSOCK)."""

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from attested import __version__
-from attested.cli import _demo, _verify
+from attested.cli import _demo, _relay, _verify
 from attested.cli._common import EXIT_ENV, EXIT_USAGE, CliError
 
 __all__ = ["main"]
@@ -26,6 +26,7 @@ __all__ = ["main"]
 _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = (
     _verify.register,
     _demo.register,
+    _relay.register,
 )
 
 
