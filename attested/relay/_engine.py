@@ -318,6 +318,7 @@ class Relay:
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopping = False
         self._started = False
+        self._stop_lock = threading.Lock()
 
     # -- control from any thread -------------------------------------------------------
 
@@ -355,21 +356,23 @@ class Relay:
         """Stop accepting, let open tunnels finish for up to ``deadline`` seconds, then cut.
 
         Log-sink connections are closed at once (their senders reconnect and resend
-        what was not acknowledged). Safe to call more than once.
+        what was not acknowledged). Safe to call more than once, from any thread; a
+        second caller waits for the first to finish.
         """
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            self._close_listeners()
-            return
-        if thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self._shutdown(deadline), loop)
-            try:
-                future.result(deadline + 10.0)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(10.0)
-        if not thread.is_alive() and not loop.is_closed():
-            loop.close()
+        with self._stop_lock:
+            loop, thread = self._loop, self._thread
+            if loop is None or thread is None:
+                self._close_listeners()
+                return
+            if thread.is_alive():
+                future = asyncio.run_coroutine_threadsafe(self._shutdown(deadline), loop)
+                try:
+                    future.result(deadline + 10.0)
+                finally:
+                    loop.call_soon_threadsafe(loop.stop)
+                    thread.join(10.0)
+            if not thread.is_alive() and not loop.is_closed():
+                loop.close()
 
     @property
     def running(self) -> bool:
@@ -459,15 +462,20 @@ class Relay:
         return self._serve_logs
 
     def _close_listeners(self) -> None:
+        self._close_listening_sockets()
+        for listener in self._listeners:
+            if listener.log_file is not None:
+                listener.log_file.close()
+                listener.log_file = None
+
+    def _close_listening_sockets(self) -> None:
+        """Close the listening sockets: connections still in the backlog are reset."""
         for listener in self._listeners:
             listener.sock.close()
             if listener.created_path is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(listener.created_path)
                 listener.created_path = None
-            if listener.log_file is not None:
-                listener.log_file.close()
-                listener.log_file = None
 
     # -- loop thread -------------------------------------------------------------------
 
@@ -662,7 +670,9 @@ class Relay:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for listener in self._listeners:
-            loop.remove_reader(listener.sock.fileno())
+            if listener.sock.fileno() >= 0:
+                loop.remove_reader(listener.sock.fileno())
+        self._close_listening_sockets()
         for task, listener in list(self._tasks.items()):
             if isinstance(listener.role, LogSink):
                 task.cancel()
@@ -973,16 +983,18 @@ class Relay:
                 return await self._connect(family, (ip.compressed, port), share)
             except TimeoutError:
                 timeouts += 1
-                errors.append(f"{ip}: timed out")
+                errors.append(f"{ip}: timed out after {share:.3g} s")
             except OSError as exc:
                 errors.append(f"{ip}: {_why(exc)}")
+        if len(addresses) == 1 and errors:
+            errors = [errors[0].partition(": ")[2]]
         status = (
             TunnelStatus.CONNECT_TIMEOUT
             if errors and timeouts == len(errors)
             else TunnelStatus.CONNECT_FAILED
         )
         detail = "; ".join(errors)[:180] or "no time left"
-        raise _Refused.of(status, f"cannot connect to {what}: {detail}")
+        raise _Refused.of(status, f"cannot reach {what}: {detail}")
 
 
 async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
@@ -1009,6 +1021,8 @@ def _nodelay(sock: socket.socket) -> None:
 
 
 def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
+        return os.strerror(exc.errno)  # asyncio puts its own text in strerror
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__

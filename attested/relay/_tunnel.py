@@ -6,7 +6,7 @@ payload, the enclave sends one request and the parent answers with one reply; af
 either side closes. All integers are big-endian::
 
     request (7 + L + 2 bytes, at most 262)      reply (7 + R bytes, at most 262)
-    0  4  magic   b"ATNL"                        0  4  magic    b"ATNL"
+    0  4  magic   b"ATRQ"                        0  4  magic    b"ATRP"
     4  1  version 1                              4  1  version  1
     5  1  flags   0 (reserved, must be 0)        5  1  status   TunnelStatus
     6  1  L       host length, 1-253             6  1  R        reason length, 0-255
@@ -16,7 +16,8 @@ either side closes. All integers are big-endian::
 The host is in the form :func:`~attested.relay._allowlist.normalize_host` returns
 (lowercase name without trailing dot, or compressed IP literal without brackets).
 A parent that receives another version answers ``UNSUPPORTED_VERSION`` with its own
-version in the reply header and closes.
+version in the reply header and closes. The two magics differ so that a peer which
+merely echoes (or a raw forward that loops back) is never taken for a parent.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from attested.errors import MalformedError
 from attested.relay._allowlist import MAX_HOST_LENGTH, normalize_host
 
 __all__ = [
-    "MAGIC",
+    "REPLY_MAGIC",
+    "REQUEST_MAGIC",
     "MAX_REASON_LENGTH",
     "MAX_REQUEST_SIZE",
     "PREFIX_SIZE",
@@ -46,7 +48,8 @@ __all__ = [
     "request_size",
 ]
 
-MAGIC = b"ATNL"
+REQUEST_MAGIC = b"ATRQ"
+REPLY_MAGIC = b"ATRP"
 VERSION = 1
 PREFIX_SIZE = 7
 MAX_REASON_LENGTH = 255
@@ -131,15 +134,15 @@ def encode_request(host: str, port: int) -> bytes:
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is out of range")
     raw = canonical.encode("ascii")
-    return _PREFIX.pack(MAGIC, VERSION, 0, len(raw)) + raw + _PORT.pack(port)
+    return _PREFIX.pack(REQUEST_MAGIC, VERSION, 0, len(raw)) + raw + _PORT.pack(port)
 
 
-def _check_prefix(prefix: bytes, what: str) -> tuple[int, int]:
+def _check_prefix(prefix: bytes, what: str, expected: bytes) -> tuple[int, int]:
     if len(prefix) < PREFIX_SIZE:
         raise MalformedError(f"tunnel {what} shorter than {PREFIX_SIZE} bytes")
     magic, version, second, length = _PREFIX.unpack_from(prefix)
-    if magic != MAGIC:
-        raise MalformedError(f"tunnel {what} does not start with {MAGIC!r}")
+    if magic != expected:
+        raise MalformedError(f"tunnel {what} does not start with {expected!r}")
     if version != VERSION:
         raise UnsupportedVersionError(version)
     return second, length
@@ -152,7 +155,7 @@ def request_size(prefix: bytes) -> int:
         MalformedError: the prefix is not a valid request prefix
             (:class:`UnsupportedVersionError` for another version).
     """
-    flags, length = _check_prefix(prefix, "request")
+    flags, length = _check_prefix(prefix, "request", REQUEST_MAGIC)
     if flags != 0:
         raise MalformedError(f"tunnel request has unknown flags {flags:#04x}")
     if not 1 <= length <= MAX_HOST_LENGTH:
@@ -186,7 +189,7 @@ def parse_request(data: bytes) -> TunnelRequest:
 def encode_reply(status: TunnelStatus, reason: str = "") -> bytes:
     """Encode a reply; the reason is made printable ASCII and cut to 255 bytes."""
     raw = _printable(reason).encode("ascii")[:MAX_REASON_LENGTH]
-    return _PREFIX.pack(MAGIC, VERSION, int(status), len(raw)) + raw
+    return _PREFIX.pack(REPLY_MAGIC, VERSION, int(status), len(raw)) + raw
 
 
 def reply_size(prefix: bytes) -> int:
@@ -196,7 +199,7 @@ def reply_size(prefix: bytes) -> int:
         MalformedError: the prefix is not a valid reply prefix
             (:class:`UnsupportedVersionError` for another version).
     """
-    status, length = _check_prefix(prefix, "reply")
+    status, length = _check_prefix(prefix, "reply", REPLY_MAGIC)
     if status not in TunnelStatus._value2member_map_:
         raise MalformedError(f"tunnel reply has unknown status {status}")
     return PREFIX_SIZE + length
