@@ -98,6 +98,14 @@ def loopback(port: int = 0) -> Address:
     return parse_address(f"tcp:127.0.0.1:{port}")
 
 
+def tcp(address: Address) -> tuple[str, int]:
+    """The (host, port) of a tcp address, as socket functions take it."""
+    assert address.kind == "tcp"
+    assert address.host is not None
+    assert address.port is not None
+    return (address.host, address.port)
+
+
 def closed_port() -> int:
     """A port on 127.0.0.1 where nothing listens (bound and released)."""
     with socket.socket() as probe:
@@ -112,7 +120,7 @@ def connect_through(
 
     For an error status, the body (Content-Length) is read and appended.
     """
-    sock = socket.create_connection(proxy.sockaddr(), timeout=timeout)  # type: ignore[arg-type]
+    sock = socket.create_connection(tcp(proxy), timeout=timeout)
     sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
     head = read_head(sock)
     status = int(head.split(b" ", 2)[1])
@@ -270,13 +278,13 @@ class TlsServer:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
 
-            def get_request(self):  # type: ignore[no-untyped-def]
+            def get_request(self):
                 sock, addr = self.socket.accept()
                 outer.accepts += 1
                 sock.settimeout(10)
                 return context.wrap_socket(sock, server_side=True), addr
 
-            def handle_error(self, request, client_address):  # type: ignore[no-untyped-def]
+            def handle_error(self, request, client_address):
                 pass  # failed handshakes are part of some tests
 
         self._server = Server(("127.0.0.1", 0), _KmsLikeHandler)

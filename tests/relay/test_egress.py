@@ -13,13 +13,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 import boto3
 import pytest
 from botocore.config import Config
 
 from attested.errors import ConfigurationError
-from attested.net import parse_address
+from attested.net import Address, parse_address
 from attested.relay import (
     Allowlist,
     EnclaveEgress,
@@ -27,7 +28,9 @@ from attested.relay import (
     Forward,
     ParentEgress,
     Refusal,
+    Relay,
     RelayOptions,
+    Resolver,
     StaticResolver,
 )
 from attested.relay._tunnel import encode_request
@@ -39,12 +42,20 @@ from tests.relay.support import (
     read_head,
     recv_all,
     recv_exactly,
+    tcp,
 )
 
 pytestmark = pytest.mark.integration
 
 
-def chain(relays, allowlist, *, resolver=None, enclave_options=None, parent_options=None):
+def chain(
+    relays: Callable[..., tuple[Relay, tuple[Address, ...]]],
+    allowlist: Allowlist,
+    *,
+    resolver: Resolver | None = None,
+    enclave_options: RelayOptions | None = None,
+    parent_options: RelayOptions | None = None,
+) -> tuple[Relay, Relay, Address]:
     """Start a parent-egress and an enclave-egress pointing at it; return both and the proxy."""
     parent, (parent_addr,) = relays(
         ParentEgress(listen=loopback(), allowlist=allowlist),
@@ -57,7 +68,7 @@ def chain(relays, allowlist, *, resolver=None, enclave_options=None, parent_opti
     return enclave, parent, proxy
 
 
-def test_https_through_both_hops_verifies_the_host_name(relays, tls_server, relay_ca) -> None:
+def test_https_through_both_hops_verifies_the_host_name(relays, tls_server, relay_ca):
     port = tls_server.port
     allowlist = Allowlist.of((TLS_NAME, port), ("127.0.0.1", port))
     enclave, parent, proxy = chain(
@@ -78,9 +89,7 @@ def test_https_through_both_hops_verifies_the_host_name(relays, tls_server, rela
     assert enclave.stats()["enclave-egress"].connections_total == 1
 
 
-def test_the_client_still_refuses_a_certificate_for_another_name(
-    relays, tls_server, relay_ca
-) -> None:
+def test_the_client_still_refuses_a_certificate_for_another_name(relays, tls_server, relay_ca):
     port = tls_server.port
     other = "other.relay.test"
     allowlist = Allowlist.of((other, port), ("127.0.0.1", port))
@@ -92,7 +101,7 @@ def test_the_client_still_refuses_a_certificate_for_another_name(
     sock.close()
 
 
-def test_a_host_not_in_the_allowlist_gets_403_and_nothing_is_dialled(relays, make_target) -> None:
+def test_a_host_not_in_the_allowlist_gets_403_and_nothing_is_dialled(relays, make_target):
     target = make_target()
     allowlist = Allowlist.of(("listed.relay.test", target.port), ("127.0.0.1", target.port))
     enclave, parent, proxy = chain(
@@ -119,7 +128,7 @@ def test_a_host_not_in_the_allowlist_gets_403_and_nothing_is_dialled(relays, mak
     "answer",
     ["127.0.0.1", "169.254.169.254", "::ffff:127.0.0.1", "0.0.0.0"],  # noqa: S104
 )
-def test_a_name_resolving_into_forbidden_ranges_is_refused(relays, make_target, answer) -> None:
+def test_a_name_resolving_into_forbidden_ranges_is_refused(relays, make_target, answer):
     target = make_target()
     name = "rebind.relay.test"
     _, parent, proxy = chain(
@@ -136,7 +145,7 @@ def test_a_name_resolving_into_forbidden_ranges_is_refused(relays, make_target, 
     assert parent.stats()["parent-egress"].refusals[Refusal.FORBIDDEN_ADDRESS] == 1
 
 
-def test_a_listed_loopback_address_is_dialled_for_a_listed_name(relays, make_target) -> None:
+def test_a_listed_loopback_address_is_dialled_for_a_listed_name(relays, make_target):
     target = make_target()
     name = "local.relay.test"
     allowlist = Allowlist.of((name, target.port), ("127.0.0.1", target.port))
@@ -149,7 +158,7 @@ def test_a_listed_loopback_address_is_dialled_for_a_listed_name(relays, make_tar
     assert target.accepts == 1
 
 
-def test_every_address_is_tried_in_order(relays, make_target) -> None:
+def test_every_address_is_tried_in_order(relays, make_target):
     target = make_target()  # listens on 127.0.0.1 only; 127.0.0.2 refuses
     name = "multi.relay.test"
     allowlist = Allowlist.of(
@@ -164,7 +173,7 @@ def test_every_address_is_tried_in_order(relays, make_target) -> None:
         assert recv_exactly(sock, 1) == b"x"
 
 
-def test_destination_failures_give_502_with_the_reason(relays, make_target) -> None:
+def test_destination_failures_give_502_with_the_reason(relays, make_target):
     port = closed_port()
     allowlist = Allowlist.of(("nowhere.relay.test", port), ("127.0.0.1", port))
     _, parent, proxy = chain(relays, allowlist, resolver=StaticResolver({}))
@@ -182,7 +191,7 @@ def test_destination_failures_give_502_with_the_reason(relays, make_target) -> N
     assert failures[Failure.CONNECT] == 1
 
 
-def test_parent_down_gives_502_with_a_clear_reason(relays) -> None:
+def test_parent_down_gives_502_with_a_clear_reason(relays):
     port = closed_port()
     enclave, (proxy,) = relays(
         EnclaveEgress(listen=loopback(), parent=parse_address(f"tcp:127.0.0.1:{port}"))
@@ -195,7 +204,7 @@ def test_parent_down_gives_502_with_a_clear_reason(relays) -> None:
     assert enclave.stats()["enclave-egress"].failures[Failure.CONNECT] == 1
 
 
-def test_a_parent_that_is_not_a_tunnel_endpoint_is_named(relays, make_target) -> None:
+def test_a_parent_that_is_not_a_tunnel_endpoint_is_named(relays, make_target):
     echo = make_target()  # what a raw forward (vsock-proxy, socat) to an echo server looks like
     _, (proxy,) = relays(EnclaveEgress(listen=loopback(), parent=echo.address))
     sock, status, head = connect_through(proxy, "kms.us-east-1.amazonaws.com:443")
@@ -205,9 +214,9 @@ def test_a_parent_that_is_not_a_tunnel_endpoint_is_named(relays, make_target) ->
     assert b"does not speak the attested tunnel protocol" in head
 
 
-def test_non_connect_methods_get_405(relays) -> None:
+def test_non_connect_methods_get_405(relays):
     _, (proxy,) = relays(EnclaveEgress(listen=loopback(), parent=loopback(closed_port())))
-    with socket.create_connection(proxy.sockaddr()) as sock:  # type: ignore[arg-type]
+    with socket.create_connection(tcp(proxy)) as sock:
         sock.sendall(b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
         response = recv_all(sock)
     assert response.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
@@ -215,14 +224,12 @@ def test_non_connect_methods_get_405(relays) -> None:
     assert b"set HTTPS_PROXY (not HTTP_PROXY)" in response
 
 
-def test_oversized_and_malformed_requests_are_refused(relays) -> None:
-    enclave, (proxy,) = relays(
-        EnclaveEgress(listen=loopback(), parent=loopback(closed_port()))
-    )
-    with socket.create_connection(proxy.sockaddr()) as sock:  # type: ignore[arg-type]
+def test_oversized_and_malformed_requests_are_refused(relays):
+    enclave, (proxy,) = relays(EnclaveEgress(listen=loopback(), parent=loopback(closed_port())))
+    with socket.create_connection(tcp(proxy)) as sock:
         sock.sendall(b"CONNECT a.test:443 HTTP/1.1\r\nX-Pad: " + b"a" * 9000)
         assert read_head(sock).startswith(b"HTTP/1.1 431 ")
-    with socket.create_connection(proxy.sockaddr()) as sock:  # type: ignore[arg-type]
+    with socket.create_connection(tcp(proxy)) as sock:
         sock.sendall(b"CONNECT a.test HTTP/1.1\r\n\r\n")
         assert read_head(sock).startswith(b"HTTP/1.1 400 ")
     refusals = enclave.stats()["enclave-egress"].refusals
@@ -230,31 +237,31 @@ def test_oversized_and_malformed_requests_are_refused(relays) -> None:
     assert refusals[Refusal.BAD_REQUEST] == 1
 
 
-def test_a_client_that_sends_nothing_gets_408(relays) -> None:
+def test_a_client_that_sends_nothing_gets_408(relays):
     enclave, (proxy,) = relays(
         EnclaveEgress(listen=loopback(), parent=loopback(closed_port())),
         options=RelayOptions(handshake_timeout=0.3),
     )
-    with socket.create_connection(proxy.sockaddr(), timeout=5) as sock:  # type: ignore[arg-type]
+    with socket.create_connection(tcp(proxy), timeout=5) as sock:
         sock.sendall(b"CONNECT a.te")
         assert read_head(sock).startswith(b"HTTP/1.1 408 ")
     assert enclave.stats()["enclave-egress"].failures[Failure.HANDSHAKE_TIMEOUT] == 1
 
 
-def test_a_malformed_tunnel_header_gets_a_bad_request_reply(relays) -> None:
+def test_a_malformed_tunnel_header_gets_a_bad_request_reply(relays):
     parent, (address,) = relays(ParentEgress(listen=loopback(), allowlist=Allowlist.of()))
-    with socket.create_connection(address.sockaddr()) as sock:  # type: ignore[arg-type]
+    with socket.create_connection(tcp(address)) as sock:
         sock.sendall(b"ATRQ\x02\x00\x01a\x01\xbb")
         reply = recv_all(sock)
     assert reply[:6] == b"ATRP\x01\x08"  # UNSUPPORTED_VERSION
-    with socket.create_connection(address.sockaddr()) as sock:  # type: ignore[arg-type]
+    with socket.create_connection(tcp(address)) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
         reply = recv_all(sock)
     assert reply[:6] == b"ATRP\x01\x07"  # BAD_REQUEST
     assert parent.stats()["parent-egress"].refusals[Refusal.BAD_REQUEST] == 2
 
 
-def test_half_close_crosses_both_hops(relays, make_target) -> None:
+def test_half_close_crosses_both_hops(relays, make_target):
     target = make_target("count")
     allowlist = Allowlist.of(("127.0.0.1", target.port))
     _, _, proxy = chain(relays, allowlist)
@@ -266,7 +273,7 @@ def test_half_close_crosses_both_hops(relays, make_target) -> None:
         assert recv_all(sock) == b"got 100000"
 
 
-def test_raw_forward_chain_carries_bytes_and_half_close(relays, make_target) -> None:
+def test_raw_forward_chain_carries_bytes_and_half_close(relays, make_target):
     target = make_target("count")
     _, (parent_in,) = relays(
         Forward(
@@ -277,13 +284,13 @@ def test_raw_forward_chain_carries_bytes_and_half_close(relays, make_target) -> 
     )
     _, (enclave_in,) = relays(Forward(listen=loopback(), to=parent_in))
     payload = bytes(range(256)) * 40_000  # 10 MB: past the splice threshold
-    with socket.create_connection(enclave_in.sockaddr()) as sock:  # type: ignore[arg-type]
+    with socket.create_connection(tcp(enclave_in)) as sock:
         sock.sendall(payload)
         sock.shutdown(socket.SHUT_WR)
         assert recv_all(sock) == f"got {len(payload)}".encode()
 
 
-def test_bulk_data_arrives_intact_both_ways(relays, make_target) -> None:
+def test_bulk_data_arrives_intact_both_ways(relays, make_target):
     target = make_target("echo")
     _, _, proxy = chain(relays, Allowlist.of(("127.0.0.1", target.port)))
     payload = bytes(i * 7 % 251 for i in range(8 * 1024 * 1024))
@@ -304,7 +311,7 @@ def test_bulk_data_arrives_intact_both_ways(relays, make_target) -> None:
     assert bytes(received) == payload
 
 
-def test_guarded_forward_applies_the_dns_rules(relays, make_target) -> None:
+def test_guarded_forward_applies_the_dns_rules(relays, make_target):
     target = make_target()
     name = "fixed.relay.test"
     resolver = StaticResolver({name: ["127.0.0.1"]})
@@ -313,7 +320,7 @@ def test_guarded_forward_applies_the_dns_rules(relays, make_target) -> None:
         Forward(listen=loopback(), to=to, allowlist=Allowlist.of((name, target.port))),
         resolver=resolver,
     )
-    with socket.create_connection(refusing.sockaddr()) as sock:  # type: ignore[arg-type]
+    with socket.create_connection(tcp(refusing)) as sock:
         assert recv_all(sock) == b""  # closed: the name resolves to loopback, not listed
     assert target.accepts == 0
     assert relay.stats()["forward"].refusals[Refusal.FORBIDDEN_ADDRESS] == 1
@@ -325,14 +332,14 @@ def test_guarded_forward_applies_the_dns_rules(relays, make_target) -> None:
         ),
         resolver=resolver,
     )
-    with socket.create_connection(allowed.sockaddr()) as sock:  # type: ignore[arg-type]
+    with socket.create_connection(tcp(allowed)) as sock:
         sock.sendall(b"ok")
         assert recv_exactly(sock, 2) == b"ok"
     with pytest.raises(ConfigurationError, match="not in the allowlist"):
         Forward(listen=loopback(), to=to, allowlist=Allowlist.of(("other.test", 1)))
 
 
-def test_connection_caps_refuse_clearly_instead_of_queueing(relays, make_target) -> None:
+def test_connection_caps_refuse_clearly_instead_of_queueing(relays, make_target):
     target = make_target()
     allowlist = Allowlist.of(("127.0.0.1", target.port))
     enclave, parent, proxy = chain(
@@ -347,7 +354,7 @@ def test_connection_caps_refuse_clearly_instead_of_queueing(relays, make_target)
     assert status == 503  # the parent is at its cap: answered at once, not queued
     assert b"parent-egress is at its cap of 1 connections" in head
     second.close()
-    idle = [socket.create_connection(proxy.sockaddr()) for _ in range(2)]  # type: ignore[arg-type]
+    idle = [socket.create_connection(tcp(proxy)) for _ in range(2)]
     time.sleep(0.2)
     third, status, head = connect_through(proxy, f"127.0.0.1:{target.port}")
     assert status == 503
@@ -358,27 +365,27 @@ def test_connection_caps_refuse_clearly_instead_of_queueing(relays, make_target)
     assert enclave.stats()["enclave-egress"].refusals[Refusal.BUSY] == 2
 
 
-def test_raw_forward_at_its_cap_closes_at_once(relays, make_target) -> None:
+def test_raw_forward_at_its_cap_closes_at_once(relays, make_target):
     target = make_target()
     relay, (entry,) = relays(
         Forward(listen=loopback(), to=target.address), options=RelayOptions(max_connections=1)
     )
-    with socket.create_connection(entry.sockaddr()) as held:  # type: ignore[arg-type]
+    with socket.create_connection(tcp(entry)) as held:
         held.sendall(b"a")
         assert recv_exactly(held, 1) == b"a"
-        with socket.create_connection(entry.sockaddr(), timeout=5) as refused:  # type: ignore[arg-type]
+        with socket.create_connection(tcp(entry), timeout=5) as refused:
             assert refused.recv(10) == b""
     assert relay.stats()["forward"].refusals[Refusal.BUSY] == 1
 
 
-def test_a_stalled_client_does_not_slow_the_others(relays, make_target) -> None:
+def test_a_stalled_client_does_not_slow_the_others(relays, make_target):
     flood = make_target("flood")
     echo = make_target("echo")
     allowlist = Allowlist.of(("127.0.0.1", flood.port), ("127.0.0.1", echo.port))
     _, _, proxy = chain(relays, allowlist)
     stalled, status, _ = connect_through(proxy, f"127.0.0.1:{flood.port}")  # never reads
     assert status == 200
-    slowloris = socket.create_connection(proxy.sockaddr())  # type: ignore[arg-type]
+    slowloris = socket.create_connection(tcp(proxy))
     slowloris.sendall(b"CONNECT 127.0.0.1:")  # and never finishes its request
     time.sleep(0.5)  # the flood fills every buffer on the way
     sock, status, _ = connect_through(proxy, f"127.0.0.1:{echo.port}")
@@ -397,7 +404,7 @@ def test_a_stalled_client_does_not_slow_the_others(relays, make_target) -> None:
     slowloris.close()
 
 
-def test_idle_tunnels_are_closed(relays, make_target) -> None:
+def test_idle_tunnels_are_closed(relays, make_target):
     target = make_target()
     _, parent, proxy = chain(
         relays,
@@ -412,14 +419,14 @@ def test_idle_tunnels_are_closed(relays, make_target) -> None:
     assert parent.stats()["parent-egress"].failures[Failure.IDLE_TIMEOUT] == 1
 
 
-def test_stop_lets_open_tunnels_finish_then_cuts_at_the_deadline(relays, make_target) -> None:
+def test_stop_lets_open_tunnels_finish_then_cuts_at_the_deadline(relays, make_target):
     target = make_target()
     parent, (address,) = relays(
         ParentEgress(listen=loopback(), allowlist=Allowlist.of(("127.0.0.1", target.port)))
     )
 
     def open_tunnel() -> socket.socket:
-        sock = socket.create_connection(address.sockaddr())  # type: ignore[arg-type]
+        sock = socket.create_connection(tcp(address))
         sock.sendall(encode_request("127.0.0.1", target.port))
         assert recv_exactly(sock, 7) == b"ATRP\x01\x00\x00"
         return sock
@@ -431,7 +438,7 @@ def test_stop_lets_open_tunnels_finish_then_cuts_at_the_deadline(relays, make_ta
     stopper.start()
     time.sleep(0.2)
     with pytest.raises(ConnectionRefusedError):  # no longer accepting
-        socket.create_connection(address.sockaddr(), timeout=2)  # type: ignore[arg-type]
+        socket.create_connection(tcp(address), timeout=2)
     finishing.sendall(b"still works")
     assert recv_exactly(finishing, 11) == b"still works"
     finishing.close()
@@ -445,29 +452,25 @@ def test_stop_lets_open_tunnels_finish_then_cuts_at_the_deadline(relays, make_ta
     assert stats.connections_active == 0
 
 
-def test_urllib_through_https_proxy_environment(relays, tls_server, relay_ca, monkeypatch) -> None:
+def test_urllib_through_https_proxy_environment(relays, tls_server, relay_ca, monkeypatch):
     port = tls_server.port
     allowlist = Allowlist.of((TLS_NAME, port), ("127.0.0.1", port))
     _, _, proxy = chain(relays, allowlist, resolver=StaticResolver({TLS_NAME: ["127.0.0.1"]}))
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
-    with urllib.request.urlopen(  # noqa: S310 - https only
+    with urllib.request.urlopen(
         f"https://{TLS_NAME}:{port}/", context=relay_ca.client_context(), timeout=10
     ) as response:
         assert response.read() == b"hello through the tunnel\n"
     with pytest.raises(urllib.error.URLError, match="403"):
-        urllib.request.urlopen(  # noqa: S310
+        urllib.request.urlopen(
             f"https://{TLS_NAME}:{port + 1}/", context=relay_ca.client_context(), timeout=10
         )
 
 
-def test_boto3_kms_through_https_proxy_environment(
-    relays, tls_server, relay_ca, monkeypatch
-) -> None:
+def test_boto3_kms_through_https_proxy_environment(relays, tls_server, relay_ca, monkeypatch):
     port = tls_server.port
     allowlist = Allowlist.of((TLS_NAME, port), ("127.0.0.1", port))
-    _, parent, proxy = chain(
-        relays, allowlist, resolver=StaticResolver({TLS_NAME: ["127.0.0.1"]})
-    )
+    _, parent, proxy = chain(relays, allowlist, resolver=StaticResolver({TLS_NAME: ["127.0.0.1"]}))
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
     kms = boto3.client(
         "kms",
@@ -475,7 +478,7 @@ def test_boto3_kms_through_https_proxy_environment(
         endpoint_url=f"https://{TLS_NAME}:{port}",
         verify=str(relay_ca.ca_path),
         aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key="not-a-secret",  # noqa: S106 - a test server, not AWS
+        aws_secret_access_key="not-a-secret",
         config=Config(retries={"max_attempts": 1}),
     )
     answer = kms.generate_random(NumberOfBytes=32)
