@@ -281,11 +281,22 @@ def _raise_nofile() -> None:
 
 
 def _serve(args: argparse.Namespace, roles: list[Role], *, resolver: SystemResolver | None) -> int:
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    diagnostics = logging.StreamHandler(sys.stderr)
+    diagnostics.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    library = logging.getLogger("attested")
+    previous_level = library.level
+    library.addHandler(diagnostics)
+    library.setLevel(args.log_level)
+    try:
+        return _serve_until_signalled(args, roles, resolver)
+    finally:
+        library.removeHandler(diagnostics)
+        library.setLevel(previous_level)
+
+
+def _serve_until_signalled(
+    args: argparse.Namespace, roles: list[Role], resolver: SystemResolver | None
+) -> int:
     _raise_nofile()
     relay = Relay(roles, options=_options(args), resolver=resolver)
     try:
