@@ -219,7 +219,7 @@ def _run_enclave_egress(args: argparse.Namespace) -> int:
         raise usage_error("--listen and --parent go together")
     if args.listen is not None:
         roles.append(EnclaveEgress(listen=args.listen, parent=args.parent))
-    roles += _forwards(args.forward, None)
+    roles += _forwards([(listen, to, None) for listen, to in args.forward])
     if not roles:
         raise usage_error("give --listen and --parent, or at least one --forward")
     return _serve(args, roles, resolver=None)
@@ -232,11 +232,13 @@ def _run_parent_egress(args: argparse.Namespace) -> int:
         if allowlist is None:
             raise usage_error("--listen needs --allowlist FILE (deny by default)")
         roles.append(ParentEgress(listen=args.listen, allowlist=allowlist))
+    guarded: list[tuple[Address, Address, Allowlist | None]] = []
     for listen, to in args.forward:
         if to.kind != "tcp":
             raise usage_error(f"--forward destination {to} must be tcp:HOST:PORT")
         guard = allowlist if allowlist is not None else Allowlist.of((to.host, to.port))
-        roles += _forwards([(listen, to)], guard)
+        guarded.append((listen, to, guard))
+    roles += _forwards(guarded)
     if not roles:
         raise usage_error("give --listen with --allowlist, or at least one --forward")
     try:
@@ -259,9 +261,9 @@ def _run_logs(args: argparse.Namespace) -> int:
     )
 
 
-def _forwards(pairs: Sequence[tuple[Address, Address]], guard: Allowlist | None) -> list[Role]:
+def _forwards(forwards: Sequence[tuple[Address, Address, Allowlist | None]]) -> list[Role]:
     roles: list[Role] = []
-    for index, (listen, to) in enumerate(pairs):
+    for index, (listen, to, guard) in enumerate(forwards):
         try:
             roles.append(Forward(listen=listen, to=to, allowlist=guard, name=f"forward-{index}"))
         except ConfigurationError as exc:

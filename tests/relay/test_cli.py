@@ -195,6 +195,26 @@ def test_logs_to_stdout(run_cli) -> None:
     assert json.loads(out) == {"message": "hi"}
 
 
+def test_several_forwards_in_one_process(run_cli, make_target) -> None:
+    first, second = make_target("echo"), make_target("count")
+    parent = run_cli(
+        "parent-egress",
+        "--forward",
+        f"tcp:127.0.0.1:0={first.address}",
+        "--forward",
+        f"tcp:127.0.0.1:0={second.address}",
+    )
+    a, b = parent.addresses
+    with socket.create_connection(tcp(a)) as sock:
+        sock.sendall(b"one")
+        assert sock.recv(3) == b"one"
+    with socket.create_connection(tcp(b)) as sock:
+        sock.sendall(b"four")
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(16) == b"got 4"
+    assert parent.stop()[0] == 0
+
+
 def test_ingress_forwards_raw_bytes(run_cli, make_target) -> None:
     target = make_target("echo")
     ingress = run_cli("ingress", "--listen", "tcp:127.0.0.1:0", "--to", str(target.address))

@@ -28,6 +28,7 @@ def handlers() -> Iterator[Callable[..., VsockLogHandler]]:
 
     def make(address: Address, **kwargs: object) -> VsockLogHandler:
         kwargs.setdefault("max_backoff", 0.1)
+        kwargs.setdefault("close_timeout", 0.5)
         handler = VsockLogHandler(address, **kwargs)  # type: ignore[arg-type]
         made.append(handler)
         return handler
