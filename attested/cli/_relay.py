@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import resource
 import signal
@@ -232,6 +233,12 @@ def _run_parent_egress(args: argparse.Namespace) -> int:
         if allowlist is None:
             raise usage_error("--listen needs --allowlist FILE (deny by default)")
         roles.append(ParentEgress(listen=args.listen, allowlist=allowlist))
+        if args.listen.kind == "tcp" and not _is_loopback(args.listen.host):
+            logging.getLogger("attested.relay").warning(
+                "parent-egress listens on %s: anyone who can reach it can use the "
+                "allowlist; on a parent instance, listen on vsock",
+                args.listen,
+            )
     guarded: list[tuple[Address, Address, Allowlist | None]] = []
     for listen, to in args.forward:
         if to.kind != "tcp":
@@ -269,6 +276,13 @@ def _forwards(forwards: Sequence[tuple[Address, Address, Allowlist | None]]) -> 
         except ConfigurationError as exc:
             raise usage_error(str(exc)) from exc
     return roles
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _raise_nofile() -> None:

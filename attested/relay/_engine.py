@@ -860,7 +860,12 @@ class Relay:
                 counters.bytes_up += len(data)
                 lines, ended = splitter.feed(data)
                 if lines:
-                    out.write(lines)
+                    try:
+                        out.write(lines)
+                    except OSError as exc:  # unacknowledged: the sender keeps the lines
+                        _LOG.warning("%s: cannot write log lines: %s", role.name, _why(exc))
+                        counters.fail(Failure.RESET)
+                        break
                     counters.records += len(lines)
                 if ended:
                     received += ended
@@ -869,7 +874,7 @@ class Relay:
                 if acks:
                     with contextlib.suppress(*_AGAIN):
                         del acks[: sock.send(acks)]
-            tail = splitter.finish()
+            tail = splitter.finish() if not data else []
             if tail:
                 out.write(tail)
                 counters.records += len(tail)
