@@ -42,6 +42,7 @@ from attested.errors import ConfigurationError
 __all__ = [
     "MAX_ALLOWLIST_ENTRIES",
     "MAX_ALLOWLIST_FILE_SIZE",
+    "MAX_HOST_LENGTH",
     "AllowEntry",
     "Allowlist",
     "IPAddress",

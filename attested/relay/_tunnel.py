@@ -30,11 +30,11 @@ from attested.errors import MalformedError
 from attested.relay._allowlist import MAX_HOST_LENGTH, normalize_host
 
 __all__ = [
-    "REPLY_MAGIC",
-    "REQUEST_MAGIC",
     "MAX_REASON_LENGTH",
     "MAX_REQUEST_SIZE",
     "PREFIX_SIZE",
+    "REPLY_MAGIC",
+    "REQUEST_MAGIC",
     "VERSION",
     "TunnelReply",
     "TunnelRequest",

@@ -7,6 +7,7 @@ relay, and the client still verifies the certificate for that name.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -19,7 +20,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from attested.errors import ConfigurationError
+from attested.errors import ConfigurationError, RelayUnavailable
 from attested.net import Address, parse_address
 from attested.relay import (
     Allowlist,
@@ -290,9 +291,24 @@ def test_raw_forward_chain_carries_bytes_and_half_close(relays, make_target):
         assert recv_all(sock) == f"got {len(payload)}".encode()
 
 
-def test_bulk_data_arrives_intact_both_ways(relays, make_target):
+@pytest.mark.parametrize("splice_after", [None, 0, 256 * 1024], ids=["recv_into", "splice", "both"])
+def test_bulk_data_arrives_intact_both_ways(relays, make_target, monkeypatch, splice_after):
+    spliced = [0]
+    real_splice = os.splice
+
+    def counting_splice(*args, **kwargs):
+        spliced[0] += 1
+        return real_splice(*args, **kwargs)
+
+    monkeypatch.setattr(os, "splice", counting_splice)
     target = make_target("echo")
-    _, _, proxy = chain(relays, Allowlist.of(("127.0.0.1", target.port)))
+    options = RelayOptions(splice_after=splice_after)
+    _, _, proxy = chain(
+        relays,
+        Allowlist.of(("127.0.0.1", target.port)),
+        enclave_options=options,
+        parent_options=options,
+    )
     payload = bytes(i * 7 % 251 for i in range(8 * 1024 * 1024))
     sock, status, _ = connect_through(proxy, f"127.0.0.1:{target.port}")
     received = bytearray()
@@ -309,6 +325,25 @@ def test_bulk_data_arrives_intact_both_ways(relays, make_target):
     sock.close()
     assert status == 200
     assert bytes(received) == payload
+    assert (spliced[0] > 0) == (splice_after is not None)
+
+
+def test_unix_socket_listeners_are_cleaned_up(relays, make_target, tmp_path):
+    target = make_target()
+    path = tmp_path / "relay.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))  # left behind by a dead process
+    stale.close()
+    relay, (bound,) = relays(Forward(listen=parse_address(f"unix:{path}"), to=target.address))
+    assert bound.path == str(path)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(path))
+        sock.sendall(b"unix")
+        assert recv_exactly(sock, 4) == b"unix"
+    with pytest.raises(RelayUnavailable, match="Address already in use"):
+        Relay([Forward(listen=bound, to=target.address)]).start()
+    relay.stop(1.0)
+    assert not path.exists()
 
 
 def test_guarded_forward_applies_the_dns_rules(relays, make_target):
