@@ -382,7 +382,9 @@ class Relay:
     def stats(self) -> RelayStats:
         """A consistent snapshot of every listener's counters."""
         loop = self._loop
-        if loop is not None and self._thread is not None and self._thread.is_alive():
+        thread = self._thread
+        on_other_thread = thread is not None and thread is not threading.current_thread()
+        if loop is not None and thread is not None and thread.is_alive() and on_other_thread:
             future = asyncio.run_coroutine_threadsafe(self._snapshot(), loop)
             try:
                 return future.result(5.0)

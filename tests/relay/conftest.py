@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -9,6 +11,20 @@ import pytest
 from attested.net import Address
 from attested.relay import Relay, RelayOptions, Resolver, Role
 from tests.relay.support import RelayCa, Target, TlsServer
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Every thread a relay test starts is stopped by the end of the test."""
+    before = set(threading.enumerate())
+    yield
+    end = time.monotonic() + 5
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > end:
+            break
+        time.sleep(0.02)
+    assert not leaked, f"threads left running: {[t.name for t in leaked]}"
 
 
 @pytest.fixture
