@@ -20,6 +20,7 @@ must never be retried into success and the second usually can be::
     ├── UnavailableError          could not obtain evidence or reach a service (may be retried)
     │   ├── AttestationUnavailable  the NSM (or simulator) gave no document
     │   ├── CredentialsUnavailable  no AWS credentials (none configured, parent unreachable)
+    │   ├── RelayUnavailable      a relay could not listen on its address
     │   └── KmsUnreachable        no answer from KMS: connection refused, DNS, timeout
     │       ├── ProxyUnreachable  the HTTPS (CONNECT) proxy refused or failed the tunnel
     │       └── KmsTlsError       the TLS handshake failed (CA bundle, host name)
@@ -74,6 +75,7 @@ __all__ = [
     "PolicyFailure",
     "ProxyUnreachable",
     "RecipientIgnored",
+    "RelayUnavailable",
     "SecurityWarning",
     "SignatureError",
     "UnavailableError",
@@ -321,3 +323,10 @@ class KeyPolicyError(MalformedError):
 
     The KMS emulator answers ``MalformedPolicyDocumentException`` with this message.
     """
+
+
+# -- relays (attested.relay) ----------------------------------------------------------
+
+
+class RelayUnavailable(UnavailableError):
+    """A relay could not listen on its address (in use, no permission, no AF_VSOCK)."""

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from attested import __version__
-from attested.cli import _cms, _demo, _eif, _emulator, _keypolicy, _simulate, _verify
+from attested.cli import _cms, _demo, _eif, _emulator, _keypolicy, _relay, _simulate, _verify
 from attested.cli._common import EXIT_ENV, EXIT_USAGE, CliError
 
 __all__ = ["main"]
@@ -31,6 +31,7 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _cms.register,
     _eif.register,
     _keypolicy.register,
+    _relay.register,
 )
 
 

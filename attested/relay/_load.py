@@ -1,0 +1,38 @@
+"""Reading the allowlist file (the only file I/O of the egress rules)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attested.errors import ConfigurationError
+from attested.relay._allowlist import MAX_ALLOWLIST_FILE_SIZE, Allowlist
+
+__all__ = ["DEFAULT_ALLOWLIST_PATH", "load_allowlist"]
+
+DEFAULT_ALLOWLIST_PATH = Path("/etc/nitro_enclaves/vsock-proxy.yaml")
+
+
+def load_allowlist(path: str | Path) -> Allowlist:
+    """Read and parse an allowlist file in vsock-proxy's YAML format.
+
+    Args:
+        path: the file, for example ``/etc/nitro_enclaves/vsock-proxy.yaml``.
+
+    Returns:
+        The allowlist.
+
+    Raises:
+        ConfigurationError: the file cannot be read, is over 1 MiB, or is not a valid
+            allowlist (see :meth:`Allowlist.from_yaml`).
+    """
+    try:
+        with Path(path).open("rb") as handle:
+            data = handle.read(MAX_ALLOWLIST_FILE_SIZE + 1)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read allowlist {str(path)!r}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        return Allowlist.from_yaml(data)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from exc
