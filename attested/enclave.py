@@ -30,7 +30,11 @@ import nsm
 from attested.errors import AttestationUnavailable
 from attested.simulator import SimulatedNsm
 
-__all__ = ["PROVIDER_BACKENDS", "NsmProvider", "open_provider"]
+__all__ = [
+    "NsmProvider",
+    "PROVIDER_BACKENDS",
+    "open_provider",
+]
 
 PROVIDER_BACKENDS = ("auto", "libnsm", "ioctl", "simulated")
 

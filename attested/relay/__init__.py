@@ -42,9 +42,9 @@ from attested.relay._resolve import Resolver, StaticResolver, SystemResolver
 from attested.relay._stats import Failure, ListenerStats, Refusal, RelayStats
 
 __all__ = [
-    "DEFAULT_ALLOWLIST_PATH",
     "AllowEntry",
     "Allowlist",
+    "DEFAULT_ALLOWLIST_PATH",
     "EnclaveEgress",
     "Failure",
     "Forward",

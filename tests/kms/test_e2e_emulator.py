@@ -1,16 +1,16 @@
 """End to end: KmsClient, real boto3 and the KMS emulator over loopback.
 
-Skipped until ``attested.emulator`` lands (written in parallel); the emulator verifies
-the attestation document against the test root and evaluates the key policy's
-``kms:RecipientAttestation:*`` conditions, so these tests check what the stand-in
-cannot: a policy mismatch, and throttling from the emulator's fault injection.
+Documents come from the simulated NSM; the emulator verifies them against the
+simulator's root and evaluates the key policy's ``kms:RecipientAttestation:*``
+conditions, so these tests check what the stand-in cannot: a policy mismatch, and
+throttling from the emulator's fault injection.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -19,13 +19,12 @@ from botocore.config import Config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attested import emulator
 from attested.errors import KmsAccessDenied, KmsThrottled
 from attested.kms import KmsClient, NetworkSettings, RecipientKey, RetryPolicy
 from attested.kms.credentials import StaticCredentials
-from tests.kit import PCR0, Kit, make_kit
-from tests.kms.servers import DocumentProvider
-
-emulator = pytest.importorskip("attested.emulator")
+from attested.simulator import SimulatedNsm
+from tests.kit import PCR0
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +35,18 @@ REGION = "us-east-1"
 
 
 @pytest.fixture(scope="module")
-def live_kit() -> Kit:
-    return make_kit(datetime.now(UTC))
+def sim_nsm() -> SimulatedNsm:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return SimulatedNsm(pcrs={0: PCR0})
 
 
-def _config(kit: Kit, **faults: Any) -> Any:
+def _config(nsm: SimulatedNsm, **faults: Any) -> Any:
     return emulator.EmulatorConfig(
         host="127.0.0.1",
         port=0,
         region=REGION,
-        trust_root=kit.root,
+        trust_root=nsm.trust_root,
         identities={ACCESS_KEY: emulator.Identity(secret_access_key=SECRET, arn=PARENT)},
         state_path=None,
         faults=emulator.FaultConfig(**faults),
@@ -54,8 +55,8 @@ def _config(kit: Kit, **faults: Any) -> Any:
 
 
 @pytest.fixture
-def emu(live_kit: Kit) -> Iterator[Any]:
-    with emulator.KmsEmulator(_config(live_kit)) as running:
+def emu(sim_nsm: SimulatedNsm) -> Iterator[Any]:
+    with emulator.KmsEmulator(_config(sim_nsm)) as running:
         yield running
 
 
@@ -111,10 +112,10 @@ def _policy(pcr0_hex: str) -> str:
     )
 
 
-def _client(emu: Any, kit: Kit, key: RecipientKey, **kwargs: Any) -> KmsClient:
+def _client(emu: Any, nsm: SimulatedNsm, key: RecipientKey, **kwargs: Any) -> KmsClient:
     return KmsClient(
         region=REGION,
-        attestation=DocumentProvider(kit, live=True),
+        attestation=nsm,
         credentials=StaticCredentials(access_key_id=ACCESS_KEY, secret_access_key=SECRET),
         recipient_key=key,
         network=NetworkSettings(endpoint_url=emu.endpoint_url),
@@ -122,11 +123,11 @@ def _client(emu: Any, kit: Kit, key: RecipientKey, **kwargs: Any) -> KmsClient:
     )
 
 
-def test_all_five_operations(emu: Any, live_kit: Kit, recipient_key: RecipientKey) -> None:
+def test_all_five_operations(emu: Any, sim_nsm: SimulatedNsm, recipient_key: RecipientKey) -> None:
     boto = _boto(emu)
     key_id = boto.create_key(Policy=_policy(PCR0.hex().upper()))["KeyMetadata"]["KeyId"]
     blob = boto.encrypt(KeyId=key_id, Plaintext=b"enclave secret")["CiphertextBlob"]
-    with _client(emu, live_kit, recipient_key) as client:
+    with _client(emu, sim_nsm, recipient_key) as client:
         assert client.decrypt(blob).plaintext.reveal() == b"enclave secret"
 
         data_key = client.generate_data_key(key_id, encryption_context={"app": "e2e"})
@@ -162,14 +163,14 @@ def test_all_five_operations(emu: Any, live_kit: Kit, recipient_key: RecipientKe
 
 
 def test_a_policy_mismatch_names_the_pcrs(
-    emu: Any, live_kit: Kit, recipient_key: RecipientKey
+    emu: Any, sim_nsm: SimulatedNsm, recipient_key: RecipientKey
 ) -> None:
     boto = _boto(emu)
     other_image = "ee" * 48
     key_id = boto.create_key(Policy=_policy(other_image))["KeyMetadata"]["KeyId"]
     blob = boto.encrypt(KeyId=key_id, Plaintext=b"not for you")["CiphertextBlob"]
     with (
-        _client(emu, live_kit, recipient_key) as client,
+        _client(emu, sim_nsm, recipient_key) as client,
         pytest.raises(KmsAccessDenied) as caught,
     ):
         client.decrypt(blob)
@@ -178,13 +179,15 @@ def test_a_policy_mismatch_names_the_pcrs(
     assert f"PCR0={PCR0.hex()}" in str(caught.value)
 
 
-def test_throttling_is_retried_then_surfaces(live_kit: Kit, recipient_key: RecipientKey) -> None:
+def test_throttling_is_retried_then_surfaces(
+    sim_nsm: SimulatedNsm, recipient_key: RecipientKey
+) -> None:
     pauses: list[float] = []
     with (
-        emulator.KmsEmulator(_config(live_kit, throttle_rate=1.0)) as emu,
+        emulator.KmsEmulator(_config(sim_nsm, throttle_rate=1.0)) as emu,
         _client(
             emu,
-            live_kit,
+            sim_nsm,
             recipient_key,
             retry=RetryPolicy(max_attempts=3),
             sleep=pauses.append,

@@ -20,6 +20,15 @@ PUBLIC_MODULES = [
     "attested.provider",
     "attested.trust",
     "attested.verify",
+    "attested.eif",
+    "attested.emulator",
+    "attested.enclave",
+    "attested.keypolicy",
+    "attested.kms",
+    "attested.kms.client",
+    "attested.kms.credentials",
+    "attested.relay",
+    "attested.simulator",
     "nsm",
 ]
 
