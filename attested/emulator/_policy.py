@@ -284,7 +284,7 @@ def parse_key_policy(text: str | bytes) -> KeyPolicy:
     if unknown:
         raise KeyPolicyError(f"key policy has unknown elements: {', '.join(unknown)[:200]}")
     version = doc.get("Version")
-    if version is not None and version not in _VERSIONS:
+    if version is not None and (not isinstance(version, str) or version not in _VERSIONS):
         raise KeyPolicyError(f"unsupported policy Version {version!r:.40}")
     policy_id = doc.get("Id")
     if policy_id is not None and not isinstance(policy_id, str):

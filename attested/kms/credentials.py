@@ -573,10 +573,11 @@ class CredentialServer:
             answer = _credproto.encode_error(
                 f"the parent's credential source failed ({type(exc).__name__}); see its log"
             )
+        # Counted before sending, so that a client holding the answer sees it counted.
+        self.served += 1
         try:
             conn.sendall(answer)
         except OSError as exc:
             logger.warning("credential server: could not answer %s: %s", peer, exc)
             return
-        self.served += 1
         logger.info("credential server: answered %s", peer)
