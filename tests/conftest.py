@@ -9,12 +9,21 @@ from hypothesis import HealthCheck, settings
 
 from tests.kit import Kit, make_kit
 
+# The default profile is derandomized so that `./run test` (and CI) is reproducible;
+# `HYPOTHESIS_PROFILE=fuzz ./run test` explores new random examples on every run.
 settings.register_profile(
     "default",
     deadline=None,  # shared CI machines are noisy; speed is measured in bench/
     suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
 )
-settings.load_profile("default")
+settings.register_profile(
+    "fuzz",
+    parent=settings.get_profile("default"),
+    derandomize=False,
+    max_examples=1000,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 _STRIPPED_PREFIXES = ("AWS_", "ATTESTED_")
 _STRIPPED = {
