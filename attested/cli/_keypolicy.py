@@ -116,6 +116,14 @@ def _register_generate(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="pin PCR4 to a parent instance id (repeatable)",
     )
     generate.add_argument(
+        "--encryptor",
+        action="append",
+        default=[],
+        metavar="ARN",
+        help="let this principal encrypt to the key without attestation (kms:Encrypt and "
+        "GenerateDataKeyWithoutPlaintext only; it can never decrypt). Repeatable",
+    )
+    generate.add_argument(
         "--deny-without-attestation",
         action="store_true",
         help="add a Deny of the operations, for everyone, when no attestation is present",
@@ -214,6 +222,7 @@ def _run_generate(args: argparse.Namespace) -> int:
                 pcrs=args.pcrs,
                 role_arn=args.role_arn,
                 instance_ids=args.instance_id,
+                encryptors=args.encryptor,
                 deny_without_attestation=args.deny_without_attestation,
                 allow_debug=args.allow_debug,
             )

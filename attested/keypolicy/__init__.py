@@ -22,6 +22,7 @@ from attested.keypolicy._generate import (
     ADMIN_ACTIONS,
     DEFAULT_OPERATIONS,
     DEFAULT_PCRS,
+    ENCRYPT_ACTIONS,
     generate_policy,
 )
 from attested.keypolicy._keys import ATTESTED_OPERATIONS
@@ -43,6 +44,7 @@ __all__ = [
     "Condition",
     "DEFAULT_OPERATIONS",
     "DEFAULT_PCRS",
+    "ENCRYPT_ACTIONS",
     "Finding",
     "HASH_ALGORITHMS",
     "MeasurementSet",

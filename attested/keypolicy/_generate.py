@@ -67,6 +67,9 @@ ADMIN_ACTIONS = (
 )
 """Key management without cryptographic operations or CreateGrant."""
 
+ENCRYPT_ACTIONS = ("kms:Encrypt", "kms:GenerateDataKeyWithoutPlaintext")
+"""What data producers outside the enclave may do: nothing that returns plaintext."""
+
 _ACCOUNT = re.compile(r"\d{12}")
 _IAM_ARN = re.compile(r"arn:(aws[a-z-]*):iam::(\d{12}):(role|user)/[\w+=,.@/-]{1,512}")
 _INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}([0-9a-f]{9})?")
@@ -167,6 +170,7 @@ def generate_policy(
     pcrs: Sequence[int] | None = None,
     role_arn: str | None = None,
     instance_ids: Sequence[str] = (),
+    encryptors: Sequence[str] = (),
     deny_without_attestation: bool = False,
     allow_debug: bool = False,
 ) -> dict[str, Any]:
@@ -184,6 +188,10 @@ def generate_policy(
             set. PCR0 is pinned through both ``ImageSha384`` and ``PCR0``.
         role_arn: pin PCR3 to this IAM role ARN of the parent instance.
         instance_ids: pin PCR4 to these parent instance ids.
+        encryptors: principals (data producers outside the enclave) that may encrypt to
+            the key: ``kms:Encrypt`` and ``kms:GenerateDataKeyWithoutPlaintext`` only,
+            which never return plaintext and carry no attestation. Never ReEncrypt,
+            which decrypts on the caller's behalf.
         deny_without_attestation: add an explicit Deny of the operations, for every
             principal, when the request carries no attestation document.
         allow_debug: Danger: accept all-zero PCR0/1/2/8, the values of a debug-mode
@@ -281,6 +289,20 @@ def generate_policy(
             "Condition": {"StringEqualsIgnoreCase": condition},
         },
     ]
+    if encryptors:
+        producers = [
+            _principal(arn, what="encryptor", account=account, role_only=False)
+            for arn in encryptors
+        ]
+        statements.append(
+            {
+                "Sid": "EncryptOnly",
+                "Effect": "Allow",
+                "Principal": {"AWS": producers[0] if len(producers) == 1 else producers},
+                "Action": list(ENCRYPT_ACTIONS),
+                "Resource": "*",
+            }
+        )
     if deny_without_attestation:
         statements.append(
             {

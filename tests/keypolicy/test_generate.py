@@ -217,3 +217,23 @@ def test_debug_mode_enclave_and_generate_random_and_cross_account_warn() -> None
 def test_refusals(kwargs, message) -> None:
     with pytest.raises(ConfigurationError, match=message):
         _generate(**kwargs)
+
+
+def test_encryptors_get_encrypt_only() -> None:
+    from attested.errors import ConfigurationError
+    from attested.keypolicy import ENCRYPT_ACTIONS, MeasurementSet, generate_policy
+
+    image = {0: b"\x11" * 48, 1: b"\x22" * 48, 2: b"\x33" * 48}
+    kwargs: dict[str, Any] = {
+        "account": "111122223333",
+        "enclave_role": "arn:aws:iam::111122223333:role/enclave",
+        "admin_role": "arn:aws:iam::111122223333:role/admin",
+        "measurements": [MeasurementSet(pcrs=image)],
+    }
+    policy = generate_policy(**kwargs, encryptors=["arn:aws:iam::111122223333:role/producer"])
+    (statement,) = [s for s in policy["Statement"] if s["Sid"] == "EncryptOnly"]
+    assert statement["Action"] == list(ENCRYPT_ACTIONS)
+    assert "kms:ReEncryptFrom" not in str(policy)
+    assert "EncryptOnly" not in str(generate_policy(**kwargs))
+    with pytest.raises(ConfigurationError, match="encryptor"):
+        generate_policy(**kwargs, encryptors=["not-an-arn"])

@@ -11,6 +11,7 @@ import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -18,7 +19,14 @@ from botocore.config import Config
 
 from attested import emulator, pcr
 from attested.errors import ConfigurationError, KmsAccessDenied
-from attested.keypolicy import MeasurementSet, generate_policy, render_policy
+from attested.keypolicy import (
+    MeasurementSet,
+    Severity,
+    generate_policy,
+    lint_policy,
+    parse_policy,
+    render_policy,
+)
 from attested.kms import KmsClient, NetworkSettings, RecipientKey
 from attested.kms.credentials import StaticCredentials
 from attested.simulator import SimulatedNsm
@@ -31,6 +39,8 @@ ADMIN = f"arn:aws:iam::{ACCOUNT}:role/key-admin"
 ENCLAVE = f"arn:aws:iam::{ACCOUNT}:role/enclave-parent"
 ADMIN_KEY, ADMIN_SECRET = "AKIAADMINEXAMPLE0001", "admin/secret/EXAMPLE0000000000000000"
 ENCLAVE_KEY, ENCLAVE_SECRET = "AKIAENCLAVEEXAMPLE01", "enclave/secret/EXAMPLE00000000000000"
+PRODUCER = f"arn:aws:iam::{ACCOUNT}:role/data-producer"
+PRODUCER_KEY, PRODUCER_SECRET = "AKIAPRODUCEREXAMPLE1", "producer/secret/EXAMPLE0000000000000"
 
 IMAGE = {
     0: pcr.measure(b"image"),
@@ -70,6 +80,7 @@ def emu(good: SimulatedNsm) -> Iterator[emulator.KmsEmulator]:
         identities={
             ADMIN_KEY: emulator.Identity(secret_access_key=ADMIN_SECRET, arn=ADMIN),
             ENCLAVE_KEY: emulator.Identity(secret_access_key=ENCLAVE_SECRET, arn=ENCLAVE),
+            PRODUCER_KEY: emulator.Identity(secret_access_key=PRODUCER_SECRET, arn=PRODUCER),
         },
     )
     with emulator.KmsEmulator(config) as running:
@@ -83,19 +94,26 @@ def key_arn(emu: emulator.KmsEmulator) -> str:
         enclave_role=ENCLAVE,
         admin_role=ADMIN,
         measurements=[MeasurementSet(pcrs=IMAGE, source="test image")],
+        encryptors=[PRODUCER],
         deny_without_attestation=True,
     )
-    admin = boto3.client(
-        "kms",
-        region_name=REGION,
-        endpoint_url=emu.endpoint_url,
-        aws_access_key_id=ADMIN_KEY,
-        aws_secret_access_key=ADMIN_SECRET,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    findings = lint_policy(parse_policy(policy))
+    assert not [f for f in findings if f.severity is Severity.ERROR], findings
+    admin = _boto(emu, ADMIN_KEY, ADMIN_SECRET)
     arn: str = admin.create_key(Policy=render_policy(policy))["KeyMetadata"]["Arn"]
     admin.close()
     return arn
+
+
+def _boto(emu: emulator.KmsEmulator, key: str, secret: str) -> Any:
+    return boto3.client(
+        "kms",
+        region_name=REGION,
+        endpoint_url=emu.endpoint_url,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=Config(retries={"total_max_attempts": 1}),
+    )
 
 
 def _client(emu: emulator.KmsEmulator, nsm: SimulatedNsm) -> KmsClient:
@@ -148,15 +166,19 @@ def test_other_enclaves_are_denied(emu, key_arn, good, state, changes) -> None:
     assert info.value.pcrs[0] == (changes.get("pcr0") or IMAGE[0])
 
 
+def test_a_producer_encrypts_only_the_enclave_decrypts(emu, key_arn, good) -> None:
+    producer = _boto(emu, PRODUCER_KEY, PRODUCER_SECRET)
+    blob = producer.encrypt(KeyId=key_arn, Plaintext=b"card 4111")["CiphertextBlob"]
+    with pytest.raises(producer.exceptions.ClientError) as info:
+        producer.decrypt(CiphertextBlob=blob)
+    assert info.value.response["Error"]["Code"] == "AccessDeniedException"
+    producer.close()
+    with _client(emu, good) as client:
+        assert client.decrypt(blob).plaintext.equals(b"card 4111")
+
+
 def test_no_attestation_is_denied(emu, key_arn) -> None:
-    plain = boto3.client(
-        "kms",
-        region_name=REGION,
-        endpoint_url=emu.endpoint_url,
-        aws_access_key_id=ENCLAVE_KEY,
-        aws_secret_access_key=ENCLAVE_SECRET,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    plain = _boto(emu, ENCLAVE_KEY, ENCLAVE_SECRET)
     with pytest.raises(plain.exceptions.ClientError) as info:
         plain.generate_data_key(KeyId=key_arn, KeySpec="AES_256")
     assert info.value.response["Error"]["Code"] == "AccessDeniedException"
