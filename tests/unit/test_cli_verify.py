@@ -216,7 +216,7 @@ def test_inspect_says_nothing_was_verified(capsys) -> None:
 
 
 def test_demo_runs_on_embedded_data(capsys) -> None:
-    status, out, _ = run(capsys, "demo")
+    status, out, _ = run(capsys, "demo", "--offline")
     assert status == 0
     assert "refused, as it must be" in out
     assert "VERIFIED at 2024-12-13T07:37:58.960Z" in out

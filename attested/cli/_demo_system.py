@@ -1,0 +1,665 @@
+"""The whole system on one machine: what ``attested demo`` runs.
+
+Nothing here is needed by production code; it wires the real parts together the way a
+deployment does, with loopback TCP standing in for vsock and the KMS emulator standing in
+for AWS KMS:
+
+* "AWS": the KMS emulator (in this process, over HTTPS with a throwaway CA), trusting
+  the simulated NSM's root instead of the AWS Nitro root;
+* the parent instance: ``attested parent`` (a child process) with the egress relay and
+  its allowlist, credential delivery and the log sink;
+* two simulated enclaves: each an ``attested serve`` child process with a simulated NSM
+  and an enclave-egress relay; enclave A runs the measured image, enclave B a modified
+  one (another PCR0).
+
+Every process and file is made under one temporary directory, and everything is stopped
+and removed on the way out, on success, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import http.client
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from attested import emulator, pcr
+from attested.keypolicy import (
+    MeasurementSet,
+    Severity,
+    generate_policy,
+    lint_policy,
+    parse_measurements,
+    parse_policy,
+    render_policy,
+)
+from attested.net import Address, parse_address
+from attested.policy import Policy
+from attested.relay import EnclaveEgress, Relay
+from attested.simulator import ROOT_CERT_FILE, SimulatedNsm
+from attested.trust import TrustRoot
+from attested.verify import Verifier
+
+REGION = "us-east-1"
+ACCOUNT = "111122223333"
+KMS_HOST = f"kms.{REGION}.amazonaws.com"
+ADMIN = f"arn:aws:iam::{ACCOUNT}:role/KeyAdmin"
+ENCLAVE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/enclave-parent"
+PRODUCER = f"arn:aws:iam::{ACCOUNT}:role/data-producer"
+
+# The secret the data producer encrypts. The demo never prints it: it only says whether
+# what came back inside the enclave is the same bytes.
+SECRET = b"postgres://app:demo-password-do-not-use@db.internal:5432/payments"
+CONTEXT = {"purpose": "attested-demo", "tenant": "example"}
+
+
+class DemoFailure(Exception):
+    """A step of the demo did not turn out as it must; the message says which."""
+
+
+@dataclass(frozen=True)
+class _Identity:
+    name: str
+    arn: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
+def _identity(name: str, arn: str, prefix: str) -> _Identity:
+    # Fresh random development credentials per run: the emulator knows only these.
+    return _Identity(
+        name=name,
+        arn=arn,
+        access_key_id="AKIA" + prefix + secrets.token_hex(8).upper()[: 16 - len(prefix)],
+        secret_access_key=secrets.token_urlsafe(30),
+    )
+
+
+class Printer:
+    """Prints numbered steps for a newcomer."""
+
+    def __init__(self, out: Any = None) -> None:
+        self._out = out or sys.stdout
+        self._step = 0
+
+    def title(self, text: str) -> None:
+        print(text, file=self._out, flush=True)
+
+    def step(self, text: str) -> None:
+        self._step += 1
+        print(f"\n[{self._step}] {text}", file=self._out, flush=True)
+
+    def say(self, text: str) -> None:
+        for line in text.splitlines() or [""]:
+            print(f"    {line}", file=self._out, flush=True)
+
+
+# -- the throwaway TLS CA for the emulator ------------------------------------------------
+
+
+def _write_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for the KMS host name (and 127.0.0.1)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attested demo CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, KMS_HOST)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(KMS_HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path = directory / "ca.pem"
+    cert_path = directory / "kms-cert.pem"
+    key_path = directory / "kms-key.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return ca_path, cert_path, key_path
+
+
+# -- child processes ----------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+class Processes:
+    """Child processes started by the demo; all of them are stopped on exit."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._children: list[_Child] = []
+
+    def start(
+        self, name: str, args: list[str], *, env: Mapping[str, str], ready_file: Path
+    ) -> Mapping[str, Address]:
+        """Start ``python -m attested ARGS`` and wait for its ready file."""
+        log = self._directory / f"{name}.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "attested", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=dict(env),
+                cwd=self._directory,
+                start_new_session=True,
+            )
+        child = _Child(name=name, process=process, log=log)
+        self._children.append(child)
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            if ready_file.exists():
+                ready = json.loads(ready_file.read_text())
+                return {k: parse_address(v) for k, v in ready["listeners"].items()}
+            if process.poll() is not None:
+                raise DemoFailure(
+                    f"{name} exited with status {process.returncode} before it was ready:\n"
+                    + self.tail(child)
+                )
+            time.sleep(0.05)
+        raise DemoFailure(f"{name} was not ready within 30 s:\n{self.tail(child)}")
+
+    @staticmethod
+    def tail(child: _Child, lines: int = 15) -> str:
+        try:
+            text = child.log.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, name: str, deadline: float = 10.0) -> int | None:
+        """SIGTERM one child, wait for it (SIGKILL after ``deadline``), return its status."""
+        for child in self._children:
+            if child.name == name:
+                return self._stop(child, deadline)
+        return None
+
+    def _stop(self, child: _Child, deadline: float) -> int:
+        if child.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.wait(deadline)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+        return child.process.returncode
+
+    def stop_all(self) -> dict[str, int]:
+        return {c.name: self._stop(c, 10.0) for c in reversed(self._children)}
+
+    def logs(self) -> dict[str, str]:
+        out = {}
+        for child in self._children:
+            with contextlib.suppress(OSError):
+                out[child.name] = child.log.read_text(errors="replace")
+        return out
+
+
+# -- talking to the local API over its Unix socket ----------------------------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def api_call(socket_path: str, route: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST JSON to the enclave's local API, as an app inside the enclave does."""
+    connection = _UnixConnection(socket_path)
+    try:
+        connection.request(
+            "POST", route, body=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    return response.status, json.loads(data)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# -- the demo -------------------------------------------------------------------------
+
+
+def _measurements() -> MeasurementSet:
+    data = resources.files("attested._store").joinpath("demo_measurements.json").read_bytes()
+    (image,) = parse_measurements(data, source="examples/demo/measurements.json")
+    return image
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def _boto(endpoint: str, who: _Identity, ca: Path) -> Any:
+    return boto3.client(
+        "kms",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id=who.access_key_id,
+        aws_secret_access_key=who.secret_access_key,
+        verify=str(ca),
+        config=Config(retries={"total_max_attempts": 1}),
+    )
+
+
+def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    # Children get a clean environment: no AWS credentials or settings leak in from the
+    # user's shell, so the demo never talks to a real AWS account.
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "SYSTEMROOT", "TMPDIR")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class _Enclave:
+    name: str
+    socket_path: str
+    pcrs: dict[int, bytes]
+    relay: Relay
+
+
+def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> None:
+    """Run the whole demonstration; raise :class:`DemoFailure` if any step goes wrong.
+
+    Args:
+        printer: where the steps go (stdout by default).
+        workdir: a directory to work in (a new temporary one, removed afterwards, by
+            default; a given one is left in place, for tests that inspect it).
+    """
+    p = printer or Printer()
+    # The simulator and the emulator log warnings meant for operators ("this is not a
+    # real NSM"); the demo explains that itself, so keep them out of its output.
+    logging.getLogger("attested").addHandler(logging.NullHandler())
+    own_dir = workdir is None
+    base = Path(tempfile.mkdtemp(prefix="attested-demo-")) if workdir is None else workdir
+    processes = Processes(base)
+    relays: list[Relay] = []
+    kms: emulator.KmsEmulator | None = None
+    try:
+        kms = _run(p, base, processes, relays)
+    finally:
+        for relay in relays:
+            relay.stop(deadline=5.0)
+        statuses = processes.stop_all()
+        if kms is not None:
+            kms.stop()
+        if own_dir:
+            shutil.rmtree(base, ignore_errors=True)
+    unclean = {name: status for name, status in statuses.items() if status != 0}
+    if unclean:
+        raise DemoFailure(f"processes did not stop cleanly: {unclean}")
+    p.step("Cleaned up")
+    p.say("every process stopped on SIGTERM with status 0; the temporary directory is gone")
+
+
+def _run(p: Printer, base: Path, processes: Processes, relays: list[Relay]) -> emulator.KmsEmulator:
+    p.title("attested demo: a Nitro Enclave secret flow on one machine")
+    p.say(
+        "No AWS account, no Nitro hardware: the KMS emulator plays AWS KMS, a simulated\n"
+        "NSM plays the Nitro Secure Module, and loopback TCP stands in for vsock.\n"
+        f"Working directory: {base}"
+    )
+    image = _measurements()
+    admin = _identity("key administrator", ADMIN, "ADMIN")
+    parent_role = _identity("parent instance role", ENCLAVE_ROLE, "PARENT")
+    producer = _identity("data producer", PRODUCER, "PROD")
+
+    # --- AWS side -------------------------------------------------------------------
+    p.step("Start the simulated NSM's test PKI and the KMS emulator (playing AWS KMS)")
+    state = base / "simulated-nsm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the simulator warns that it is not a real NSM
+        SimulatedNsm(state_dir=state, pcrs=dict(image.pcrs))
+    trust_root = TrustRoot.from_pem((state / ROOT_CERT_FILE).read_bytes(), name="simulated")
+    ca, cert, key = _write_tls(base)
+    kms = emulator.KmsEmulator(
+        emulator.EmulatorConfig(
+            trust_root=trust_root,
+            region=REGION,
+            identities={
+                who.access_key_id: emulator.Identity(
+                    secret_access_key=who.secret_access_key, arn=who.arn
+                )
+                for who in (admin, parent_role, producer)
+            },
+            tls=(cert, key),
+        )
+    )
+    kms.start()
+    port = int(kms.endpoint_url.rsplit(":", 1)[1])
+    direct = f"https://127.0.0.1:{port}"
+    p.say(
+        f"KMS emulator: {direct} (HTTPS; it trusts only the simulated NSM root)\n"
+        f"simulated NSM root: {state / ROOT_CERT_FILE}"
+    )
+
+    # --- the key and its policy -----------------------------------------------------
+    p.step("Generate a key policy pinned to the enclave image's measurements")
+    p.say(
+        "measurements (as `nitro-cli build-enclave` prints them): examples/demo/measurements.json"
+    )
+    for index in sorted(image.pcrs):
+        p.say(f"  PCR{index} = {image.pcrs[index].hex()}")
+    policy = generate_policy(
+        account=ACCOUNT,
+        enclave_role=ENCLAVE_ROLE,
+        admin_role=ADMIN,
+        measurements=[image],
+        encryptors=[PRODUCER],
+        deny_without_attestation=True,
+    )
+    errors = [f for f in lint_policy(parse_policy(policy)) if f.severity is Severity.ERROR]
+    if errors:
+        raise DemoFailure(f"the generated policy fails the linter: {errors}")
+    policy_path = base / "key-policy.json"
+    policy_path.write_text(render_policy(policy) + "\n")
+    p.say(
+        f"{policy_path.name}: {len(policy['Statement'])} statements, no linter errors\n"
+        "  the enclave role may Decrypt only with an attestation document whose\n"
+        "  PCR0/1/2 match; the data producer may only Encrypt; the admin cannot decrypt"
+    )
+
+    p.step("The key administrator creates the KMS key with that policy")
+    admin_kms = _boto(direct, admin, ca)
+    key_arn: str = admin_kms.create_key(Policy=render_policy(policy), Description="attested demo")[
+        "KeyMetadata"
+    ]["Arn"]
+    admin_kms.close()
+    p.say(f"key: {key_arn}")
+
+    p.step("A data producer encrypts a secret for the enclave (outside the enclave)")
+    producer_kms = _boto(direct, producer, ca)
+    blob: bytes = producer_kms.encrypt(KeyId=key_arn, Plaintext=SECRET, EncryptionContext=CONTEXT)[
+        "CiphertextBlob"
+    ]
+    producer_kms.close()
+    p.say(
+        f"a {len(SECRET)}-byte database URL -> {len(blob)}-byte ciphertext, bound to the\n"
+        f"encryption context {CONTEXT}"
+    )
+
+    p.step("The parent instance itself cannot decrypt it, even with the enclave's role")
+    parent_kms = _boto(direct, parent_role, ca)
+    try:
+        parent_kms.decrypt(CiphertextBlob=blob, EncryptionContext=CONTEXT, KeyId=key_arn)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        p.say(f"Decrypt without an attestation document: refused ({code})")
+    else:
+        raise DemoFailure("the parent decrypted without attestation: the policy is wrong")
+    finally:
+        parent_kms.close()
+
+    # --- the parent companion -------------------------------------------------------
+    p.step("Start the parent companion: `attested parent` (egress, credentials, logs)")
+    parent_toml = base / "parent.toml"
+    parent_toml.write_text(
+        "# attested parent, as the demo runs it: TCP on 127.0.0.1 stands in for vsock\n"
+        "[egress]\n"
+        'listen = "tcp:127.0.0.1:0"\n'
+        f"allow = [{{address = {_toml_str(KMS_HOST)}, port = {port}}},"
+        f' {{address = "127.0.0.1", port = {port}}}]\n'
+        f'hosts = {{{_toml_str(KMS_HOST)} = "127.0.0.1"}}\n'
+        "\n[credentials]\n"
+        'listen = "tcp:127.0.0.1:0"\n'
+        'source = "environment"\n'
+        'allowed_peers = ["127.0.0.1"]\n'
+        "\n[logs]\n"
+        'listen = "tcp:127.0.0.1:0"\n'
+        f"out = {_toml_str(str(base / 'enclave-logs.jsonl'))}\n"
+    )
+    parent = processes.start(
+        "parent",
+        ["parent", "--config", str(parent_toml), "--ready-file", str(base / "parent.ready")],
+        env=_child_env(
+            {
+                "AWS_ACCESS_KEY_ID": parent_role.access_key_id,
+                "AWS_SECRET_ACCESS_KEY": parent_role.secret_access_key,
+                "AWS_DEFAULT_REGION": REGION,
+            }
+        ),
+        ready_file=base / "parent.ready",
+    )
+    p.say(
+        f"egress relay   {parent['egress']}  (allowlist: {KMS_HOST}:{port} only)\n"
+        f"credentials    {parent['credentials']}  (the parent role's credentials, on request)\n"
+        f"log sink       {parent['logs']}"
+    )
+
+    # --- enclave A ------------------------------------------------------------------
+    p.step("Boot simulated enclave A (the measured image) running `attested serve`")
+    enclave_a = _start_enclave(
+        "enclave-a", base, processes, relays, parent, dict(image.pcrs), key_arn, port, ca, state
+    )
+    p.say(
+        f"local API: unix:{enclave_a.socket_path}\n"
+        f"PCR0 = {enclave_a.pcrs[0].hex()[:32]}... (matches the policy)"
+    )
+
+    p.step("A relying party checks enclave A before trusting it")
+    nonce = secrets.token_bytes(32)
+    status, reply = api_call(enclave_a.socket_path, "/v1/attestation", {"nonce": _b64(nonce)})
+    if status != 200:
+        raise DemoFailure(f"/v1/attestation answered {status}: {reply}")
+    document = base64.b64decode(reply["document"])
+    verified = Verifier(trust_root=trust_root).verify(
+        document, policy=Policy(pcrs=dict(image.pcrs), nonce=nonce)
+    )
+    p.say(
+        f"{len(document)}-byte attestation document with our nonce: signature, chain to\n"
+        f"the simulated root, PCR0/1/2 and nonce verified (module {verified.module_id})"
+    )
+
+    p.step("An app inside enclave A asks the local API to decrypt the secret")
+    status, reply = api_call(
+        enclave_a.socket_path,
+        "/v1/decrypt",
+        {"ciphertext_blob": _b64(blob), "key_id": key_arn, "encryption_context": CONTEXT},
+    )
+    if status != 200:
+        raise DemoFailure(f"enclave A could not decrypt: {status} {reply}")
+    if base64.b64decode(reply["plaintext"]) != SECRET:
+        raise DemoFailure("enclave A got different bytes than the producer encrypted")
+    p.say(
+        "POST /v1/decrypt -> 200: the plaintext matches what the producer encrypted\n"
+        "path: app -> local API -> KMS client (fresh attestation document, ephemeral\n"
+        "RSA key) -> enclave egress -> parent egress (allowlist) -> KMS, which checked\n"
+        "the document against the policy and encrypted the answer to the enclave's key;\n"
+        "the parent relayed only ciphertext"
+    )
+
+    # --- enclave B ------------------------------------------------------------------
+    p.step("Boot simulated enclave B: same app, but a modified image (another PCR0)")
+    pcrs_b = dict(image.pcrs)
+    pcrs_b[0] = pcr.measure(b"attested demo enclave image v1, with a backdoor")
+    enclave_b = _start_enclave(
+        "enclave-b", base, processes, relays, parent, pcrs_b, key_arn, port, ca, state
+    )
+    p.say(f"PCR0 = {pcrs_b[0].hex()[:32]}... (not in the policy)")
+    status, reply = api_call(
+        enclave_b.socket_path,
+        "/v1/decrypt",
+        {"ciphertext_blob": _b64(blob), "key_id": key_arn, "encryption_context": CONTEXT},
+    )
+    if status != 403:
+        raise DemoFailure(f"enclave B was not refused: {status} {reply.get('error')}")
+    p.say(f"POST /v1/decrypt -> 403 {reply.get('error')}:")
+    p.say(_wrap(str(reply.get("message", "")), 76))
+
+    p.step("Stop everything")
+    for enclave in (enclave_b, enclave_a):
+        status_code = processes.stop(enclave.name)
+        if status_code != 0:
+            raise DemoFailure(f"{enclave.name} exited with {status_code} on SIGTERM")
+        if os.path.exists(enclave.socket_path):
+            raise DemoFailure(f"{enclave.name} left its socket behind")
+    processes.stop("parent")
+    _check_logs(processes.logs(), [SECRET, parent_role.secret_access_key])
+    p.say("no secret or credential appears in any process's log")
+    return kms
+
+
+def _start_enclave(
+    name: str,
+    base: Path,
+    processes: Processes,
+    relays: list[Relay],
+    parent: Mapping[str, Address],
+    pcrs: Mapping[int, bytes],
+    key_arn: str,
+    port: int,
+    ca: Path,
+    state: Path,
+) -> _Enclave:
+    directory = base / name
+    directory.mkdir(mode=0o700)
+    # The enclave's egress relay: a CONNECT proxy on the enclave's loopback that carries
+    # each tunnel to the parent (over vsock in a real enclave; TCP here).
+    relay = Relay([EnclaveEgress(listen=parse_address("tcp:127.0.0.1:0"), parent=parent["egress"])])
+    relay.start()
+    relays.append(relay)
+    proxy = relay.stats().listeners[0].listen
+    socket_path = str(directory / "api.sock")
+    pcr_table = ", ".join(f'"{i}" = "{v.hex()}"' for i, v in sorted(pcrs.items()))
+    config = directory / "serve.toml"
+    config.write_text(
+        f"# attested serve inside simulated {name}\n"
+        f'region = "{REGION}"\n'
+        "\n[api]\n"
+        f"unix = {_toml_str(socket_path)}\n"
+        "\n[nsm]\n"
+        'backend = "simulated"\n'
+        f"simulated_state = {_toml_str(str(state))}\n"
+        f"simulated_pcrs = {{{pcr_table}}}\n"
+        "\n[kms]\n"
+        f'endpoint_url = "https://{KMS_HOST}:{port}"\n'
+        f'proxy = "http://{proxy.host}:{proxy.port}"\n'
+        f"ca_bundle = {_toml_str(str(ca))}\n"
+        f"allowed_keys = [{_toml_str(key_arn)}]\n"
+        "\n[credentials]\n"
+        'source = "parent"\n'
+        f'parent = "{parent["credentials"]}"\n'
+    )
+    ready = directory / "ready.json"
+    processes.start(
+        name,
+        ["serve", "--config", str(config), "--ready-file", str(ready)],
+        env=_child_env(),
+        ready_file=ready,
+    )
+    return _Enclave(name=name, socket_path=socket_path, pcrs=dict(pcrs), relay=relay)
+
+
+def _check_logs(logs: Mapping[str, str], secrets_: list[bytes | str]) -> None:
+    for name, text in logs.items():
+        for value in secrets_:
+            needle = value.decode() if isinstance(value, bytes) else value
+            if needle in text or _b64(needle.encode()) in text:
+                raise DemoFailure(f"{name}'s log contains a secret")
+
+
+def _wrap(text: str, width: int) -> str:
+    lines: list[str] = []
+    for paragraph in text.splitlines():
+        line = ""
+        for word in paragraph.split(" "):
+            if line and len(line) + 1 + len(word) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        lines.append(line)
+    return "\n".join(lines)
