@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+from attested import _json
 from attested.errors import CredentialsUnavailable, MalformedError
 
 __all__ = [
@@ -124,27 +125,8 @@ def frame_length(header: bytes) -> int:
     return length
 
 
-def _reject_constant(name: str) -> NoReturn:
-    raise MalformedError(f"credential frame: {name} is not allowed")
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise MalformedError(f"credential frame: duplicate key {key!r:.40}")
-        result[key] = value
-    return result
-
-
 def _load(payload: bytes) -> dict[str, Any]:
-    if len(payload) > MAX_FRAME:
-        raise MalformedError("credential frame: payload too large")
-    try:
-        text = payload.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_unique, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise MalformedError("credential frame: not a UTF-8 JSON document") from None
+    value = _json.loads(payload, what="credential frame", max_size=MAX_FRAME, max_depth=4)
     if not isinstance(value, dict):
         raise MalformedError("credential frame: the JSON value must be an object")
     version = value.get("version")

@@ -282,7 +282,7 @@ def test_malformed_policies_are_refused(document: str) -> None:
 
 def test_size_cap() -> None:
     big = json.dumps({"Statement": [allow(Sid="x" * 40000)]})
-    with pytest.raises(KeyPolicyError, match="larger"):
+    with pytest.raises(KeyPolicyError, match="more than the limit"):
         parse_key_policy(big)
 
 
