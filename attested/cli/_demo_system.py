@@ -576,8 +576,17 @@ def _run(p: Printer, base: Path, processes: Processes, relays: list[Relay]) -> e
     )
     if status != 403:
         raise DemoFailure(f"enclave B was not refused: {status} {reply.get('error')}")
-    p.say(f"POST /v1/decrypt -> 403 {reply.get('error')}:")
-    p.say(_wrap(str(reply.get("message", "")), 76))
+    message = str(reply.get("message", ""))
+    presented = f"PCR0={pcrs_b[0].hex()}"
+    if presented not in message:
+        raise DemoFailure("the refusal does not name the PCR0 enclave B presented")
+    p.say(
+        f"POST /v1/decrypt -> 403 {reply.get('error')}: KMS refused, and the message says\n"
+        "why, with every PCR the enclave presented, for example:\n"
+        f"  presented PCR0 = {pcrs_b[0].hex()}\n"
+        f"  policy's  PCR0 = {image.pcrs[0].hex()}\n"
+        "(a rebuilt image changes PCR0-2: update the key policy only for images you trust)"
+    )
 
     p.step("Stop everything")
     for enclave in (enclave_b, enclave_a):
@@ -649,17 +658,3 @@ def _check_logs(logs: Mapping[str, str], secrets_: list[bytes | str]) -> None:
             needle = value.decode() if isinstance(value, bytes) else value
             if needle in text or _b64(needle.encode()) in text:
                 raise DemoFailure(f"{name}'s log contains a secret")
-
-
-def _wrap(text: str, width: int) -> str:
-    lines: list[str] = []
-    for paragraph in text.splitlines():
-        line = ""
-        for word in paragraph.split(" "):
-            if line and len(line) + 1 + len(word) > width:
-                lines.append(line)
-                line = word
-            else:
-                line = f"{line} {word}" if line else word
-        lines.append(line)
-    return "\n".join(lines)
