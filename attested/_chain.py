@@ -16,21 +16,24 @@ CRLs are not consulted: AWS states that CRL checking must be disabled.
 
 Validated CA chains are cached, keyed by the exact bytes of the whole ``cabundle``, and
 a cache entry is only used at times when every CA certificate in it is valid. On a hit,
-the signing certificate's validity, its signature by its issuer and its profile are still
-checked every time; only the CA-to-CA signatures are skipped, which were verified when
-the entry was made.
+the signing certificate's validity and profile are still checked every time. Its
+signature by its issuer is checked once per exact certificate bytes and remembered in
+the chain's entry (an NSM signs many documents with one certificate for up to 3 hours):
+the same bytes under the same issuer bytes always give the same answer, so only that
+signature check is skipped, never a time or profile check.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification as xv
 
 from attested._certs import load_certificate
@@ -50,12 +53,19 @@ _LEAF_CRITICAL_OK = (
 )
 
 
+# Signing certificates whose signature was checked, remembered per cached CA chain.
+_LEAVES_PER_CHAIN = 32
+
+
 @dataclass(frozen=True, slots=True)
 class _CaChain:
     certificates: tuple[x509.Certificate, ...]  # issuer of the leaf first, root last
     issuer_key: ec.EllipticCurvePublicKey  # key of certificates[0]
     not_before: datetime
     not_after: datetime
+    # DER of signing certificates whose signature by certificates[0] verified (LRU);
+    # guarded by the validator's lock.
+    leaves: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
 
 
 _ECDSA_OIDS = frozenset(
@@ -173,10 +183,23 @@ class ChainValidator:
         cached = self._lookup(cabundle, at)
         if cached is not None:
             _check_validity(leaf, "signing certificate", at)  # (2) for the leaf
-            _check_issued_by(leaf, cached.certificates[0], cached.issuer_key)  # (3) for the leaf
+            self._check_leaf_signature(leaf, cached)  # (3) for the leaf
             check_leaf_profile(leaf)  # (5)
             return (leaf, *cached.certificates)
         return self._validate_full(leaf, cabundle, at)
+
+    def _check_leaf_signature(self, leaf: x509.Certificate, chain: _CaChain) -> None:
+        der = leaf.public_bytes(Encoding.DER)
+        with self._lock:
+            if der in chain.leaves:
+                chain.leaves.move_to_end(der)
+                return
+        _check_issued_by(leaf, chain.certificates[0], chain.issuer_key)
+        with self._lock:
+            chain.leaves[der] = None
+            chain.leaves.move_to_end(der)
+            while len(chain.leaves) > _LEAVES_PER_CHAIN:
+                chain.leaves.popitem(last=False)
 
     def _lookup(self, cabundle: tuple[bytes, ...], at: datetime) -> _CaChain | None:
         with self._lock:
@@ -222,10 +245,12 @@ class ChainValidator:
         if list(verified.chain) != expected:  # pragma: no cover - defensive
             raise ChainError("certificate chain was built in an unexpected order")
         check_leaf_profile(leaf)  # (5)
-        self._store(cabundle, tuple(reversed(cas)))
+        self._store(cabundle, tuple(reversed(cas)), leaf)
         return tuple(expected)
 
-    def _store(self, cabundle: tuple[bytes, ...], cas: tuple[x509.Certificate, ...]) -> None:
+    def _store(
+        self, cabundle: tuple[bytes, ...], cas: tuple[x509.Certificate, ...], leaf: x509.Certificate
+    ) -> None:
         if self._cache_size == 0:
             return
         issuer_key = cas[0].public_key()
@@ -240,6 +265,7 @@ class ChainValidator:
             issuer_key=issuer_key,
             not_before=max(c.not_valid_before_utc for c in cas),
             not_after=min(c.not_valid_after_utc for c in cas),
+            leaves=OrderedDict({leaf.public_bytes(Encoding.DER): None}),
         )
         with self._lock:
             self._cache[cabundle] = entry

@@ -164,7 +164,9 @@ class Verifier:
     Args:
         trust_root: the root the document's ``cabundle`` must start from.
         limits: parsing caps.
-        cache_size: validated CA chains to keep (0 disables the cache).
+        cache_size: validated CA chains to keep (0 disables the cache). Each remembers up
+            to 32 signing certificates whose signature it checked; times, profiles and
+            the document signature are checked on every call.
     """
 
     def __init__(

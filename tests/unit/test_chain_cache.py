@@ -94,3 +94,58 @@ def test_cache_size_limit_evicts_oldest() -> None:
 def test_negative_cache_size_is_refused(kit: Kit) -> None:
     with pytest.raises(ValueError, match="cache_size"):
         ChainValidator(kit.root, cache_size=-1)
+
+
+def test_remembered_leaf_still_checks_validity_and_a_new_leaf_its_signature(kit: Kit) -> None:
+    verifier = _warm(kit)
+    validator = verifier._chains
+    (entry,) = validator._cache.values()
+    leaf_der = kit.leaf.certificate.public_bytes(Encoding.DER)
+    # The full validation remembered the signing certificate it checked.
+    assert list(entry.leaves) == [leaf_der]
+    # Same bytes, later time: the remembered signature does not skip the validity check.
+    with pytest.raises(ChainError, match=r"signing certificate .* expired"):
+        verifier.verify(kit.document(), policy=_policy(), at=T0 + timedelta(hours=3))
+    # A refused leaf is never remembered.
+    impostor = new_key()
+    fake = (
+        x509.CertificateBuilder()
+        .subject_name(kit.leaf.certificate.subject)
+        .issuer_name(kit.pki.instance.certificate.subject)
+        .public_key(impostor.public_key())
+        .serial_number(8)
+        .not_valid_before(T0 - timedelta(minutes=5))
+        .not_valid_after(T0 + timedelta(hours=3))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(LEAF_USAGE.extension(), critical=False)
+        .sign(impostor, hashes.SHA384())
+    )
+    data = sign_payload(kit.payload(certificate=fake.public_bytes(Encoding.DER)), impostor)
+    for _ in range(2):
+        with pytest.raises(ChainError, match="signature by its issuer"):
+            verifier.verify(data, policy=_policy(), at=T0)
+    assert list(entry.leaves) == [leaf_der]
+
+
+def test_remembered_leaves_are_bounded(kit: Kit) -> None:
+    from attested._chain import _LEAVES_PER_CHAIN
+
+    verifier = _warm(kit)
+    (entry,) = verifier._chains._cache.values()
+    for serial in range(_LEAVES_PER_CHAIN + 5):
+        key = new_key()
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(kit.leaf.certificate.subject)
+            .issuer_name(kit.pki.instance.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(100 + serial)
+            .not_valid_before(T0 - timedelta(minutes=5))
+            .not_valid_after(T0 + timedelta(hours=3))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(LEAF_USAGE.extension(), critical=False)
+            .sign(kit.pki.instance.private_key, hashes.SHA384())
+        )
+        data = sign_payload(kit.payload(certificate=leaf.public_bytes(Encoding.DER)), key)
+        verifier.verify(data, policy=_policy(), at=T0)
+    assert len(entry.leaves) == _LEAVES_PER_CHAIN
