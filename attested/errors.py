@@ -33,6 +33,7 @@ must never be retried into success and the second usually can be::
     │   ├── KmsKeyDisabled        DisabledException, KMSInvalidStateException
     │   └── KmsThrottled          ThrottlingException after the bounded retries
     └── ConfigurationError        bad configuration or arguments found before any work starts
+        └── ConfigError           a configuration file with problems; ``.problems`` lists all
 
 Later modules add subclasses under these branches; they never add a second root.
 
@@ -54,6 +55,7 @@ __all__ = [
     "AttestationUnavailable",
     "AttestedError",
     "ChainError",
+    "ConfigError",
     "ConfigurationError",
     "CredentialsUnavailable",
     "EnvelopeDecryptionError",
@@ -330,3 +332,26 @@ class KeyPolicyError(MalformedError):
 
 class RelayUnavailable(UnavailableError):
     """A relay could not listen on its address (in use, no permission, no AF_VSOCK)."""
+
+
+# -- configuration files (attested parent) -------------------------------------------------
+
+
+class ConfigError(ConfigurationError):
+    """A configuration file is not valid; every problem found is listed, not only the first.
+
+    Attributes:
+        problems: one short message per problem, each naming the key it is about
+            (``"egress.listen: ..."``). Never empty.
+        source: the file the problems are in, when known.
+    """
+
+    def __init__(self, problems: tuple[str, ...] | list[str], *, source: str | None = None) -> None:
+        if not problems:
+            raise ValueError("ConfigError needs at least one problem")
+        self.problems: tuple[str, ...] = tuple(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        count = len(self.problems)
+        summary = "1 problem" if count == 1 else f"{count} problems"
+        super().__init__(f"{where}{summary}: " + "; ".join(self.problems))
