@@ -54,9 +54,7 @@ def echo_through(proxy: Address, target: str) -> tuple[int, bytes]:
         return status, recv_exactly(sock, len(b"ping through the parent"))
 
 
-def test_egress_dials_allowlisted_destinations_only(
-    run_parent, enclave_proxy, make_target
-) -> None:
+def test_egress_dials_allowlisted_destinations_only(run_parent, enclave_proxy, make_target) -> None:
     echo: Target = make_target("echo")
     other: Target = make_target("echo")
     parent = run_parent(
@@ -80,13 +78,14 @@ def test_hosts_override_keeps_the_name_and_address_rules(
     run_parent, enclave_proxy, make_target, tmp_path: Path
 ) -> None:
     echo: Target = make_target("echo")
-    (tmp_path / "allow.yaml").write_text(f"allowlist:\n- {{address: echo.test, port: {echo.port}}}\n")
+    allow = f"allowlist:\n- {{address: echo.test, port: {echo.port}}}\n"
+    (tmp_path / "allow.yaml").write_text(allow)
     only_name = run_parent(
-        f"""
+        """
         [egress]
         listen = "tcp:127.0.0.1:0"
         allowlist = "allow.yaml"
-        hosts = {{"echo.test" = "127.0.0.1", "unlisted.test" = ["127.0.0.1"]}}
+        hosts = {"echo.test" = "127.0.0.1", "unlisted.test" = ["127.0.0.1"]}
         """
     )
     proxy = enclave_proxy(only_name.listeners["egress"])
