@@ -47,7 +47,7 @@ Misuse of an API (a wrong type, a negative size) raises :class:`TypeError` or
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -338,20 +338,20 @@ class RelayUnavailable(UnavailableError):
 
 
 class ConfigError(ConfigurationError):
-    """A configuration file is not valid; every problem found is listed, not only the first.
+    """A configuration has one or more problems; nothing was started.
+
+    Every problem found is listed, not only the first.
 
     Attributes:
-        problems: one short message per problem, each naming the key it is about
+        problems: one message per problem, each naming the key it is about
             (``"egress.listen: ..."``). Never empty.
         source: the file the problems are in, when known.
     """
 
-    def __init__(self, problems: tuple[str, ...] | list[str], *, source: str | None = None) -> None:
+    def __init__(self, problems: Sequence[str], *, source: str | None = None) -> None:
         if not problems:
             raise ValueError("ConfigError needs at least one problem")
         self.problems: tuple[str, ...] = tuple(problems)
         self.source = source
         where = f"{source}: " if source else ""
-        count = len(self.problems)
-        summary = "1 problem" if count == 1 else f"{count} problems"
-        super().__init__(f"{where}{summary}: " + "; ".join(self.problems))
+        super().__init__(where + "; ".join(self.problems))
