@@ -47,9 +47,17 @@ def raise_nofile() -> None:
 
 
 def wait_for_stop_signal(
-    *, running: Callable[[], bool], reopen: Callable[[], None], what: str
+    *,
+    running: Callable[[], bool],
+    reopen: Callable[[], None],
+    what: str,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Block until SIGTERM or SIGINT; SIGHUP calls ``reopen``. Restores the old handlers.
+
+    ``on_ready`` runs once the handlers are installed: announce readiness there (print
+    the listeners, write a ready file), so that whoever reacts to it with a signal gets
+    a graceful stop, not the default action.
 
     Raises:
         CliError: ``running()`` turned false first (exit 3: ``what`` stopped unexpectedly).
@@ -71,6 +79,8 @@ def wait_for_stop_signal(
         )
     }
     try:
+        if on_ready is not None:
+            on_ready()
         while not stop.wait(0.2):
             if not running():
                 raise env_error(f"{what} stopped unexpectedly")

@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parent.add_argument(
         "--log-level",
         default="INFO",
+        type=str.upper,
         choices=LOG_LEVELS,
         help="diagnostics on stderr (default INFO)",
     )
@@ -86,13 +87,19 @@ def _serve(args: argparse.Namespace, config: ParentConfig) -> int:
     except UnavailableError as exc:
         raise env_error(str(exc)) from exc
     ready: Path | None = args.ready_file
-    try:
+
+    def announce() -> None:
         for name, address in parent.listeners.items():
             print(f"attested parent: {name} listening on {address}", file=sys.stderr, flush=True)
         if ready is not None:
             _write_ready(ready, parent.listeners)
+
+    try:
         wait_for_stop_signal(
-            running=lambda: parent.running, reopen=parent.reopen, what="a part of the parent"
+            running=lambda: parent.running,
+            reopen=parent.reopen,
+            what="a part of the parent",
+            on_ready=announce,
         )
     finally:
         parent.stop(max(args.shutdown_timeout, 0.0))

@@ -287,10 +287,17 @@ def _serve_until_signalled(
         bound = relay.start()
     except RelayUnavailable as exc:
         raise env_error(str(exc)) from exc
-    for role, address in zip(roles, bound, strict=True):
-        print(f"attested relay: {role.name} listening on {address}", file=sys.stderr, flush=True)
+
+    def announce() -> None:
+        for role, address in zip(roles, bound, strict=True):
+            print(
+                f"attested relay: {role.name} listening on {address}", file=sys.stderr, flush=True
+            )
+
     try:
-        wait_for_stop_signal(running=lambda: relay.running, reopen=relay.reopen, what="the relay")
+        wait_for_stop_signal(
+            running=lambda: relay.running, reopen=relay.reopen, what="the relay", on_ready=announce
+        )
     finally:
         relay.stop(max(args.shutdown_timeout, 0.0))
     print("attested relay: stopped", file=sys.stderr, flush=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from attested.cli import main
+from attested.cli import build_parser, main
 from attested.kms.credentials import ParentCredentials
 from attested.net import parse_address
 from attested.relay import EnclaveEgress, Relay
@@ -187,3 +187,22 @@ def test_sighup_reopens_the_log_file(run_cli, tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == {"n": 2}
     status, err = parent.stop()
     assert status == 0, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM])
+def test_a_signal_right_after_the_ready_file_is_handled(run_cli, signum) -> None:
+    """The handlers are installed before the ready file appears: no default-action death."""
+    parent = run_cli('[logs]\nlisten = "tcp:127.0.0.1:0"\nout = "-"\n')
+    parent.process.send_signal(signum)
+    if signum == signal.SIGHUP:
+        time.sleep(0.3)
+        assert parent.process.poll() is None  # reopened the log, still running
+    status, err = parent.stop()
+    assert status == 0, err
+
+
+def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
+    path = tmp_path / "parent.toml"
+    path.write_text('[logs]\nlisten = "tcp:127.0.0.1:0"\nout = "-"\n')
+    args = build_parser().parse_args(["parent", "--config", str(path), "--log-level", "debug"])
+    assert args.log_level == "DEBUG"
