@@ -98,7 +98,7 @@ class Parent:
                 self._listeners.clear()
                 raise
         for name, address in self._listeners.items():
-            _LOG.info("parent: %s listening on %s", name, address)
+            _LOG.debug("parent: %s listening on %s", name, address)
         return self
 
     def stop(self, deadline: float = 10.0) -> bool:
