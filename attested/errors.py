@@ -33,6 +33,7 @@ must never be retried into success and the second usually can be::
     │   ├── KmsKeyDisabled        DisabledException, KMSInvalidStateException
     │   └── KmsThrottled          ThrottlingException after the bounded retries
     └── ConfigurationError        bad configuration or arguments found before any work starts
+        └── ConfigError           a configuration file with problems; ``.problems`` lists all
 
 Later modules add subclasses under these branches; they never add a second root.
 
@@ -46,7 +47,7 @@ Misuse of an API (a wrong type, a negative size) raises :class:`TypeError` or
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -54,6 +55,7 @@ __all__ = [
     "AttestationUnavailable",
     "AttestedError",
     "ChainError",
+    "ConfigError",
     "ConfigurationError",
     "CredentialsUnavailable",
     "EnvelopeDecryptionError",
@@ -330,3 +332,26 @@ class KeyPolicyError(MalformedError):
 
 class RelayUnavailable(UnavailableError):
     """A relay could not listen on its address (in use, no permission, no AF_VSOCK)."""
+
+
+# -- configuration files (attested parent) -------------------------------------------------
+
+
+class ConfigError(ConfigurationError):
+    """A configuration has one or more problems; nothing was started.
+
+    Every problem found is listed, not only the first.
+
+    Attributes:
+        problems: one message per problem, each naming the key it is about
+            (``"egress.listen: ..."``). Never empty.
+        source: the file the problems are in, when known.
+    """
+
+    def __init__(self, problems: Sequence[str], *, source: str | None = None) -> None:
+        if not problems:
+            raise ValueError("ConfigError needs at least one problem")
+        self.problems: tuple[str, ...] = tuple(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(self.problems))

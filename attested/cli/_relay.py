@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
-import resource
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from attested.cli._common import EXIT_ENV, EXIT_OK, CliError, env_error, usage_error
+from attested.cli._daemon import (
+    LOG_LEVELS,
+    diagnostics_on_stderr,
+    raise_nofile,
+    wait_for_stop_signal,
+)
 from attested.errors import ConfigurationError, RelayUnavailable
 from attested.net import Address, parse_address
 from attested.relay import (
@@ -28,8 +29,7 @@ from attested.relay import (
     SystemResolver,
     load_allowlist,
 )
-
-_NOFILE_WANTED = 65536
+from attested.relay._load import warn_if_exposed
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -162,7 +162,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
         default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        choices=LOG_LEVELS,
         help="diagnostics on stderr (default INFO: refusals and failures)",
     )
 
@@ -233,12 +233,7 @@ def _run_parent_egress(args: argparse.Namespace) -> int:
         if allowlist is None:
             raise usage_error("--listen needs --allowlist FILE (deny by default)")
         roles.append(ParentEgress(listen=args.listen, allowlist=allowlist))
-        if args.listen.kind == "tcp" and not _is_loopback(args.listen.host):
-            logging.getLogger("attested.relay").warning(
-                "parent-egress listens on %s: anyone who can reach it can use the "
-                "allowlist; on a parent instance, listen on vsock",
-                args.listen,
-            )
+        warn_if_exposed(args.listen, "parent-egress", logging.getLogger("attested.relay"))
     guarded: list[tuple[Address, Address, Allowlist | None]] = []
     for listen, to in args.forward:
         if to.kind != "tcp":
@@ -278,72 +273,32 @@ def _forwards(forwards: Sequence[tuple[Address, Address, Allowlist | None]]) -> 
     return roles
 
 
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def _raise_nofile() -> None:
-    """Each tunnel holds 2-6 descriptors; the usual soft limit of 1024 is too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = _NOFILE_WANTED if hard == resource.RLIM_INFINITY else min(hard, _NOFILE_WANTED)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError):
-            logging.getLogger("attested.relay").warning("cannot raise the open-file limit")
-
-
 def _serve(args: argparse.Namespace, roles: list[Role], *, resolver: SystemResolver | None) -> int:
-    diagnostics = logging.StreamHandler(sys.stderr)
-    diagnostics.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    library = logging.getLogger("attested")
-    previous_level = library.level
-    library.addHandler(diagnostics)
-    library.setLevel(args.log_level)
-    try:
+    with diagnostics_on_stderr(args.log_level):
         return _serve_until_signalled(args, roles, resolver)
-    finally:
-        library.removeHandler(diagnostics)
-        library.setLevel(previous_level)
 
 
 def _serve_until_signalled(
     args: argparse.Namespace, roles: list[Role], resolver: SystemResolver | None
 ) -> int:
-    _raise_nofile()
+    raise_nofile()
     relay = Relay(roles, options=_options(args), resolver=resolver)
     try:
         bound = relay.start()
     except RelayUnavailable as exc:
         raise env_error(str(exc)) from exc
-    for role, address in zip(roles, bound, strict=True):
-        print(f"attested relay: {role.name} listening on {address}", file=sys.stderr, flush=True)
-    stop = threading.Event()
 
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+    def announce() -> None:
+        for role, address in zip(roles, bound, strict=True):
+            print(
+                f"attested relay: {role.name} listening on {address}", file=sys.stderr, flush=True
+            )
 
-    def on_hup(signum: int, frame: FrameType | None) -> None:
-        relay.reopen()
-
-    previous = {
-        sig: signal.signal(sig, handler)
-        for sig, handler in (
-            (signal.SIGTERM, on_stop),
-            (signal.SIGINT, on_stop),
-            (signal.SIGHUP, on_hup),
-        )
-    }
     try:
-        while not stop.wait(0.2):
-            if not relay.running:
-                raise env_error("the relay stopped unexpectedly")
+        wait_for_stop_signal(
+            running=lambda: relay.running, reopen=relay.reopen, what="the relay", on_ready=announce
+        )
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
         relay.stop(max(args.shutdown_timeout, 0.0))
     print("attested relay: stopped", file=sys.stderr, flush=True)
     return EXIT_OK

@@ -502,6 +502,12 @@ class CredentialServer:
         logger.info("credential server listening on %s", self.address)
         return self
 
+    @property
+    def running(self) -> bool:
+        """Whether the server's thread is serving."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._stopping.is_set()
+
     def stop(self) -> None:
         """Stop serving and close the socket (idempotent)."""
         self._stopping.set()

@@ -352,18 +352,22 @@ class Relay:
         ready.result(timeout)
         return tuple(listener.address for listener in self._listeners)
 
-    def stop(self, deadline: float = 10.0) -> None:
+    def stop(self, deadline: float = 10.0) -> bool:
         """Stop accepting, let open tunnels finish for up to ``deadline`` seconds, then cut.
 
         Log-sink connections are closed at once (their senders reconnect and resend
         what was not acknowledged). Safe to call more than once, from any thread; a
         second caller waits for the first to finish.
+
+        Returns:
+            ``True`` when the loop thread has ended (or never started); ``False`` if it
+            is still running after the grace time (it is a daemon thread).
         """
         with self._stop_lock:
             loop, thread = self._loop, self._thread
             if loop is None or thread is None:
                 self._close_listeners()
-                return
+                return True
             if thread.is_alive():
                 future = asyncio.run_coroutine_threadsafe(self._shutdown(deadline), loop)
                 try:
@@ -373,6 +377,7 @@ class Relay:
                     thread.join(10.0)
             if not thread.is_alive() and not loop.is_closed():
                 loop.close()
+            return not thread.is_alive()
 
     @property
     def running(self) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from pathlib import Path
 
 from attested.errors import ConfigurationError
+from attested.net import Address
 from attested.relay._allowlist import MAX_ALLOWLIST_FILE_SIZE, Allowlist
 
-__all__ = ["DEFAULT_ALLOWLIST_PATH", "load_allowlist"]
+__all__ = ["DEFAULT_ALLOWLIST_PATH", "load_allowlist", "warn_if_exposed"]
 
 DEFAULT_ALLOWLIST_PATH = Path("/etc/nitro_enclaves/vsock-proxy.yaml")
 
@@ -36,3 +39,26 @@ def load_allowlist(path: str | Path) -> Allowlist:
         return Allowlist.from_yaml(data)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{path}: {exc}") from exc
+
+
+def warn_if_exposed(listen: Address, name: str, logger: logging.Logger) -> None:
+    """Warn when a parent egress listens on TCP beyond loopback.
+
+    Anyone who can reach such a listener can use the allowlist; on a parent instance
+    the egress belongs on vsock.
+    """
+    if listen.kind != "tcp" or _is_loopback(listen.host):
+        return
+    logger.warning(
+        "%s listens on %s: anyone who can reach it can use the allowlist; "
+        "on a parent instance, listen on vsock",
+        name,
+        listen,
+    )
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -114,16 +114,21 @@ class SystemResolver:
 class StaticResolver:
     """A fixed name-to-addresses table, for tests, demos and air-gapped setups.
 
-    Names not in the table fail to resolve like an unknown name would.
+    Names not in the table go to ``fallback`` (like ``/etc/hosts`` before DNS), or fail
+    to resolve like an unknown name would when there is none.
 
     Args:
         table: host name to IP literals, for example ``{"kms.test": ["127.0.0.1"]}``.
+        fallback: the resolver for every other name (``None``: no other name resolves).
 
     Raises:
         ValueError: a name or an address is not valid.
     """
 
-    def __init__(self, table: Mapping[str, Sequence[str]]) -> None:
+    def __init__(
+        self, table: Mapping[str, Sequence[str]], *, fallback: Resolver | None = None
+    ) -> None:
+        self._fallback = fallback
         self._table = {
             normalize_host(name): tuple(ipaddress.ip_address(a) for a in addresses)
             for name, addresses in table.items()
@@ -134,6 +139,8 @@ class StaticResolver:
         try:
             return self._table[host]
         except KeyError:
+            if self._fallback is not None:
+                return await self._fallback.resolve(host, port)
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
 
 

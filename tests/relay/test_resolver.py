@@ -119,3 +119,17 @@ def test_static_resolver() -> None:
     assert [str(a) for a in answers] == ["127.0.0.1", "::1"]
     with pytest.raises(socket.gaierror):
         asyncio.run(resolver.resolve("other.test", 443))
+
+
+def test_static_resolver_falls_back_for_names_it_does_not_hold() -> None:
+    fallback = StaticResolver({"other.test": ["192.0.2.7"]})
+    resolver = StaticResolver({"kms.test": ["127.0.0.1"]}, fallback=fallback)
+
+    async def run() -> tuple[object, object]:
+        return await resolver.resolve("kms.test", 443), await resolver.resolve("other.test", 443)
+
+    fixed, fallen_back = asyncio.run(run())
+    assert fixed == (ipaddress.ip_address("127.0.0.1"),)
+    assert fallen_back == (ipaddress.ip_address("192.0.2.7"),)
+    with pytest.raises(socket.gaierror):
+        asyncio.run(resolver.resolve("unknown.test", 443))

@@ -15,6 +15,7 @@ PUBLIC_MODULES = [
     "attested.document",
     "attested.limits",
     "attested.net",
+    "attested.parent",
     "attested.pcr",
     "attested.policy",
     "attested.provider",

@@ -1,0 +1,42 @@
+"""``attested parent``: one process on the parent instance for everything an enclave needs.
+
+An enclave has only vsock. On the parent, one configuration file and one process serve
+it: the egress relay with its allowlist (deny by default), the role credentials
+(refreshed from IMDS per request, handed only to the enclave's CID), the ingress
+forwards, and the sink for its log lines. See ``docs/parent.md``::
+
+    from attested.parent import Parent, load_parent_config
+
+    config = load_parent_config("/etc/attested/parent.toml")  # ConfigError lists problems
+    with Parent(config) as parent:
+        print(parent.listeners)   # {"egress": Address(...), "credentials": ..., ...}
+        ...                       # leaving the block stops everything
+
+The command line is ``attested parent --config FILE [--ready-file PATH] [--check]``.
+"""
+
+from __future__ import annotations
+
+from attested.errors import ConfigError
+from attested.parent._config import (
+    CredentialsConfig,
+    EgressConfig,
+    IngressConfig,
+    LogsConfig,
+    ParentConfig,
+    load_parent_config,
+    parse_parent_config,
+)
+from attested.parent._parent import Parent
+
+__all__ = [
+    "ConfigError",
+    "CredentialsConfig",
+    "EgressConfig",
+    "IngressConfig",
+    "LogsConfig",
+    "Parent",
+    "ParentConfig",
+    "load_parent_config",
+    "parse_parent_config",
+]

@@ -1,0 +1,78 @@
+"""Fixtures for the parent tests: loopback targets, AWS credentials in the environment."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from attested.parent import Parent, ParentConfig, parse_parent_config
+from tests.kms.test_credentials import _Imds
+from tests.relay.conftest import make_target, no_leaked_threads
+
+__all__ = ["make_target", "no_leaked_threads"]
+
+ACCESS_KEY = "AKIAPARENTEXAMPLE001"
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYPARENTKEY"
+
+
+@pytest.fixture
+def aws_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Credentials in the environment only: no profile files, no instance metadata."""
+    env = {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def run_parent(tmp_path: Path) -> Iterator[Callable[[str], Parent]]:
+    """Start a Parent from TOML text (paths relative to tmp_path); stopped at teardown."""
+    started: list[Parent] = []
+
+    def start(text: str) -> Parent:
+        config: ParentConfig = parse_parent_config(text, base=tmp_path)
+        parent = Parent(config).start()
+        started.append(parent)
+        return parent
+
+    yield start
+    for parent in started:
+        parent.stop(deadline=1.0)
+
+
+class _ClosingImds(_Imds):
+    """The IMDSv2 stand-in of the KMS tests, closing each connection after its answer."""
+
+    protocol_version = "HTTP/1.0"
+
+
+@pytest.fixture
+def imds() -> Iterator[str]:
+    """A local IMDSv2 with a role whose credentials expire in 6 hours; yields its URL."""
+    _ClosingImds.expiration = (datetime.now(UTC) + timedelta(hours=6)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    _ClosingImds.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ClosingImds)
+    server.daemon_threads = False  # server_close() joins the request threads
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
