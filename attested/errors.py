@@ -46,7 +46,7 @@ Misuse of an API (a wrong type, a negative size) raises :class:`TypeError` or
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -54,6 +54,7 @@ __all__ = [
     "AttestationUnavailable",
     "AttestedError",
     "ChainError",
+    "ConfigError",
     "ConfigurationError",
     "CredentialsUnavailable",
     "EnvelopeDecryptionError",
@@ -330,3 +331,21 @@ class KeyPolicyError(MalformedError):
 
 class RelayUnavailable(UnavailableError):
     """A relay could not listen on its address (in use, no permission, no AF_VSOCK)."""
+
+
+# -- the secrets service (attested.service) ---------------------------------------------
+
+
+class ConfigError(ConfigurationError):
+    """The service configuration has one or more problems; nothing was started.
+
+    Attributes:
+        problems: one message per problem, each naming the key (``kms.allowed_keys``) or
+            environment variable it is about.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        if not problems:
+            raise ValueError("ConfigError needs at least one problem")
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__("; ".join(self.problems))

@@ -16,7 +16,17 @@ import sys
 from collections.abc import Callable, Sequence
 
 from attested import __version__
-from attested.cli import _cms, _demo, _eif, _emulator, _keypolicy, _relay, _simulate, _verify
+from attested.cli import (
+    _cms,
+    _demo,
+    _eif,
+    _emulator,
+    _keypolicy,
+    _relay,
+    _serve,
+    _simulate,
+    _verify,
+)
 from attested.cli._common import EXIT_ENV, EXIT_USAGE, CliError
 
 __all__ = ["main"]
@@ -32,6 +42,7 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _eif.register,
     _keypolicy.register,
     _relay.register,
+    _serve.register,
 )
 
 

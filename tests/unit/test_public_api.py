@@ -28,6 +28,7 @@ PUBLIC_MODULES = [
     "attested.kms.client",
     "attested.kms.credentials",
     "attested.relay",
+    "attested.service",
     "attested.simulator",
     "nsm",
 ]
