@@ -104,7 +104,7 @@ def _make_keys(boto: Any) -> Keys:
 def emu(sim_nsm: SimulatedNsm) -> Iterator[Emu]:
     with emulator.KmsEmulator(emulator_config(sim_nsm)) as server:
         running = Emu(server=server, keys=Keys("", "", "", "", ""))
-        running.keys = _make_keys(running.boto())  # type: ignore[misc]
+        running.keys = _make_keys(running.boto())
         yield running
 
 

@@ -17,7 +17,7 @@ from attested.service import ERROR_CODES
 from attested.simulator import SimulatedNsm
 from attested.verify import Verifier
 from tests.kms.servers import closed_port
-from tests.service.conftest import Emu, StartService
+from tests.service.conftest import Emu, Keys, StartService
 from tests.service.helpers import PCR0, ApiClient
 
 pytestmark = pytest.mark.integration
@@ -303,9 +303,7 @@ def test_throttling_becomes_429(sim_nsm: SimulatedNsm, sim_state: Path, short_di
     assert answer.headers["retry-after"] == "1"
 
 
-def emu_keys_placeholder() -> object:
-    from tests.service.conftest import Keys
-
+def emu_keys_placeholder() -> Keys:
     arn = "arn:aws:kms:us-east-1:111122223333:key/11111111-1111-1111-1111-111111111111"
     return Keys(good=arn, good_alias=arn, other=arn, agreement=arn, missing=arn)
 
