@@ -72,6 +72,7 @@ class Keys:
 class Emu:
     server: Any
     keys: Keys
+    session_token: str | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -84,11 +85,12 @@ class Emu:
             endpoint_url=self.endpoint_url,
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET,
+            aws_session_token=self.session_token,
             config=Config(retries={"total_max_attempts": 1}),
         )
 
 
-def _make_keys(boto: Any) -> Keys:
+def make_keys(boto: Any) -> Keys:
     good = boto.create_key(Policy=key_policy(PCR0.hex()))["KeyMetadata"]["Arn"]
     boto.create_alias(AliasName="alias/service-test", TargetKeyId=good)
     alias_arn = good.split(":key/")[0] + ":alias/service-test"
@@ -104,7 +106,7 @@ def _make_keys(boto: Any) -> Keys:
 def emu(sim_nsm: SimulatedNsm) -> Iterator[Emu]:
     with emulator.KmsEmulator(emulator_config(sim_nsm)) as server:
         running = Emu(server=server, keys=Keys("", "", "", "", ""))
-        running.keys = _make_keys(running.boto())
+        running.keys = make_keys(running.boto())
         yield running
 
 

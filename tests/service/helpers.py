@@ -90,13 +90,16 @@ class ApiClient:
         self.close()
 
 
-def emulator_config(nsm: SimulatedNsm, **faults: Any) -> emulator.EmulatorConfig:
+def emulator_config(
+    nsm: SimulatedNsm, *, session_token: str | None = None, **faults: Any
+) -> emulator.EmulatorConfig:
+    identity = emulator.Identity(secret_access_key=SECRET, arn=PARENT, session_token=session_token)
     return emulator.EmulatorConfig(
         host="127.0.0.1",
         port=0,
         region=REGION,
         trust_root=nsm.trust_root,
-        identities={ACCESS_KEY: emulator.Identity(secret_access_key=SECRET, arn=PARENT)},
+        identities={ACCESS_KEY: identity},
         state_path=None,
         faults=emulator.FaultConfig(**faults),
         tls=None,
