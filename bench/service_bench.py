@@ -63,7 +63,8 @@ import logging; logging.disable(logging.WARNING)
 key = RecipientKey.from_private_key(rsa.generate_private_key(public_exponent=65537, key_size=2048))
 nsm = SimulatedNsm(state_dir=os.environ["STATE"], pcrs={0: bytes.fromhex(os.environ["PCR0"])})
 kms = KmsClient(region="us-east-1", attestation=nsm, recipient_key=key,
-    credentials=StaticCredentials(access_key_id=os.environ["AK"], secret_access_key=os.environ["SK"]),
+    credentials=StaticCredentials(
+        access_key_id=os.environ["AK"], secret_access_key=os.environ["SK"]),
     network=NetworkSettings(endpoint_url=os.environ["URL"]))
 out = kms.decrypt(base64.b64decode(os.environ["BLOB"]), key_id=os.environ["KEY"])
 sys.stdout.write(str(len(out.plaintext)))
@@ -165,7 +166,8 @@ def _pct(values: list[float], q: float) -> float:
 def _report(name: str, seconds: list[float]) -> None:
     total = sum(seconds)
     print(
-        f"{name:<34} {len(seconds) / total:8.1f} decrypts/s   p50 {_pct(seconds, 0.5) * 1e3:7.2f} ms"
+        f"{name:<34} {len(seconds) / total:8.1f} decrypts/s"
+        f"   p50 {_pct(seconds, 0.5) * 1e3:7.2f} ms"
         f"   p99 {_pct(seconds, 0.99) * 1e3:7.2f} ms"
     )
 
