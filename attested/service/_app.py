@@ -48,6 +48,7 @@ __all__ = ["ERROR_CODES", "ServiceApp", "ServiceMetrics"]
 log = logging.getLogger("attested.service")
 
 ERROR_CODES: Mapping[str, tuple[int, str]] = {
+    "bad_request": (400, "the HTTP request is malformed (Content-Length)"),
     "malformed_json": (400, "the body is not a JSON object"),
     "unknown_field": (400, "the body has a field this route does not take"),
     "missing_field": (400, "a required field is absent"),

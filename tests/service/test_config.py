@@ -230,3 +230,18 @@ def test_cli_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
     assert any(line.startswith("attested serve: configuration: api.tcp:") for line in lines)
     assert any("kms.allowed_keys" in line for line in lines)
     assert lines[-1] == "attested serve: 2 configuration problem(s); not started"
+
+
+def test_the_guide_lists_every_key_variable_and_error_code() -> None:
+    from attested.service import ERROR_CODES
+    from attested.service._config import _SCHEMA
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text()
+    for section, keys in _SCHEMA.items():
+        for key in keys:
+            name = f"{section}.{key}" if section else key
+            assert f"| `{name}` |" in guide, name
+    for variable in ENV_VARS:
+        assert f"| `{variable}` |" in guide, variable
+    for code, (status, _) in ERROR_CODES.items():
+        assert f"| {status} | `{code}` |" in guide, code
