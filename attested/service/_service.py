@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -148,6 +149,9 @@ class Service:
         bound: dict[str, Address] = {}
         for kind, address in config.addresses().items():
             try:
+                if address.kind == "unix" and address.path:
+                    # /run/attested usually does not exist in a fresh enclave image.
+                    os.makedirs(os.path.dirname(address.path), mode=0o755, exist_ok=True)
                 server = HttpServer(
                     address,
                     app,

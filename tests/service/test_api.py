@@ -367,3 +367,46 @@ def test_tcp_listener_on_loopback(emu: Emu, start_service: StartService) -> None
         assert conn.getresponse().status == 200
     finally:
         conn.close()
+
+
+def test_the_socket_directory_is_created(start_service: StartService, short_dir: Path) -> None:
+    service = start_service(api_unix=str(short_dir / "run" / "attested" / "api.sock"))
+    with ApiClient(str(service.listeners["unix"].path)) as api:
+        assert api.get("/v1/health").status == 200
+
+
+def test_in_process_relays_show_in_metrics(emu: Emu, sim_state: Path, short_dir: Path) -> None:
+    import socket
+
+    from attested.kms.credentials import StaticCredentials
+    from attested.net import parse_address
+    from attested.relay import EnclaveEgress, Relay
+    from attested.service import Service
+    from tests.service.conftest import service_config
+    from tests.service.helpers import ACCESS_KEY, SECRET
+
+    relay = Relay(
+        [
+            EnclaveEgress(
+                listen=parse_address("tcp:127.0.0.1:0"),
+                parent=parse_address(f"tcp:127.0.0.1:{closed_port()}"),
+            )
+        ]
+    )
+    relay.start()
+    try:
+        listen = relay.stats()["enclave-egress"].listen
+        with socket.create_connection(("127.0.0.1", listen.port or 0), timeout=5) as conn:
+            conn.sendall(b"CONNECT kms.us-east-1.amazonaws.com:443 HTTP/1.1\r\n\r\n")
+            conn.recv(1024)
+        config = service_config(emu, sim_state, short_dir)
+        creds = StaticCredentials(access_key_id=ACCESS_KEY, secret_access_key=SECRET)
+        with (
+            Service(config, credentials=creds, relays=[relay]) as service,
+            ApiClient(str(service.listeners["unix"].path)) as api,
+        ):
+            text = api.get("/metrics").body.decode()
+    finally:
+        relay.stop(deadline=5.0)
+    assert 'attested_relay_connections_total{listener="enclave-egress"} 1' in text
+    assert 'attested_relay_connections_active{listener="enclave-egress"}' in text
