@@ -99,7 +99,9 @@ _DECRYPT_ALGORITHMS = ("SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_
 class ApiError(Exception):
     """An answer other than 200, with its code (one of :data:`ERROR_CODES`)."""
 
-    def __init__(self, code: str, message: str, *, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self, code: str, message: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = ERROR_CODES[code][0]
