@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -12,13 +14,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attested import emulator
+from attested.kms.credentials import StaticCredentials
+from attested.net import parse_address
 from attested.policy import Policy
-from attested.service import ERROR_CODES
+from attested.relay import EnclaveEgress, Relay
+from attested.service import ERROR_CODES, Service
 from attested.simulator import SimulatedNsm
 from attested.verify import Verifier
 from tests.kms.servers import closed_port
-from tests.service.conftest import Emu, Keys, StartService
-from tests.service.helpers import PCR0, ApiClient
+from tests.service.conftest import Emu, Keys, StartService, service_config
+from tests.service.helpers import ACCESS_KEY, PCR0, SECRET, ApiClient, emulator_config
 
 pytestmark = pytest.mark.integration
 
@@ -282,11 +288,6 @@ def test_kms_errors_keep_the_clients_actionable_message(emu: Emu, socket_path: s
 
 
 def test_throttling_becomes_429(sim_nsm: SimulatedNsm, sim_state: Path, short_dir: Path) -> None:
-    from attested import emulator
-    from attested.kms.credentials import StaticCredentials
-    from attested.service import Service
-    from tests.service.conftest import service_config
-    from tests.service.helpers import ACCESS_KEY, SECRET, emulator_config
 
     with emulator.KmsEmulator(emulator_config(sim_nsm, throttle_rate=1.0)) as server:
         running = Emu(server=server, keys=emu_keys_placeholder())
@@ -356,7 +357,6 @@ def test_any_key_needs_the_explicit_star(emu: Emu, start_service: StartService) 
 
 
 def test_tcp_listener_on_loopback(emu: Emu, start_service: StartService) -> None:
-    import http.client
 
     service = start_service(api_tcp="tcp:127.0.0.1:0")
     tcp = service.listeners["tcp"]
@@ -376,14 +376,6 @@ def test_the_socket_directory_is_created(start_service: StartService, short_dir:
 
 
 def test_in_process_relays_show_in_metrics(emu: Emu, sim_state: Path, short_dir: Path) -> None:
-    import socket
-
-    from attested.kms.credentials import StaticCredentials
-    from attested.net import parse_address
-    from attested.relay import EnclaveEgress, Relay
-    from attested.service import Service
-    from tests.service.conftest import service_config
-    from tests.service.helpers import ACCESS_KEY, SECRET
 
     relay = Relay(
         [

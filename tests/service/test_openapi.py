@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
@@ -112,8 +114,6 @@ def test_curated_requests(api: ApiClient, emu: Emu) -> None:
     keys = emu.keys
     blob = emu.boto().encrypt(KeyId=keys.good, Plaintext=b"spec")["CiphertextBlob"]
     other = emu.boto().encrypt(KeyId=keys.other, Plaintext=b"spec")["CiphertextBlob"]
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
 
     spki = (
         ec.generate_private_key(ec.SECP256R1())

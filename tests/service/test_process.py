@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attested import emulator
+from attested.kms.credentials import StaticCredentials
+from attested.service import Service
 from attested.simulator import SimulatedNsm
-from tests.service.conftest import Emu, make_keys
+from tests.service.conftest import Emu, make_keys, service_config
 from tests.service.helpers import (
     ACCESS_KEY,
     PCR0,
@@ -234,9 +236,6 @@ def test_serve_without_credentials_exits_3(emu: Emu, sim_state: Path, short_dir:
 def test_a_socket_in_use_is_not_taken_over(
     emu: Emu, sim_state: Path, short_dir: Path, start_service: object
 ) -> None:
-    from attested.kms.credentials import StaticCredentials
-    from attested.service import Service
-    from tests.service.conftest import service_config
 
     config = service_config(emu, sim_state, short_dir)
     creds = StaticCredentials(access_key_id=ACCESS_KEY, secret_access_key=SECRET)
