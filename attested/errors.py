@@ -334,17 +334,17 @@ class RelayUnavailable(UnavailableError):
     """A relay could not listen on its address (in use, no permission, no AF_VSOCK)."""
 
 
-# -- configuration files (attested parent) -------------------------------------------------
+# -- configuration files (attested serve, attested parent) --------------------------------
 
 
 class ConfigError(ConfigurationError):
-    """A configuration has one or more problems; nothing was started.
+    """A configuration is not valid; every problem found is listed, not only the first.
 
-    Every problem found is listed, not only the first.
+    Nothing was started.
 
     Attributes:
-        problems: one message per problem, each naming the key it is about
-            (``"egress.listen: ..."``). Never empty.
+        problems: one short message per problem, each naming the key (``kms.allowed_keys``,
+            ``"egress.listen: ..."``) or environment variable it is about. Never empty.
         source: the file the problems are in, when known.
     """
 
@@ -354,4 +354,6 @@ class ConfigError(ConfigurationError):
         self.problems: tuple[str, ...] = tuple(problems)
         self.source = source
         where = f"{source}: " if source else ""
-        super().__init__(where + "; ".join(self.problems))
+        count = len(self.problems)
+        summary = "1 problem" if count == 1 else f"{count} problems"
+        super().__init__(f"{where}{summary}: " + "; ".join(self.problems))

@@ -24,6 +24,7 @@ from attested.cli import (
     _keypolicy,
     _parent,
     _relay,
+    _serve,
     _simulate,
     _verify,
 )
@@ -42,6 +43,7 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _eif.register,
     _keypolicy.register,
     _relay.register,
+    _serve.register,
     _parent.register,
 )
 

@@ -29,6 +29,7 @@ PUBLIC_MODULES = [
     "attested.kms.client",
     "attested.kms.credentials",
     "attested.relay",
+    "attested.service",
     "attested.simulator",
     "nsm",
 ]

@@ -1,0 +1,247 @@
+"""Configuration: TOML plus environment overrides, every problem reported at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attested.errors import ConfigError, ConfigurationError
+from attested.service import ENV_VARS, OPERATIONS, ServiceConfig, load_config
+
+KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+FULL = f"""
+region = "eu-west-1"
+[api]
+unix = "/run/attested/api.sock"
+unix_mode = "0660"
+tcp = "127.0.0.1:8080"
+vsock = "vsock:ANY:5000"
+[nsm]
+backend = "simulated"
+simulated_state = "/tmp/sim"
+simulated_pcrs = {{"0" = "{"ab" * 48}"}}
+[kms]
+endpoint_url = "http://127.0.0.1:4566"
+proxy = "http://127.0.0.1:3128"
+allowed_keys = ["{KEY}"]
+operations = ["decrypt", "generate-random"]
+[credentials]
+source = "parent"
+parent = "tcp:127.0.0.1:8001"
+[cache]
+enabled = true
+max_age = 60
+max_messages = 10
+max_bytes = 4096
+[limits]
+max_body = 8192
+max_connections = 64
+idle_timeout = 5.0
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "service.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_key_is_read(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, FULL), {})
+    assert config.region == "eu-west-1"
+    assert config.api_tcp == "tcp:127.0.0.1:8080"
+    assert config.api_vsock == "vsock:ANY:5000"
+    assert config.api_unix_mode == 0o660
+    assert config.nsm_simulated_pcrs == {0: bytes.fromhex("ab" * 48)}
+    assert config.kms_proxy == "http://127.0.0.1:3128"
+    assert config.allowed_keys == (KEY,)
+    assert config.operations == {"decrypt", "generate-random"}
+    assert config.credentials_parent == "tcp:127.0.0.1:8001"
+    assert (config.cache_enabled, config.cache_max_age, config.cache_max_messages) == (
+        True,
+        60.0,
+        10,
+    )
+    assert (config.max_body, config.max_connections, config.idle_timeout) == (8192, 64, 5.0)
+    assert set(config.addresses()) == {"unix", "tcp", "vsock"}
+
+
+def test_defaults_and_environment_only() -> None:
+    config = load_config(None, {"ATTESTED_ALLOWED_KEYS": f" {KEY} , alias-arn-two "})
+    assert config.allowed_keys == (KEY, "alias-arn-two")
+    assert config.api_unix == "/run/attested/api.sock"
+    assert config.operations == frozenset(OPERATIONS)
+    assert config.credentials_source == "parent"
+    assert config.credentials_parent == "vsock:3:8001"
+    assert config.cache_enabled is False
+    assert config.nsm_backend == "auto"
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    env = {
+        "ATTESTED_REGION": "ap-south-1",
+        "ATTESTED_ALLOWED_KEYS": "*",
+        "ATTESTED_EGRESS_PROXY": "http://127.0.0.1:9999",
+        "ATTESTED_KMS_ENDPOINT": "https://kms.example.test",
+        "ATTESTED_CREDENTIALS": "environment",
+        "ATTESTED_NSM_BACKEND": "simulated",
+        "ATTESTED_API_SOCKET": "/tmp/other.sock",
+        "ATTESTED_API_TCP": "[::1]:0",
+    }
+    assert set(env) <= set(ENV_VARS)
+    config = load_config(_write(tmp_path, FULL), env)
+    assert config.region == "ap-south-1"
+    assert config.any_key
+    assert config.kms_proxy == "http://127.0.0.1:9999"
+    assert config.kms_endpoint_url == "https://kms.example.test"
+    assert config.credentials_source == "environment"
+    assert config.api_unix == "/tmp/other.sock"
+    assert config.api_tcp == "tcp:[::1]:0"
+    parent = load_config(
+        None, {"ATTESTED_ALLOWED_KEYS": KEY, "ATTESTED_CREDENTIALS": "parent:vsock:3:9000"}
+    )
+    assert parent.credentials_parent == "vsock:3:9000"
+    off = load_config(
+        None,
+        {
+            "ATTESTED_ALLOWED_KEYS": KEY,
+            "ATTESTED_API_SOCKET": "",
+            "ATTESTED_API_TCP": "127.0.0.1:1",
+        },
+    )
+    assert set(off.addresses()) == {"tcp"}
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = """
+region = "mars-1"
+typo_top = 1
+[api]
+unix = "relative.sock"
+unix_mode = "0666"
+tcp = "0.0.0.0:8080"
+[nsm]
+backend = "fpga"
+[kms]
+allowed_key = ["x"]
+proxy = "socks5://127.0.0.1:1080"
+operations = ["decrypt", "encrypt"]
+[credentials]
+source = "imds"
+[cache]
+max_age = -1
+max_messages = "ten"
+[limits]
+max_body = 10
+idle_timeout = 0
+[extra]
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, text), {"ATTESTED_CREDENTIALS": "imds"})
+    problems = caught.value.problems
+    expected = [
+        "region:",
+        "typo_top: unknown key",
+        "api.unix:",
+        "api.unix_mode:",
+        "api.tcp:",
+        "nsm.backend:",
+        "kms.allowed_key: unknown key",
+        "kms.allowed_keys: required",
+        "kms.proxy:",
+        "kms.operations: unknown encrypt",
+        "credentials.source:",
+        "cache.max_age:",
+        "cache.max_messages: must be an integer",
+        "limits.max_body:",
+        "limits.idle_timeout:",
+        "extra: unknown key or section",
+        "ATTESTED_CREDENTIALS:",
+    ]
+    for start in expected:
+        assert any(p.startswith(start) for p in problems), (start, problems)
+    assert isinstance(caught.value, ConfigurationError)
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml", {"ATTESTED_ALLOWED_KEYS": KEY})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "region = "), {"ATTESTED_ALLOWED_KEYS": KEY})
+
+
+def test_simulated_measurements_give_pcr0_to_2(tmp_path: Path) -> None:
+    measurements = tmp_path / "measurements.json"
+    measurements.write_text(
+        json.dumps(
+            {
+                "Measurements": {
+                    "HashAlgorithm": "Sha384 { ... }",
+                    "PCR0": "01" * 48,
+                    "PCR1": "02" * 48,
+                    "PCR2": "03" * 48,
+                }
+            }
+        )
+    )
+    text = f"""
+[nsm]
+backend = "simulated"
+simulated_measurements = "{measurements}"
+simulated_pcrs = {{"2" = "{"04" * 48}"}}
+[kms]
+allowed_keys = ["*"]
+"""
+    config = load_config(_write(tmp_path, text), {})
+    assert config.nsm_simulated_pcrs == {
+        0: bytes.fromhex("01" * 48),
+        1: bytes.fromhex("02" * 48),
+        2: bytes.fromhex("04" * 48),
+    }
+    wrong = text.replace('backend = "simulated"', 'backend = "ioctl"')
+    with pytest.raises(ConfigError, match="simulated"):
+        load_config(_write(tmp_path, wrong), {})
+
+
+def test_direct_construction_is_checked_too() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ServiceConfig(allowed_keys=("*", KEY), api_unix="", region="x")
+    assert len(caught.value.problems) == 3
+    with pytest.raises(ValueError, match="at least one problem"):
+        ConfigError([])
+
+
+def test_cli_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[api]\ntcp = "10.0.0.1:80"\n[kms]\nallowed_keys = []\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "attested", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert any(line.startswith("attested serve: configuration: api.tcp:") for line in lines)
+    assert any("kms.allowed_keys" in line for line in lines)
+    assert lines[-1] == "attested serve: 2 configuration problem(s); not started"
+
+
+def test_the_guide_lists_every_key_variable_and_error_code() -> None:
+    from attested.service import ERROR_CODES
+    from attested.service._config import _SCHEMA
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text()
+    for section, keys in _SCHEMA.items():
+        for key in keys:
+            name = f"{section}.{key}" if section else key
+            assert f"| `{name}` |" in guide, name
+    for variable in ENV_VARS:
+        assert f"| `{variable}` |" in guide, variable
+    for code, (status, _) in ERROR_CODES.items():
+        assert f"| {status} | `{code}` |" in guide, code
