@@ -354,6 +354,4 @@ class ConfigError(ConfigurationError):
         self.problems: tuple[str, ...] = tuple(problems)
         self.source = source
         where = f"{source}: " if source else ""
-        count = len(self.problems)
-        summary = "1 problem" if count == 1 else f"{count} problems"
-        super().__init__(f"{where}{summary}: " + "; ".join(self.problems))
+        super().__init__(where + "; ".join(self.problems))
