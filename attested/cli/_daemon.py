@@ -1,19 +1,31 @@
-"""What the long-running subcommands share: stderr diagnostics, file limits, signals."""
+"""What the long-running subcommands share: diagnostics, file limits, signals, ready files."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import resource
 import signal
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 from attested.cli._common import env_error
+from attested.net import Address
 
-__all__ = ["LOG_LEVELS", "diagnostics_on_stderr", "raise_nofile", "wait_for_stop_signal"]
+__all__ = [
+    "LOG_LEVELS",
+    "diagnostics_on_stderr",
+    "raise_nofile",
+    "wait_for_stop_signal",
+    "write_ready_file",
+]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _NOFILE_WANTED = 65536
@@ -87,3 +99,26 @@ def wait_for_stop_signal(
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def write_ready_file(path: Path, listeners: Mapping[str, Address]) -> None:
+    """Write the ready file through a temporary file and a rename: never seen half-written."""
+    body = json.dumps(
+        {"pid": os.getpid(), "listeners": {name: str(a) for name, a in listeners.items()}},
+        indent=2,
+    )
+    try:
+        descriptor, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                handle.write(body + "\n")
+            Path(temporary).replace(path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                Path(temporary).unlink()
+            raise
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise env_error(f"cannot write the ready file {str(path)!r}: {why}") from exc

@@ -9,8 +9,8 @@ for AWS KMS:
 * the parent instance: ``attested parent`` (a child process) with the egress relay and
   its allowlist, credential delivery and the log sink;
 * two simulated enclaves: each an ``attested serve`` child process with a simulated NSM
-  and an enclave-egress relay; enclave A runs the measured image, enclave B a modified
-  one (another PCR0).
+  and an ``attested relay enclave-egress`` child process; enclave A runs the measured
+  image, enclave B a modified one (another PCR0).
 
 Every process and file is made under one temporary directory, and everything is stopped
 and removed on the way out, on success, failure or Ctrl-C.
@@ -61,7 +61,6 @@ from attested.keypolicy import (
 )
 from attested.net import Address, parse_address
 from attested.policy import Policy
-from attested.relay import EnclaveEgress, Relay
 from attested.simulator import ROOT_CERT_FILE, SimulatedNsm
 from attested.trust import TrustRoot
 from attested.verify import Verifier
@@ -348,7 +347,7 @@ class _Enclave:
     name: str
     socket_path: str
     pcrs: dict[int, bytes]
-    relay: Relay
+    egress: Address
 
 
 def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> None:
@@ -366,13 +365,10 @@ def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> 
     own_dir = workdir is None
     base = Path(tempfile.mkdtemp(prefix="attested-demo-")) if workdir is None else workdir
     processes = Processes(base)
-    relays: list[Relay] = []
     kms: emulator.KmsEmulator | None = None
     try:
-        kms = _run(p, base, processes, relays)
+        kms = _run(p, base, processes)
     finally:
-        for relay in relays:
-            relay.stop(deadline=5.0)
         statuses = processes.stop_all()
         if kms is not None:
             kms.stop()
@@ -385,7 +381,7 @@ def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> 
     p.say("every process stopped on SIGTERM with status 0; the temporary directory is gone")
 
 
-def _run(p: Printer, base: Path, processes: Processes, relays: list[Relay]) -> emulator.KmsEmulator:
+def _run(p: Printer, base: Path, processes: Processes) -> emulator.KmsEmulator:
     p.title("attested demo: a Nitro Enclave secret flow on one machine")
     p.say(
         "No AWS account, no Nitro hardware: the KMS emulator plays AWS KMS, a simulated\n"
@@ -522,10 +518,12 @@ def _run(p: Printer, base: Path, processes: Processes, relays: list[Relay]) -> e
     # --- enclave A ------------------------------------------------------------------
     p.step("Boot simulated enclave A (the measured image) running `attested serve`")
     enclave_a = _start_enclave(
-        "enclave-a", base, processes, relays, parent, dict(image.pcrs), key_arn, port, ca, state
+        "enclave-a", base, processes, parent, dict(image.pcrs), key_arn, port, ca, state
     )
     p.say(
-        f"local API: unix:{enclave_a.socket_path}\n"
+        f"local API      unix:{enclave_a.socket_path}\n"
+        f"egress relay   {enclave_a.egress} (`attested relay enclave-egress`: the KMS proxy)\n"
+        "credentials    from the parent, refreshed before they expire\n"
         f"PCR0 = {enclave_a.pcrs[0].hex()[:32]}... (matches the policy)"
     )
 
@@ -566,7 +564,7 @@ def _run(p: Printer, base: Path, processes: Processes, relays: list[Relay]) -> e
     pcrs_b = dict(image.pcrs)
     pcrs_b[0] = pcr.measure(b"attested demo enclave image v1, with a backdoor")
     enclave_b = _start_enclave(
-        "enclave-b", base, processes, relays, parent, pcrs_b, key_arn, port, ca, state
+        "enclave-b", base, processes, parent, pcrs_b, key_arn, port, ca, state
     )
     p.say(f"PCR0 = {pcrs_b[0].hex()[:32]}... (not in the policy)")
     status, reply = api_call(
@@ -595,6 +593,7 @@ def _run(p: Printer, base: Path, processes: Processes, relays: list[Relay]) -> e
             raise DemoFailure(f"{enclave.name} exited with {status_code} on SIGTERM")
         if os.path.exists(enclave.socket_path):
             raise DemoFailure(f"{enclave.name} left its socket behind")
+        processes.stop(f"{enclave.name}-egress")
     processes.stop("parent")
     _check_logs(processes.logs(), [SECRET, parent_role.secret_access_key])
     p.say("no secret or credential appears in any process's log")
@@ -605,7 +604,6 @@ def _start_enclave(
     name: str,
     base: Path,
     processes: Processes,
-    relays: list[Relay],
     parent: Mapping[str, Address],
     pcrs: Mapping[int, bytes],
     key_arn: str,
@@ -617,10 +615,22 @@ def _start_enclave(
     directory.mkdir(mode=0o700)
     # The enclave's egress relay: a CONNECT proxy on the enclave's loopback that carries
     # each tunnel to the parent (over vsock in a real enclave; TCP here).
-    relay = Relay([EnclaveEgress(listen=parse_address("tcp:127.0.0.1:0"), parent=parent["egress"])])
-    relay.start()
-    relays.append(relay)
-    proxy = relay.stats().listeners[0].listen
+    egress = processes.start(
+        f"{name}-egress",
+        [
+            "relay",
+            "enclave-egress",
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--parent",
+            str(parent["egress"]),
+            "--ready-file",
+            str(directory / "egress.ready"),
+        ],
+        env=_child_env(),
+        ready_file=directory / "egress.ready",
+    )
+    proxy = egress["enclave-egress"]
     socket_path = str(directory / "api.sock")
     pcr_table = ", ".join(f'"{i}" = "{v.hex()}"' for i, v in sorted(pcrs.items()))
     config = directory / "serve.toml"
@@ -649,7 +659,7 @@ def _start_enclave(
         env=_child_env(),
         ready_file=ready,
     )
-    return _Enclave(name=name, socket_path=socket_path, pcrs=dict(pcrs), relay=relay)
+    return _Enclave(name=name, socket_path=socket_path, pcrs=dict(pcrs), egress=proxy)
 
 
 def _check_logs(logs: Mapping[str, str], secrets_: list[bytes | str]) -> None:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import sys
-import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 from attested.cli._common import EXIT_ENV, EXIT_OK, EXIT_USAGE, env_error
@@ -17,9 +13,9 @@ from attested.cli._daemon import (
     diagnostics_on_stderr,
     raise_nofile,
     wait_for_stop_signal,
+    write_ready_file,
 )
 from attested.errors import ConfigError, UnavailableError
-from attested.net import Address
 from attested.parent import Parent, ParentConfig, load_parent_config
 
 
@@ -92,7 +88,7 @@ def _serve(args: argparse.Namespace, config: ParentConfig) -> int:
         for name, address in parent.listeners.items():
             print(f"attested parent: {name} listening on {address}", file=sys.stderr, flush=True)
         if ready is not None:
-            _write_ready(ready, parent.listeners)
+            write_ready_file(ready, parent.listeners)
 
     try:
         wait_for_stop_signal(
@@ -108,26 +104,3 @@ def _serve(args: argparse.Namespace, config: ParentConfig) -> int:
                 ready.unlink()
     print("attested parent: stopped", file=sys.stderr, flush=True)
     return EXIT_OK
-
-
-def _write_ready(path: Path, listeners: Mapping[str, Address]) -> None:
-    """Write the ready file through a temporary file and a rename: never seen half-written."""
-    body = json.dumps(
-        {"pid": os.getpid(), "listeners": {name: str(a) for name, a in listeners.items()}},
-        indent=2,
-    )
-    try:
-        descriptor, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                handle.write(body + "\n")
-            Path(temporary).replace(path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                Path(temporary).unlink()
-            raise
-    except OSError as exc:
-        why = exc.strerror or exc
-        raise env_error(f"cannot write the ready file {str(path)!r}: {why}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from attested.cli._daemon import (
     diagnostics_on_stderr,
     raise_nofile,
     wait_for_stop_signal,
+    write_ready_file,
 )
 from attested.errors import ConfigurationError, RelayUnavailable
 from attested.net import Address, parse_address
@@ -131,6 +133,14 @@ def _add_forward(parser: argparse.ArgumentParser, example: str) -> None:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     defaults = RelayOptions()
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="PATH",
+        help='when every listener is up, write {"pid": N, "listeners": {NAME: ADDRESS}} here '
+        "(atomically; removed on exit). Listeners are named after their role, with -2, -3 "
+        "for repeats; port 0 in --listen shows the port actually bound",
+    )
     parser.add_argument(
         "--max-connections",
         type=_positive_int,
@@ -289,6 +299,8 @@ def _serve_until_signalled(
         raise env_error(str(exc)) from exc
 
     def announce() -> None:
+        if args.ready_file is not None:  # first: whoever sees the lines may read the file
+            write_ready_file(args.ready_file, _named(roles, bound))
         for role, address in zip(roles, bound, strict=True):
             print(
                 f"attested relay: {role.name} listening on {address}", file=sys.stderr, flush=True
@@ -300,5 +312,20 @@ def _serve_until_signalled(
         )
     finally:
         relay.stop(max(args.shutdown_timeout, 0.0))
+        if args.ready_file is not None:
+            with contextlib.suppress(OSError):
+                args.ready_file.unlink()
     print("attested relay: stopped", file=sys.stderr, flush=True)
     return EXIT_OK
+
+
+def _named(roles: list[Role], bound: Sequence[Address]) -> dict[str, Address]:
+    """Listener names for the ready file: the role's name, then NAME-2, NAME-3, ..."""
+    named: dict[str, Address] = {}
+    for role, address in zip(roles, bound, strict=True):
+        name, count = role.name, 1
+        while name in named:
+            count += 1
+            name = f"{role.name}-{count}"
+        named[name] = address
+    return named

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from attested.cli._common import EXIT_OK, EXIT_USAGE, env_error
+from attested.cli._daemon import write_ready_file
 from attested.errors import AttestedError, ConfigError
 from attested.service import ENV_VARS, Service, load_config
 
@@ -47,16 +47,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--log-level", default="INFO", type=str.upper, choices=_LEVELS, help="default INFO"
     )
     serve.set_defaults(handler=_run)
-
-
-def _write_ready(path: Path, service: Service) -> None:
-    data = {
-        "pid": os.getpid(),
-        "listeners": {kind: str(address) for kind, address in service.listeners.items()},
-    }
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -100,10 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
         except (AttestedError, OSError) as exc:
             raise env_error(f"cannot start: {exc}") from exc
         if ready is not None:
-            try:
-                _write_ready(ready, service)
-            except OSError as exc:
-                raise env_error(f"cannot write the ready file {ready}: {exc.strerror}") from exc
+            write_ready_file(ready, service.listeners)
         while not stop.wait(1.0):
             pass
         logging.getLogger("attested.service").info("stopping (signal received)")

@@ -237,3 +237,27 @@ def test_a_refused_parent_is_reported_on_stderr(run_cli) -> None:
     status, _, err = enclave.stop()
     assert status == 0
     assert b"cannot reach the parent relay" in err
+
+
+def test_ready_file_names_every_bound_listener_and_goes_away(
+    run_cli, make_target, tmp_path
+) -> None:
+    first, second = make_target("echo"), make_target("echo")
+    ready = tmp_path / "relay.ready"
+    parent = run_cli(
+        "parent-egress",
+        "--forward",
+        f"tcp:127.0.0.1:0={first.address}",
+        "--forward",
+        f"tcp:127.0.0.1:0={second.address}",
+        "--ready-file",
+        str(ready),
+    )
+    content = json.loads(ready.read_text())
+    assert content["pid"] == parent.process.pid
+    listeners = [parse_address(text) for text in content["listeners"].values()]
+    assert listeners == parent.addresses
+    assert len(set(content["listeners"])) == 2
+    assert all(address.port != 0 for address in listeners)
+    assert parent.stop()[0] == 0
+    assert not ready.exists()
