@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import http.client
-import ipaddress
 import json
 import logging
 import os
@@ -37,6 +35,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,10 +43,6 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from attested import emulator, pcr
 from attested.keypolicy import (
@@ -117,76 +112,6 @@ class Printer:
     def say(self, text: str) -> None:
         for line in text.splitlines() or [""]:
             print(f"    {line}", file=self._out, flush=True)
-
-
-# -- the throwaway TLS CA for the emulator ------------------------------------------------
-
-
-def _write_tls(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for the KMS host name (and 127.0.0.1)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "attested demo CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, KMS_HOST)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(KMS_HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path = directory / "ca.pem"
-    cert_path = directory / "kms-cert.pem"
-    key_path = directory / "kms-key.pem"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return ca_path, cert_path, key_path
 
 
 # -- child processes ----------------------------------------------------------------------
@@ -400,7 +325,8 @@ def _run(p: Printer, base: Path, processes: Processes) -> emulator.KmsEmulator:
         warnings.simplefilter("ignore")  # the simulator warns that it is not a real NSM
         SimulatedNsm(state_dir=state, pcrs=dict(image.pcrs))
     trust_root = TrustRoot.from_pem((state / ROOT_CERT_FILE).read_bytes(), name="simulated")
-    ca, cert, key = _write_tls(base)
+    tls = emulator.make_dev_tls(base, (KMS_HOST, "127.0.0.1"), lifetime=timedelta(hours=2))
+    ca = tls.ca
     kms = emulator.KmsEmulator(
         emulator.EmulatorConfig(
             trust_root=trust_root,
@@ -411,7 +337,7 @@ def _run(p: Printer, base: Path, processes: Processes) -> emulator.KmsEmulator:
                 )
                 for who in (admin, parent_role, producer)
             },
-            tls=(cert, key),
+            tls=(tls.certificate, tls.key),
         )
     )
     kms.start()

@@ -11,6 +11,8 @@ documents against a configured trust root, evaluates key policies with the
 ``kms:RecipientAttestation:*`` condition keys, and answers with the same CMS envelope KMS
 sends. ``docs/emulator.md`` says what it enforces and what it does not emulate.
 
+:func:`make_dev_tls` writes a throwaway CA and server certificate to serve it over HTTPS.
+
 The key-policy evaluator is pure and usable on its own: :func:`parse_key_policy`,
 :func:`evaluate_key_policy`, :class:`PolicyRequest`, :func:`recipient_condition_values`.
 """
@@ -26,6 +28,7 @@ from attested.emulator._config import (
     load_identities,
     parse_identities,
 )
+from attested.emulator._devtls import DevTls, make_dev_tls
 from attested.emulator._policy import (
     Decision,
     KeyPolicy,
@@ -45,6 +48,7 @@ __all__ = [
     "DEV_ARN",
     "DEV_SECRET_ACCESS_KEY",
     "Decision",
+    "DevTls",
     "EmulatorConfig",
     "EmulatorStats",
     "FaultConfig",
@@ -57,6 +61,7 @@ __all__ = [
     "encryption_context_condition_values",
     "evaluate_key_policy",
     "load_identities",
+    "make_dev_tls",
     "parse_identities",
     "parse_key_policy",
     "recipient_condition_values",
