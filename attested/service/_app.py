@@ -48,7 +48,7 @@ __all__ = ["ERROR_CODES", "ServiceApp", "ServiceMetrics"]
 log = logging.getLogger("attested.service")
 
 ERROR_CODES: Mapping[str, tuple[int, str]] = {
-    "bad_request": (400, "the HTTP request is malformed (Content-Length)"),
+    "bad_request": (400, "the HTTP request is malformed (request line, Content-Length)"),
     "malformed_json": (400, "the body is not a JSON object"),
     "unknown_field": (400, "the body has a field this route does not take"),
     "missing_field": (400, "a required field is absent"),
@@ -66,11 +66,14 @@ ERROR_CODES: Mapping[str, tuple[int, str]] = {
     "method_not_allowed": (405, "the route exists with another method"),
     "length_required": (411, "chunked bodies are not accepted"),
     "body_too_large": (413, "the body is larger than limits.max_body"),
+    "headers_too_large": (431, "request line over 8 KiB or more than 64 header lines"),
     "kms_throttled": (429, "KMS kept throttling after the client's retries"),
     "kms_credentials_rejected": (502, "KMS rejected the service's AWS credentials"),
     "kms_error": (502, "KMS answered with another error"),
     "kms_answer_refused": (502, "KMS's answer was refused (plaintext outside the envelope)"),
     "internal_error": (500, "a bug; see the service log"),
+    "method_not_implemented": (501, "an HTTP method the server does not know"),
+    "http_version_not_supported": (505, "not HTTP/1.0 or HTTP/1.1"),
     "overloaded": (503, "more connections than limits.max_connections"),
     "credentials_unavailable": (503, "no AWS credentials (parent credential server?)"),
     "kms_unreachable": (503, "KMS could not be reached (endpoint, proxy, relay)"),

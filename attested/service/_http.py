@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 
 _MAX_HEADER_LINE = 8192
 _MAX_HEADERS = 64
+# Machine-readable codes for errors the HTTP layer answers by itself.
+_PROTOCOL_ERRORS = {
+    400: "bad_request",
+    431: "headers_too_large",
+    501: "method_not_implemented",
+    505: "http_version_not_supported",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +116,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(431, "Too many headers")
             return False
         return ok
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol errors found before the app runs, as JSON like every other answer."""
+        self.close_connection = True
+        self.request_version = "HTTP/1.1"  # answer with a status line even to 0.9-looking input
+        if getattr(self, "command", None) is None:
+            self.command = ""
+        if not hasattr(self, "requestline"):  # refused before parsing: the access log needs it
+            self.requestline = "(refused request line)"
+        try:
+            phrase = http.HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._reply(_error(code, _PROTOCOL_ERRORS.get(code, "bad_request"), message or phrase))
 
     def _dispatch(self) -> None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

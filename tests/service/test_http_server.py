@@ -185,3 +185,35 @@ def test_no_file_descriptor_growth(tcp_server: HttpServer) -> None:
     while open_fds() > before + 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert open_fds() <= before + 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 431, "headers_too_large"),
+        (
+            b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(70)) + b"\r\n",
+            431,
+            "headers_too_large",
+        ),
+        (b"GET / HTTP/1.1 extra\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/2.0\r\n\r\n", 505, "http_version_not_supported"),
+        (b"BREW / HTTP/1.1\r\n\r\n", 501, "method_not_implemented"),
+    ],
+)
+def test_protocol_errors_are_json_too(
+    tcp_server: HttpServer, raw: bytes, status: int, code: str
+) -> None:
+    assert tcp_server.bound.port is not None
+    with socket.create_connection(("127.0.0.1", tcp_server.bound.port), timeout=5) as sock:
+        sock.sendall(raw)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = json.loads(response.read())
+        response.close()
+        assert response.status == status
+        assert response.getheader("Content-Type") == "application/json"
+        assert response.getheader("Connection") == "close"
+        assert body["error"] == code
+        assert isinstance(body["message"], str)
+        assert body["message"]
