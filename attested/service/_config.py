@@ -77,11 +77,16 @@ class ServiceConfig:
         nsm_simulated_state: simulated only: the state directory with the shared root.
         nsm_simulated_pcrs: simulated only: the PCRs its documents carry.
         kms_endpoint_url: ``""`` for ``https://kms.REGION.amazonaws.com``.
-        kms_proxy: the HTTP CONNECT proxy (the enclave-egress relay), or ``""``.
+        kms_proxy: the HTTP CONNECT proxy (the enclave-egress relay), or ``""``; with
+            ``egress_listen`` set and this empty, the service's own egress relay.
         kms_ca_bundle: a CA bundle file for KMS's certificate, or ``""``.
         allowed_keys: key ARNs and alias ARNs the API may use, matched exactly; ``("*",)``
             allows any key.
         operations: the operations the API offers; the rest answer 403.
+        egress_listen: run the enclave-egress relay in this process, listening here
+            (``tcp:127.0.0.1:PORT``, loopback only), or ``""`` (off: run
+            ``attested relay enclave-egress`` yourself). Its counters show in ``/metrics``.
+        egress_parent: where that relay sends its tunnels (the parent-egress relay).
         credentials_source: ``parent`` or ``environment``.
         credentials_parent: the parent credential server's address.
         cache_enabled: cache GenerateDataKey answers.
@@ -107,6 +112,8 @@ class ServiceConfig:
     kms_endpoint_url: str = ""
     kms_proxy: str = ""
     kms_ca_bundle: str = ""
+    egress_listen: str = ""
+    egress_parent: str = "vsock:3:8000"
     allowed_keys: tuple[str, ...] = ()
     operations: frozenset[str] = frozenset(OPERATIONS)
     credentials_source: str = "parent"
@@ -214,6 +221,24 @@ def _check(config: ServiceConfig) -> list[str]:
             add(f"kms.proxy: {config.kms_proxy!r:.200} must be http://HOST:PORT")
         elif parts.username or parts.password:
             add("kms.proxy: must not carry a user name or password")
+    if config.egress_listen:
+        try:
+            egress = parse_address(config.egress_listen)
+        except ValueError as exc:
+            add(f"egress.listen: {exc}")
+        else:
+            if egress.kind != "tcp" or not _is_loopback(egress.host or ""):
+                add(
+                    f"egress.listen: {config.egress_listen!r:.80} must be tcp:HOST:PORT on a "
+                    "loopback host (the proxy is for this enclave's own processes)"
+                )
+        try:
+            parent_egress = parse_address(config.egress_parent)
+        except ValueError as exc:
+            add(f"egress.parent: {exc}")
+        else:
+            if parent_egress.kind == "unix":
+                add("egress.parent: the parent-egress relay is reached over vsock or tcp")
     if config.kms_ca_bundle and not os.path.isfile(config.kms_ca_bundle):
         add(f"kms.ca_bundle: {config.kms_ca_bundle!r:.200} is not a readable file")
     if not config.allowed_keys:
@@ -289,6 +314,10 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "ca_bundle": ("kms_ca_bundle", "str"),
         "allowed_keys": ("allowed_keys", "strlist"),
         "operations": ("operations", "strlist"),
+    },
+    "egress": {
+        "listen": ("egress_listen", "str"),
+        "parent": ("egress_parent", "str"),
     },
     "credentials": {
         "source": ("credentials_source", "str"),

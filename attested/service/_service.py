@@ -13,11 +13,12 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 from attested.enclave import open_provider
-from attested.errors import ConfigurationError
+from attested.errors import ConfigurationError, RelayUnavailable
 from attested.kms import DataKey, KmsClient, NetworkSettings
 from attested.kms.credentials import CredentialsProvider, EnvironmentCredentials, ParentCredentials
-from attested.net import Address
+from attested.net import Address, parse_address
 from attested.provider import AttestationProvider
+from attested.relay import EnclaveEgress, Relay
 from attested.service._app import ServiceApp, ServiceMetrics
 from attested.service._config import ServiceConfig
 from attested.service._http import HttpServer
@@ -42,7 +43,8 @@ class Service:
 
     Attributes:
         listeners: the bound address of every listener by kind (``unix``, ``tcp``,
-            ``vsock``), with the real port when 0 was configured; empty until started.
+            ``vsock``, and ``egress`` for the in-process egress relay), with the real port
+            when 0 was configured; empty until started.
     """
 
     def __init__(
@@ -95,6 +97,32 @@ class Service:
             )
             self._closers.append(opened.close)
             provider, backend = opened, opened.backend
+        relays = list(self._relays)
+        proxy = config.kms_proxy or None
+        bound: dict[str, Address] = {}
+        if config.egress_listen:
+            egress = Relay(
+                [
+                    EnclaveEgress(
+                        listen=parse_address(config.egress_listen),
+                        parent=parse_address(config.egress_parent),
+                    )
+                ]
+            )
+            try:
+                (egress_address,) = egress.start()
+            except RelayUnavailable as exc:
+                raise ConfigurationError(f"egress.listen: {exc}") from exc
+
+            def stop_egress() -> None:
+                egress.stop(5.0)
+
+            self._closers.append(stop_egress)
+            relays.append(egress)
+            bound["egress"] = egress_address
+            if proxy is None:
+                proxy = f"http://{_url_host(egress_address.host or '')}:{egress_address.port}"
+            log.info("enclave-egress relay on %s -> %s", egress_address, config.egress_parent)
         credentials = self._given_credentials or (
             EnvironmentCredentials()
             if config.credentials_source == "environment"
@@ -106,7 +134,7 @@ class Service:
             credentials=credentials,
             network=NetworkSettings(
                 endpoint_url=config.kms_endpoint_url or None,
-                proxy=config.kms_proxy or None,
+                proxy=proxy,
                 ca_bundle=config.kms_ca_bundle or None,
                 max_pool_connections=_KMS_POOL,
             ),
@@ -134,7 +162,7 @@ class Service:
         metrics = ServiceMetrics(
             cache=cache,
             credentials_expiry=expiry,
-            relay_stats=[relay.stats for relay in self._relays],
+            relay_stats=[relay.stats for relay in relays],
         )
         self.metrics = metrics
         app = ServiceApp(
@@ -146,7 +174,6 @@ class Service:
             nsm_backend=backend,
             credentials_expiry=expiry,
         )
-        bound: dict[str, Address] = {}
         for kind, address in config.addresses().items():
             try:
                 if address.kind == "unix" and address.path:
@@ -223,3 +250,7 @@ class Service:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
