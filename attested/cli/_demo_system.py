@@ -521,8 +521,17 @@ def _run(p: Printer, base: Path, processes: Processes) -> emulator.KmsEmulator:
             raise DemoFailure(f"{enclave.name} left its socket behind")
         processes.stop(f"{enclave.name}-egress")
     processes.stop("parent")
-    _check_logs(processes.logs(), [SECRET, parent_role.secret_access_key])
-    p.say("no secret or credential appears in any process's log")
+    logs = dict(processes.logs())
+    shipped = base / "enclave-logs.jsonl"
+    lines = shipped.read_text(errors="replace") if shipped.exists() else ""
+    logs["parent's log sink"] = lines
+    _check_logs(logs, [SECRET, parent_role.secret_access_key])
+    p.say(
+        f"the parent's log sink received {len(lines.splitlines())} JSON log lines from the\n"
+        "two enclaves; no secret or credential appears in them or in any process's log"
+    )
+    if not lines:
+        raise DemoFailure("no log line from the enclaves reached the parent's log sink")
     return kms
 
 
@@ -577,6 +586,8 @@ def _start_enclave(
         "\n[credentials]\n"
         'source = "parent"\n'
         f'parent = "{parent["credentials"]}"\n'
+        "\n[logs]\n"
+        f'ship_to = "{parent["logs"]}"\n'
     )
     ready = directory / "ready.json"
     processes.start(

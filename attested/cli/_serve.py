@@ -15,6 +15,7 @@ from types import FrameType
 from attested.cli._common import EXIT_OK, EXIT_USAGE, env_error
 from attested.cli._daemon import write_ready_file
 from attested.errors import AttestedError, ConfigError
+from attested.relay import VsockLogHandler
 from attested.service import ENV_VARS, Service, load_config
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -83,6 +84,12 @@ def _serve(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    shipper: VsockLogHandler | None = None
+    if config.logs_ship_to:
+        # The same records as stderr, also to the parent's log sink (a production enclave
+        # has no console). The handler buffers and never blocks the service.
+        shipper = VsockLogHandler(config.logs_ship_to, source="attested-serve")
+        logging.getLogger("attested").addHandler(shipper)
     service = Service(config)
     try:
         try:
@@ -101,4 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
                 ready.unlink()
         for signum, old in previous.items():
             signal.signal(signum, old)
+        if shipper is not None:
+            logging.getLogger("attested").removeHandler(shipper)
+            shipper.close()  # waits briefly for the buffer to drain
     return EXIT_OK

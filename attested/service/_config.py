@@ -87,6 +87,9 @@ class ServiceConfig:
             (``tcp:127.0.0.1:PORT``, loopback only), or ``""`` (off: run
             ``attested relay enclave-egress`` yourself). Its counters show in ``/metrics``.
         egress_parent: where that relay sends its tunnels (the parent-egress relay).
+        logs_ship_to: also send the service's log records, as JSON lines, to the parent's
+            log sink at this address (``vsock:3:8090``; ``attested parent`` ``[logs]``),
+            or ``""`` (stderr only).
         credentials_source: ``parent`` or ``environment``.
         credentials_parent: the parent credential server's address.
         cache_enabled: cache GenerateDataKey answers.
@@ -114,6 +117,7 @@ class ServiceConfig:
     kms_ca_bundle: str = ""
     egress_listen: str = ""
     egress_parent: str = "vsock:3:8000"
+    logs_ship_to: str = ""
     allowed_keys: tuple[str, ...] = ()
     operations: frozenset[str] = frozenset(OPERATIONS)
     credentials_source: str = "parent"
@@ -239,6 +243,11 @@ def _check(config: ServiceConfig) -> list[str]:
         else:
             if parent_egress.kind == "unix":
                 add("egress.parent: the parent-egress relay is reached over vsock or tcp")
+    if config.logs_ship_to:
+        try:
+            parse_address(config.logs_ship_to)
+        except ValueError as exc:
+            add(f"logs.ship_to: {exc}")
     if config.kms_ca_bundle and not os.path.isfile(config.kms_ca_bundle):
         add(f"kms.ca_bundle: {config.kms_ca_bundle!r:.200} is not a readable file")
     if not config.allowed_keys:
@@ -319,6 +328,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "listen": ("egress_listen", "str"),
         "parent": ("egress_parent", "str"),
     },
+    "logs": {"ship_to": ("logs_ship_to", "str")},
     "credentials": {
         "source": ("credentials_source", "str"),
         "parent": ("credentials_parent", "str"),

@@ -56,6 +56,7 @@ def test_demo_runs_the_whole_flow_and_cleans_up() -> None:
     assert "POST /v1/decrypt -> 200" in out
     assert "POST /v1/decrypt -> 403 kms_access_denied" in out
     assert "verified" in out
+    assert "the parent's log sink received" in out
     assert "the measured enclave got its secret; the modified one was refused" in out
     # The demo never prints the secret it moves around.
     assert "demo-password" not in out + result.stderr

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from attested import emulator
 from attested.kms.credentials import StaticCredentials
+from attested.net import parse_address
+from attested.relay import LogSink, Relay
 from attested.service import Service
 from attested.simulator import SimulatedNsm
 from tests.service.conftest import Emu, make_keys, service_config
@@ -64,6 +66,8 @@ source = "environment"
 [cache]
 enabled = true
 """
+    for section, value in extra.items():
+        text += f"[{section}]\n{value}\n"
     path = directory / "service.toml"
     path.write_text(text)
     return path
@@ -111,7 +115,11 @@ def test_full_run_then_sigterm(emu_token: Emu, sim_state: Path, short_dir: Path)
     boto = emu.boto()
     plaintext = b"service-plaintext-Zq8xJ4-do-not-log"
     blob = boto.encrypt(KeyId=keys.good, Plaintext=plaintext)["CiphertextBlob"]
-    config = write_config(short_dir, emu, sim_state)
+    # The parent's log sink, as `attested parent` [logs] runs it.
+    shipped = short_dir / "shipped.jsonl"
+    sink = Relay([LogSink(listen=parse_address("tcp:127.0.0.1:0"), out=shipped)])
+    (sink_address,) = sink.start()
+    config = write_config(short_dir, emu, sim_state, logs=f'ship_to = "{sink_address}"')
     ready = short_dir / "ready.json"
     log = short_dir / "serve.log"
     with log.open("wb") as log_file:
@@ -205,8 +213,20 @@ def test_full_run_then_sigterm(emu_token: Emu, sim_state: Path, short_dir: Path)
         if process.poll() is None:
             process.kill()
             process.wait()
+        sink.stop(5.0)
     assert not (short_dir / "api.sock").exists()
     assert not ready.exists()
+
+    # The same records reached the parent's sink as JSON lines, with no secret either.
+    records = [json.loads(line) for line in shipped.read_text().splitlines()]
+    messages = [r["message"] for r in records]
+    assert all(r["source"] == "attested-serve" for r in records)
+    assert any(m.startswith("POST /v1/decrypt 200") for m in messages), messages
+    assert any("attested service stopped" in m for m in messages), messages
+    shipped_text = shipped.read_text()
+    for secret in secrets:
+        for form in forms(secret):
+            assert form not in shipped_text, f"a secret was shipped ({len(secret)} bytes)"
 
     text = log.read_text(errors="replace")
     assert "listening on unix:" in text
