@@ -43,7 +43,7 @@ from attested.service._http import Request, Response
 from attested.service.cache import DataKeyCache
 from attested.service.metrics import Counter, Gauge, Histogram, Registry
 
-__all__ = ["ERROR_CODES", "ServiceApp", "ServiceMetrics"]
+__all__ = ["ERROR_CODES", "OutsideApp", "ServiceApp", "ServiceMetrics"]
 
 log = logging.getLogger("attested.service")
 
@@ -59,6 +59,8 @@ ERROR_CODES: Mapping[str, tuple[int, str]] = {
     "kms_invalid_request": (400, "KMS refused a parameter (ValidationException)"),
     "key_not_allowed": (403, "the key is not in kms.allowed_keys"),
     "operation_not_allowed": (403, "the operation is not in kms.operations"),
+    "not_served_outside": (403, "over vsock only health, metrics and attestation are served"),
+    "public_key_not_served_outside": (403, "over vsock, /v1/attestation takes no public_key"),
     "kms_access_denied": (403, "KMS: the key policy refused; the message lists the PCRs sent"),
     "kms_key_disabled": (403, "KMS: the key is disabled or pending deletion"),
     "not_found": (404, "no such route"),
@@ -229,6 +231,61 @@ def _json(
         body=json.dumps(value, separators=(",", ":")).encode(),
         headers=dict(headers or {}),
     )
+
+
+# --- callers outside the enclave ------------------------------------------------------
+
+# What a caller outside the enclave (the vsock listener) may use: nothing that returns
+# plaintext, key material or a shared secret.
+_OUTSIDE_ROUTES = frozenset({"/v1/health", "/metrics", "/v1/attestation"})
+
+
+class OutsideApp:
+    """The API as a caller outside the enclave sees it (the ``api.vsock`` listener).
+
+    Every route that answers with a secret (decrypt, data keys, key pairs, random bytes,
+    shared secrets) is refused, and so is ``/v1/attestation`` with a ``public_key``: a
+    document naming the caller's key lets the caller receive, from KMS, the answers
+    meant for this enclave (``Recipient``). ``api.vsock_allow_secrets`` turns this off.
+
+    Args:
+        app: the full API.
+    """
+
+    def __init__(self, app: Callable[[Request], Response]) -> None:
+        self._app = app
+
+    def __call__(self, request: Request) -> Response:
+        """Answer one request from outside the enclave."""
+        path = request.path.split("?", 1)[0]
+        if path not in _OUTSIDE_ROUTES and path.startswith("/v1/"):
+            return _error_response(
+                ApiError(
+                    "not_served_outside",
+                    f"{path[:100]} answers with secrets and is served only to processes in "
+                    "the enclave (api.unix, api.tcp); over vsock only /v1/health, /metrics "
+                    "and /v1/attestation are (api.vsock_allow_secrets changes that, and "
+                    "gives the parent instance those secrets)",
+                )
+            )
+        if path == "/v1/attestation" and _names_public_key(request.body):
+            return _error_response(
+                ApiError(
+                    "public_key_not_served_outside",
+                    "public_key is refused over vsock: a document naming a caller's key "
+                    "would let that caller receive KMS answers meant for this enclave; "
+                    "use nonce and user_data",
+                )
+            )
+        return self._app(request)
+
+
+def _names_public_key(body: bytes) -> bool:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return False  # the app answers 400 for a malformed body
+    return isinstance(value, dict) and value.get("public_key") is not None
 
 
 def _error_response(error: ApiError) -> Response:

@@ -72,7 +72,11 @@ class ServiceConfig:
         api_unix: path of the Unix domain socket; ``""`` disables it.
         api_unix_mode: the socket file's mode.
         api_tcp: ``tcp:HOST:PORT`` on a loopback host, or ``""`` (off).
-        api_vsock: ``vsock:CID:PORT``, or ``""`` (off).
+        api_vsock: ``vsock:CID:PORT``, or ``""`` (off). Callers there are outside the
+            enclave: they get health, metrics and attestation documents without a
+            caller's ``public_key``, nothing that returns a secret.
+        api_vsock_allow_secrets: **Danger**: serve the whole API over vsock, handing
+            plaintexts and keys to the parent instance.
         nsm_backend: ``auto``, ``libnsm``, ``ioctl`` or ``simulated``.
         nsm_simulated_state: simulated only: the state directory with the shared root.
         nsm_simulated_pcrs: simulated only: the PCRs its documents carry.
@@ -109,6 +113,7 @@ class ServiceConfig:
     api_unix_mode: int = 0o660
     api_tcp: str = ""
     api_vsock: str = ""
+    api_vsock_allow_secrets: bool = False
     nsm_backend: str = "auto"
     nsm_simulated_state: str = ""
     nsm_simulated_pcrs: Mapping[int, bytes] = field(default_factory=dict)
@@ -198,6 +203,8 @@ def _check(config: ServiceConfig) -> list[str]:
                     f"api.tcp: {tcp.host!r:.80} is not a loopback address; the API hands "
                     "out secrets and must listen on 127.0.0.1, ::1 or localhost only"
                 )
+    if config.api_vsock_allow_secrets and not config.api_vsock:
+        add("api.vsock_allow_secrets: applies only with api.vsock")
     if config.api_vsock:
         try:
             vsock = parse_address(config.api_vsock)
@@ -310,6 +317,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "unix_mode": ("api_unix_mode", "mode"),
         "tcp": ("api_tcp", "tcp"),
         "vsock": ("api_vsock", "str"),
+        "vsock_allow_secrets": ("api_vsock_allow_secrets", "bool"),
     },
     "nsm": {
         "backend": ("nsm_backend", "str"),

@@ -19,9 +19,9 @@ from attested.kms.credentials import CredentialsProvider, EnvironmentCredentials
 from attested.net import Address, parse_address
 from attested.provider import AttestationProvider
 from attested.relay import EnclaveEgress, Relay
-from attested.service._app import ServiceApp, ServiceMetrics
+from attested.service._app import OutsideApp, ServiceApp, ServiceMetrics
 from attested.service._config import ServiceConfig
-from attested.service._http import HttpServer
+from attested.service._http import HttpServer, Request, Response
 from attested.service.cache import CacheLimits, DataKeyCache
 
 __all__ = ["Service"]
@@ -63,6 +63,7 @@ class Service:
         self._closers: list[Callable[[], None]] = []
         self.listeners: Mapping[str, Address] = MappingProxyType({})
         self.metrics: ServiceMetrics | None = None
+        self._app: ServiceApp | None = None
 
     def start(self) -> None:
         """Open the NSM and the KMS client, then bind and serve every listener.
@@ -174,6 +175,7 @@ class Service:
             nsm_backend=backend,
             credentials_expiry=expiry,
         )
+        self._app = app
         for kind, address in config.addresses().items():
             try:
                 if address.kind == "unix" and address.path:
@@ -181,7 +183,7 @@ class Service:
                     os.makedirs(os.path.dirname(address.path), mode=0o755, exist_ok=True)
                 server = HttpServer(
                     address,
-                    app,
+                    app_for_listener(kind, app, config),
                     max_body=config.max_body,
                     idle_timeout=config.idle_timeout,
                     max_connections=config.max_connections,
@@ -250,6 +252,27 @@ class Service:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def app_for_listener(
+    kind: str, app: Callable[[Request], Response], config: ServiceConfig
+) -> Callable[[Request], Response]:
+    """What one listener serves: the vsock listener faces the parent, outside the enclave.
+
+    Args:
+        kind: ``unix``, ``tcp`` (loopback only, checked by the configuration) or ``vsock``.
+        app: the full API.
+        config: the configuration (``api_vsock_allow_secrets``).
+    """
+    if kind != "vsock":
+        return app
+    if config.api_vsock_allow_secrets:
+        log.warning(
+            "api.vsock_allow_secrets is set: the whole API, plaintexts and keys included, "
+            "is served over vsock to the parent instance"
+        )
+        return app
+    return OutsideApp(app)
 
 
 def _url_host(host: str) -> str:
