@@ -42,10 +42,13 @@ import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from attested import _json
 from attested.errors import KeyPolicyError, MalformedError
+from attested.keypolicy._policy import Condition as ReadCondition
+from attested.keypolicy._policy import Principals
+from attested.keypolicy._policy import Statement as ReadStatement
+from attested.keypolicy._policy import parse_policy as read_policy
 
 __all__ = [
     "MAX_KEY_POLICY_SIZE",
@@ -65,8 +68,6 @@ __all__ = [
 MAX_KEY_POLICY_SIZE = 32 * 1024
 """KMS's limit on a key policy document, in bytes."""
 
-_MAX_STATEMENTS = 512
-_MAX_VALUES = 1024
 _VERSIONS = frozenset({"2012-10-17", "2008-10-17"})
 
 _STRING_OPS = frozenset(
@@ -250,6 +251,11 @@ def default_key_policy(account_id: str, *, partition: str = "aws") -> str:
 def parse_key_policy(text: str | bytes) -> KeyPolicy:
     """Parse and check a key policy document.
 
+    The structure is read by :func:`attested.keypolicy.parse_policy` (the same reader the
+    linter uses); this adds what a key policy requires and what evaluation needs:
+    ``Principal`` and ``Resource`` present, principals normalised (a bare account id is
+    its root ARN), supported condition operators split into their parts.
+
     Args:
         text: the JSON document.
 
@@ -264,117 +270,73 @@ def parse_key_policy(text: str | bytes) -> KeyPolicy:
     raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     try:
         doc = _json.loads(raw, what="key policy", max_size=MAX_KEY_POLICY_SIZE, max_depth=32)
+        if isinstance(doc, dict) and doc.get("Statement") in ([], {}):
+            raise MalformedError("key policy needs a Statement (an object or a non-empty list)")
+        parsed = read_policy(doc)
     except MalformedError as exc:
-        raise KeyPolicyError(str(exc)) from None
-    if not isinstance(doc, dict):
-        raise KeyPolicyError("key policy must be a JSON object")
-    unknown = sorted(set(doc) - {"Version", "Id", "Statement"})
-    if unknown:
-        raise KeyPolicyError(f"key policy has unknown elements: {', '.join(unknown)[:200]}")
-    version = doc.get("Version")
-    if version is not None and (not isinstance(version, str) or version not in _VERSIONS):
-        raise KeyPolicyError(f"unsupported policy Version {version!r:.40}")
-    policy_id = doc.get("Id")
-    if policy_id is not None and not isinstance(policy_id, str):
-        raise KeyPolicyError("policy Id must be a string")
-    raw_statements = doc.get("Statement")
-    if isinstance(raw_statements, dict):
-        raw_statements = [raw_statements]
-    if not isinstance(raw_statements, list) or not raw_statements:
-        raise KeyPolicyError("key policy needs a Statement (an object or a non-empty list)")
-    if len(raw_statements) > _MAX_STATEMENTS:
-        raise KeyPolicyError(f"key policy has more than {_MAX_STATEMENTS} statements")
-    statements = tuple(_statement(s, n) for n, s in enumerate(raw_statements))
-    return KeyPolicy(statements=statements, version=version, policy_id=policy_id)
-
-
-def _statement(raw: object, index: int) -> Statement:
-    where = f"statement {index}"
-    if not isinstance(raw, dict):
-        raise KeyPolicyError(f"{where} must be a JSON object")
-    known = {
-        "Sid",
-        "Effect",
-        "Principal",
-        "NotPrincipal",
-        "Action",
-        "NotAction",
-        "Resource",
-        "NotResource",
-        "Condition",
-    }
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise KeyPolicyError(f"{where} has unknown elements: {', '.join(unknown)[:200]}")
-    sid = raw.get("Sid")
-    if sid is not None and not isinstance(sid, str):
-        raise KeyPolicyError(f"{where}: Sid must be a string")
-    if sid:
-        where = f"statement {sid!r:.60}"
-    effect = raw.get("Effect")
-    if effect not in ("Allow", "Deny"):
-        raise KeyPolicyError(f"{where}: Effect must be 'Allow' or 'Deny'")
-    principals, not_principal = _either(raw, "Principal", "NotPrincipal", where, _principals)
-    actions, not_action = _either(raw, "Action", "NotAction", where, _strings)
-    resources, not_resource = _either(raw, "Resource", "NotResource", where, _strings)
-    conditions = _conditions(raw.get("Condition"), where)
-    return Statement(
-        sid=sid,
-        effect=effect,
-        principals=principals,
-        not_principal=not_principal,
-        actions=actions,
-        not_action=not_action,
-        resources=resources,
-        not_resource=not_resource,
-        conditions=conditions,
+        raise KeyPolicyError(f"key policy: {exc}") from None
+    if parsed.version is not None and parsed.version not in _VERSIONS:
+        raise KeyPolicyError(f"unsupported policy Version {parsed.version!r:.40}")
+    return KeyPolicy(
+        statements=tuple(_statement(s) for s in parsed.statements),
+        version=parsed.version,
+        policy_id=parsed.policy_id,
     )
 
 
-def _either(
-    raw: dict[str, Any], name: str, not_name: str, where: str, convert: Any
-) -> tuple[tuple[str, ...], bool]:
-    if name in raw and not_name in raw:
-        raise KeyPolicyError(f"{where}: give {name} or {not_name}, not both")
-    if name in raw:
-        return convert(raw[name], f"{where}: {name}"), False
-    if not_name in raw:
-        return convert(raw[not_name], f"{where}: {not_name}"), True
-    raise KeyPolicyError(f"{where}: {name} is required")
+def _statement(read: ReadStatement) -> Statement:
+    where = f"statement {read.sid!r:.60}" if read.sid else f"statement {read.index}"
+    if read.principals is None:
+        raise KeyPolicyError(f"{where}: Principal is required")
+    if not read.resources:
+        raise KeyPolicyError(f"{where}: Resource is required")
+    for name, items in (("Action", read.actions), ("Resource", read.resources)):
+        if not all(items):
+            raise KeyPolicyError(f"{where}: {name} must hold non-empty strings only")
+    return Statement(
+        sid=read.sid,
+        effect=read.effect,
+        principals=_principals(read.principals, where),
+        not_principal=read.not_principal,
+        actions=read.actions,
+        not_action=read.not_action,
+        resources=read.resources,
+        not_resource=read.not_resource,
+        conditions=tuple(_condition(c, where) for c in read.conditions),
+    )
 
 
-def _strings(value: object, where: str) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
-        raise KeyPolicyError(f"{where} must be a string or a non-empty list of strings")
-    if len(items) > _MAX_VALUES:
-        raise KeyPolicyError(f"{where} has more than {_MAX_VALUES} entries")
-    if not all(isinstance(i, str) and i for i in items):
-        raise KeyPolicyError(f"{where} must hold non-empty strings only")
-    return tuple(items)
-
-
-def _principals(value: object, where: str) -> tuple[str, ...]:
-    if value == "*":
+def _principals(read: Principals, where: str) -> tuple[str, ...]:
+    if read.wildcard and not read.aws:
         return ("*",)
-    if not isinstance(value, dict) or not value:
-        raise KeyPolicyError(f'{where} must be "*" or an object such as {{"AWS": ARN}}')
     result: list[str] = []
-    for kind, entries in value.items():
-        names = _strings(entries, f"{where}.{kind}")
-        if kind == "AWS":
-            for name in names:
-                if name == "*" or name.startswith("arn:"):
-                    result.append(name)
-                elif _ACCOUNT_RE.fullmatch(name):
-                    result.append(f"arn:aws:iam::{name}:root")
-                else:
-                    raise KeyPolicyError(f"{where}: {name!r:.80} is not an ARN or account id")
-        elif kind in ("Service", "Federated", "CanonicalUser"):
-            result.extend(f"{kind}:{name}" for name in names)
+    for name in read.aws:
+        if not name:
+            raise KeyPolicyError(f"{where}: an empty principal")
+        if name == "*" or name.startswith("arn:"):
+            result.append(name)
+        elif _ACCOUNT_RE.fullmatch(name):
+            result.append(f"arn:aws:iam::{name}:root")
         else:
-            raise KeyPolicyError(f"{where}: unknown principal type {kind!r:.40}")
+            raise KeyPolicyError(f"{where}: {name!r:.80} is not an ARN or account id")
+    result.extend(read.other)  # "Service:...", "Federated:...": accepted, never matched
     return tuple(result)
+
+
+def _condition(read: ReadCondition, where: str) -> Condition:
+    qualifier, base, if_exists = _split_operator(read.operator, where)
+    if not read.values:
+        raise KeyPolicyError(f"{where}: {read.operator} {read.key} has an empty list of values")
+    if base == "Null" and any(v.lower() not in ("true", "false") for v in read.values):
+        raise KeyPolicyError(f"{where}: Null takes 'true' or 'false'")
+    return Condition(
+        operator=base,
+        qualifier=qualifier,
+        if_exists=if_exists,
+        key=read.key.lower(),
+        values=read.values,
+        text=read.operator,
+    )
 
 
 def _split_operator(text: str, where: str) -> tuple[str | None, str, bool]:
@@ -397,52 +359,6 @@ def _split_operator(text: str, where: str) -> tuple[str | None, str, bool]:
             f"(supported: {supported}, with IfExists and ForAnyValue:/ForAllValues:)"
         )
     return qualifier, base, if_exists
-
-
-def _condition_values(value: object, where: str) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise KeyPolicyError(f"{where} has an empty list of values")
-    if len(items) > _MAX_VALUES:
-        raise KeyPolicyError(f"{where} has more than {_MAX_VALUES} values")
-    result = []
-    for item in items:
-        if isinstance(item, bool):
-            result.append("true" if item else "false")
-        elif isinstance(item, str):
-            result.append(item)
-        elif isinstance(item, int | float):
-            result.append(json.dumps(item))
-        else:
-            raise KeyPolicyError(f"{where}: condition values must be strings, numbers or bools")
-    return tuple(result)
-
-
-def _conditions(raw: object, where: str) -> tuple[Condition, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise KeyPolicyError(f"{where}: Condition must be a JSON object")
-    result: list[Condition] = []
-    for text, block in raw.items():
-        qualifier, base, if_exists = _split_operator(text, where)
-        if not isinstance(block, dict) or not block:
-            raise KeyPolicyError(f"{where}: {text} must map condition keys to values")
-        for key, value in block.items():
-            values = _condition_values(value, f"{where}: {text} {key}")
-            if base == "Null" and any(v.lower() not in ("true", "false") for v in values):
-                raise KeyPolicyError(f"{where}: Null takes 'true' or 'false'")
-            result.append(
-                Condition(
-                    operator=base,
-                    qualifier=qualifier,
-                    if_exists=if_exists,
-                    key=key.lower(),
-                    values=values,
-                    text=text,
-                )
-            )
-    return tuple(result)
 
 
 # --- evaluation ----------------------------------------------------------------------

@@ -31,6 +31,19 @@ MAX_STATEMENTS = 512
 MAX_LIST = 1024
 
 _PRINCIPAL_TYPES = ("AWS", "Service", "Federated", "CanonicalUser")
+# The elements of a policy and of a statement, in AWS's documentation order.
+POLICY_ELEMENTS = ("Version", "Id", "Statement")
+STATEMENT_ELEMENTS = (
+    "Sid",
+    "Effect",
+    "Principal",
+    "NotPrincipal",
+    "Action",
+    "NotAction",
+    "Resource",
+    "NotResource",
+    "Condition",
+)
 _ROOT = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}):root", re.IGNORECASE)
 _ACCOUNT = re.compile(r"\d{12}")
 _ARN_ACCOUNT = re.compile(r"arn:aws[a-z-]*:[a-z0-9-]*:[a-z0-9-]*:(\d{12}):", re.IGNORECASE)
@@ -141,10 +154,12 @@ class PolicyDocument:
     Attributes:
         version: the ``Version`` field, if any.
         statements: the statements in order.
+        policy_id: the ``Id`` field, if any.
     """
 
     version: str | None
     statements: tuple[Statement, ...]
+    policy_id: str | None = None
 
     @property
     def is_identity_policy(self) -> bool:
@@ -217,6 +232,9 @@ def _statement(raw: object, index: int) -> Statement:
     what = f"Statement[{index}]"
     if not isinstance(raw, dict):
         raise MalformedError(f"{what} must be an object")
+    unknown = sorted(set(raw) - set(STATEMENT_ELEMENTS))
+    if unknown:  # AWS refuses these (MalformedPolicyDocument); a typo must not pass
+        raise MalformedError(f"{what} has unknown elements: {', '.join(unknown)[:200]}")
     sid = raw.get("Sid")
     if sid is not None and not isinstance(sid, str):
         raise MalformedError(f"{what}.Sid must be a string")
@@ -261,9 +279,15 @@ def parse_policy(document: object) -> PolicyDocument:
     """
     if not isinstance(document, dict):
         raise MalformedError("a policy must be a JSON object")
+    unknown = sorted(set(document) - set(POLICY_ELEMENTS))
+    if unknown:
+        raise MalformedError(f"the policy has unknown elements: {', '.join(unknown)[:200]}")
     version = document.get("Version")
     if version is not None and not isinstance(version, str):
         raise MalformedError("Version must be a string")
+    policy_id = document.get("Id")
+    if policy_id is not None and not isinstance(policy_id, str):
+        raise MalformedError("Id must be a string")
     if "Statement" not in document:
         raise MalformedError("the policy has no Statement")
     raw = document["Statement"]
@@ -273,7 +297,9 @@ def parse_policy(document: object) -> PolicyDocument:
     if len(items) > MAX_STATEMENTS:
         raise MalformedError(f"the policy has more than {MAX_STATEMENTS} statements")
     return PolicyDocument(
-        version=version, statements=tuple(_statement(item, i) for i, item in enumerate(items))
+        version=version,
+        statements=tuple(_statement(item, i) for i, item in enumerate(items)),
+        policy_id=policy_id,
     )
 
 

@@ -13,27 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from attested.keypolicy._policy import POLICY_ELEMENTS, STATEMENT_ELEMENTS
+
 __all__ = ["render_policy"]
 
-_ORDER = {
-    name: rank
-    for rank, name in enumerate(
-        (
-            "Version",
-            "Id",
-            "Statement",
-            "Sid",
-            "Effect",
-            "Principal",
-            "NotPrincipal",
-            "Action",
-            "NotAction",
-            "Resource",
-            "NotResource",
-            "Condition",
-        )
-    )
-}
+_ORDER = {name: rank for rank, name in enumerate(POLICY_ELEMENTS + STATEMENT_ELEMENTS)}
 
 
 def _canonical(value: object) -> object:
