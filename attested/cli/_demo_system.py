@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.client
 import json
 import logging
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,6 +54,7 @@ from attested.keypolicy import (
 )
 from attested.net import Address, parse_address
 from attested.policy import Policy
+from attested.service._http import UnixHTTPConnection
 from attested.simulator import ROOT_CERT_FILE, SimulatedNsm
 from attested.trust import TrustRoot
 from attested.verify import Verifier
@@ -202,21 +201,9 @@ class Processes:
 # -- talking to the local API over its Unix socket ----------------------------------------
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 30.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
 def api_call(socket_path: str, route: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     """POST JSON to the enclave's local API, as an app inside the enclave does."""
-    connection = _UnixConnection(socket_path)
+    connection = UnixHTTPConnection(socket_path)
     try:
         connection.request(
             "POST", route, body=json.dumps(body), headers={"Content-Type": "application/json"}

@@ -19,6 +19,7 @@ routing and validation are tested without sockets.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import http.server
 import json
 import logging
@@ -413,3 +414,18 @@ class HttpServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over a Unix domain socket: a client of the local API (demo, tests)."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        """Connect to the socket file instead of a host and port."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_path)
+        self.sock = sock

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 from dataclasses import dataclass
 from typing import Any
 
 from attested import emulator
+from attested.service._http import UnixHTTPConnection
 from attested.simulator import SimulatedNsm
 from tests.kit import PCR0
 
@@ -18,20 +18,6 @@ SECRET = "service/test/SECRETKEYdoNotLogMe0123456"
 SESSION_TOKEN = "service-test-session-token-doNotLogMe-987654"
 PARENT = "arn:aws:iam::111122223333:role/parent"
 OTHER_PCR0 = bytes.fromhex("ee" * 48)
-
-
-class UnixConnection(http.client.HTTPConnection):
-    """``http.client`` over a Unix domain socket."""
-
-    def __init__(self, path: str, timeout: float = 30.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.unix_path)
-        self.sock = sock
 
 
 @dataclass
@@ -50,7 +36,7 @@ class ApiClient:
     def __init__(self, path: str, timeout: float = 30.0) -> None:
         self.path = path
         self.timeout = timeout
-        self.conn = UnixConnection(path, timeout)
+        self.conn = UnixHTTPConnection(path, timeout)
 
     def request(
         self,
@@ -65,13 +51,13 @@ class ApiClient:
             response = self.conn.getresponse()
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
             self.conn.close()
-            self.conn = UnixConnection(self.path, self.timeout)
+            self.conn = UnixHTTPConnection(self.path, self.timeout)
             self.conn.request(method, route, body=body, headers=all_headers)
             response = self.conn.getresponse()
         data = response.read()
         if response.getheader("Connection", "").lower() == "close":
             self.conn.close()
-            self.conn = UnixConnection(self.path, self.timeout)
+            self.conn = UnixHTTPConnection(self.path, self.timeout)
         return Answer(response.status, data, {k.lower(): v for k, v in response.getheaders()})
 
     def post(self, route: str, value: Any) -> Answer:
@@ -154,7 +140,6 @@ __all__ = [
     "SESSION_TOKEN",
     "Answer",
     "ApiClient",
-    "UnixConnection",
     "emulator_config",
     "key_policy",
 ]

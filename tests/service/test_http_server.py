@@ -15,19 +15,7 @@ from pathlib import Path
 import pytest
 
 from attested.net import Address, parse_address
-from attested.service._http import HttpServer, Request, Response
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+from attested.service._http import HttpServer, Request, Response, UnixHTTPConnection
 
 
 def echo(request: Request) -> Response:
@@ -150,7 +138,7 @@ def test_unix_socket_mode_stale_file_and_cleanup(tmp_path: Path) -> None:
     server = HttpServer(Address(kind="unix", path=str(path)), echo)
     server.start()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
-    conn = UnixConnection(str(path))
+    conn = UnixHTTPConnection(str(path))
     conn.request("POST", "/v1/decrypt", body=b"{}")
     assert conn.getresponse().status == 200
     conn.close()

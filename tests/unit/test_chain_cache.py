@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from attested import ChainError, Policy, Verifier
@@ -18,6 +19,27 @@ from tests.kit import PCR0, T0, Kit, make_kit
 
 def _policy() -> Policy:
     return Policy(pcrs={0: PCR0})
+
+
+def _leaf(
+    kit: Kit,
+    public_key: ec.EllipticCurvePublicKey,
+    signer: ec.EllipticCurvePrivateKey,
+    serial: int,
+) -> x509.Certificate:
+    """A signing certificate naming the instance CA as issuer, with the right profile."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(kit.leaf.certificate.subject)
+        .issuer_name(kit.pki.instance.certificate.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(T0 - timedelta(minutes=5))
+        .not_valid_after(T0 + timedelta(hours=3))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(LEAF_USAGE.extension(), critical=False)
+        .sign(signer, hashes.SHA384())
+    )
 
 
 def _warm(kit: Kit) -> Verifier:
@@ -36,18 +58,7 @@ def test_cached_chain_still_checks_the_leaf_signature(kit: Kit) -> None:
     verifier = _warm(kit)
     # A leaf naming the instance CA as issuer, with the right profile, signed by another key.
     impostor = new_key()
-    fake = (
-        x509.CertificateBuilder()
-        .subject_name(kit.leaf.certificate.subject)
-        .issuer_name(kit.pki.instance.certificate.subject)
-        .public_key(impostor.public_key())
-        .serial_number(7)
-        .not_valid_before(T0 - timedelta(minutes=5))
-        .not_valid_after(T0 + timedelta(hours=3))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(LEAF_USAGE.extension(), critical=False)
-        .sign(impostor, hashes.SHA384())
-    )
+    fake = _leaf(kit, impostor.public_key(), impostor, 7)
     data = sign_payload(kit.payload(certificate=fake.public_bytes(Encoding.DER)), impostor)
     with pytest.raises(ChainError, match="signature by its issuer"):
         verifier.verify(data, policy=_policy(), at=T0)
@@ -108,18 +119,7 @@ def test_remembered_leaf_still_checks_validity_and_a_new_leaf_its_signature(kit:
         verifier.verify(kit.document(), policy=_policy(), at=T0 + timedelta(hours=3))
     # A refused leaf is never remembered.
     impostor = new_key()
-    fake = (
-        x509.CertificateBuilder()
-        .subject_name(kit.leaf.certificate.subject)
-        .issuer_name(kit.pki.instance.certificate.subject)
-        .public_key(impostor.public_key())
-        .serial_number(8)
-        .not_valid_before(T0 - timedelta(minutes=5))
-        .not_valid_after(T0 + timedelta(hours=3))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(LEAF_USAGE.extension(), critical=False)
-        .sign(impostor, hashes.SHA384())
-    )
+    fake = _leaf(kit, impostor.public_key(), impostor, 8)
     data = sign_payload(kit.payload(certificate=fake.public_bytes(Encoding.DER)), impostor)
     for _ in range(2):
         with pytest.raises(ChainError, match="signature by its issuer"):
@@ -134,18 +134,7 @@ def test_remembered_leaves_are_bounded(kit: Kit) -> None:
     (entry,) = verifier._chains._cache.values()
     for serial in range(_LEAVES_PER_CHAIN + 5):
         key = new_key()
-        leaf = (
-            x509.CertificateBuilder()
-            .subject_name(kit.leaf.certificate.subject)
-            .issuer_name(kit.pki.instance.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(100 + serial)
-            .not_valid_before(T0 - timedelta(minutes=5))
-            .not_valid_after(T0 + timedelta(hours=3))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(LEAF_USAGE.extension(), critical=False)
-            .sign(kit.pki.instance.private_key, hashes.SHA384())
-        )
+        leaf = _leaf(kit, key.public_key(), kit.pki.instance.private_key, 100 + serial)
         data = sign_payload(kit.payload(certificate=leaf.public_bytes(Encoding.DER)), key)
         verifier.verify(data, policy=_policy(), at=T0)
     assert len(entry.leaves) == _LEAVES_PER_CHAIN
