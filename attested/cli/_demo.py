@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import warnings
 from importlib import resources
+from pathlib import Path
 
 from cryptography import x509
 
@@ -38,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "vsock. Everything it starts or writes is stopped and removed on exit.",
     )
     demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the working directory (key policy, configurations, logs) to look at "
+        "afterwards; processes are still stopped",
+    )
+    demo.add_argument(
         "--offline",
         action="store_true",
         help="instead, verify the real attestation document shipped with attested",
@@ -54,12 +62,15 @@ def _run(args: argparse.Namespace) -> int:
         return _run_offline()
     from attested.cli import _demo_system  # imports boto3 and the emulator: only when used
 
+    workdir = Path(tempfile.mkdtemp(prefix="attested-demo-")) if args.keep else None
     try:
-        _demo_system.run_demo()
+        _demo_system.run_demo(workdir=workdir)
     except _demo_system.DemoFailure as exc:
         print(f"\nattested demo: FAILED: {exc}", file=sys.stderr)
         return EXIT_FAIL
     print("\nDone: the measured enclave got its secret; the modified one was refused.")
+    if workdir is not None:
+        print(f"Kept {workdir}: key-policy.json, parent.toml, enclave-*/serve.toml, the logs.")
     return EXIT_OK
 
 

@@ -290,7 +290,10 @@ def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> 
     if unclean:
         raise DemoFailure(f"processes did not stop cleanly: {unclean}")
     p.step("Cleaned up")
-    p.say("every process stopped on SIGTERM with status 0; the temporary directory is gone")
+    p.say(
+        "every process stopped on SIGTERM with status 0; "
+        + ("the temporary directory is gone" if own_dir else f"files kept in {base}")
+    )
 
 
 def _run(p: Printer, base: Path, processes: Processes) -> emulator.KmsEmulator:

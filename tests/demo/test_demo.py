@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from importlib import resources
@@ -73,3 +74,24 @@ def test_demo_measurements_are_the_examples() -> None:
     assert json.loads(packaged) == json.loads(example)
     (image,) = parse_measurements(example)
     assert sorted(image.pcrs) == [0, 1, 2]
+
+
+def test_demo_keep_leaves_the_files_to_look_at_but_no_process() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "attested", "demo", "--keep"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    kept = Path(result.stdout.strip().splitlines()[-1].split(" ", 1)[1].split(":", 1)[0])
+    try:
+        assert (kept / "key-policy.json").is_file()
+        assert (kept / "parent.toml").is_file()
+        assert (kept / "enclave-a" / "serve.toml").is_file()
+        assert (kept / "enclave-logs.jsonl").stat().st_size > 0
+        assert not list(kept.rglob("*.sock"))
+        assert _processes_mentioning(str(kept)) == []
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
