@@ -78,16 +78,14 @@ class DemoFailure(Exception):
 
 @dataclass(frozen=True)
 class _Identity:
-    name: str
     arn: str
     access_key_id: str
     secret_access_key: str = field(repr=False)
 
 
-def _identity(name: str, arn: str, prefix: str) -> _Identity:
+def _identity(arn: str, prefix: str) -> _Identity:
     # Fresh random development credentials per run: the emulator knows only these.
     return _Identity(
-        name=name,
         arn=arn,
         access_key_id="AKIA" + prefix + secrets.token_hex(8).upper()[: 16 - len(prefix)],
         secret_access_key=secrets.token_urlsafe(30),
@@ -304,9 +302,9 @@ def _run(p: Printer, base: Path, processes: Processes) -> emulator.KmsEmulator:
         f"Working directory: {base}"
     )
     image = _measurements()
-    admin = _identity("key administrator", ADMIN, "ADMIN")
-    parent_role = _identity("parent instance role", ENCLAVE_ROLE, "PARENT")
-    producer = _identity("data producer", PRODUCER, "PROD")
+    admin = _identity(ADMIN, "ADMIN")
+    parent_role = _identity(ENCLAVE_ROLE, "PARENT")
+    producer = _identity(PRODUCER, "PROD")
 
     # --- AWS side -------------------------------------------------------------------
     p.step("Start the simulated NSM's test PKI and the KMS emulator (playing AWS KMS)")

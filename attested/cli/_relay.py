@@ -138,8 +138,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="PATH",
         help='when every listener is up, write {"pid": N, "listeners": {NAME: ADDRESS}} here '
-        "(atomically; removed on exit). Listeners are named after their role, with -2, -3 "
-        "for repeats; port 0 in --listen shows the port actually bound",
+        "(atomically; removed on exit). Listeners are named after their role (forwards "
+        "forward-0, forward-1, ...); port 0 in --listen shows the port actually bound",
     )
     parser.add_argument(
         "--max-connections",
@@ -300,7 +300,11 @@ def _serve_until_signalled(
 
     def announce() -> None:
         if args.ready_file is not None:  # first: whoever sees the lines may read the file
-            write_ready_file(args.ready_file, _named(roles, bound))
+            # Relay() refuses duplicate role names, so they key the listeners as they are.
+            write_ready_file(
+                args.ready_file,
+                {role.name: address for role, address in zip(roles, bound, strict=True)},
+            )
         for role, address in zip(roles, bound, strict=True):
             print(
                 f"attested relay: {role.name} listening on {address}", file=sys.stderr, flush=True
@@ -317,15 +321,3 @@ def _serve_until_signalled(
                 args.ready_file.unlink()
     print("attested relay: stopped", file=sys.stderr, flush=True)
     return EXIT_OK
-
-
-def _named(roles: list[Role], bound: Sequence[Address]) -> dict[str, Address]:
-    """Listener names for the ready file: the role's name, then NAME-2, NAME-3, ..."""
-    named: dict[str, Address] = {}
-    for role, address in zip(roles, bound, strict=True):
-        name, count = role.name, 1
-        while name in named:
-            count += 1
-            name = f"{role.name}-{count}"
-        named[name] = address
-    return named
