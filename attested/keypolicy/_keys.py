@@ -12,17 +12,17 @@ import enum
 import re
 from dataclasses import dataclass
 
+from attested.keypolicy._operators import glob_matches
+
 __all__ = [
     "ATTESTED_OPERATIONS",
     "DEBUG_ZEROED_PCRS",
     "IMAGE_KEY",
     "KeyKind",
     "ParsedKey",
-    "ParsedOperator",
     "action_matches",
     "is_all_zero",
     "parse_key",
-    "parse_operator",
     "pcr_key",
     "pcr_value_problem",
 ]
@@ -140,71 +140,12 @@ def parse_key(name: str) -> ParsedKey | None:
     )
 
 
-_POSITIVE = frozenset({"stringequals", "stringequalsignorecase", "stringlike"})
-_NEGATED = frozenset({"stringnotequals", "stringnotequalsignorecase", "stringnotlike"})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ParsedOperator:
-    """A condition operator split into its parts (``ForAnyValue:StringLikeIfExists``).
-
-    Attributes:
-        base: the operator without prefix and suffix, lowercase (``"stringlike"``).
-        if_exists: the ``IfExists`` suffix: an absent key makes the condition true.
-        for_all_values: the ``ForAllValues:`` prefix: an absent key makes it true too.
-        for_any_value: the ``ForAnyValue:`` prefix.
-    """
-
-    base: str
-    if_exists: bool
-    for_all_values: bool
-    for_any_value: bool
-
-    @property
-    def positive_string(self) -> bool:
-        """StringEquals, StringEqualsIgnoreCase or StringLike."""
-        return self.base in _POSITIVE
-
-    @property
-    def negated_string(self) -> bool:
-        """StringNotEquals, StringNotEqualsIgnoreCase or StringNotLike."""
-        return self.base in _NEGATED
-
-    @property
-    def case_sensitive_string(self) -> bool:
-        """A string operator that compares case: everything but the IgnoreCase pair."""
-        return self.base in {"stringequals", "stringlike", "stringnotequals", "stringnotlike"}
-
-    @property
-    def absent_key_passes(self) -> bool:
-        """Whether the condition is true when the request has no such key."""
-        return self.if_exists or self.for_all_values or self.negated_string
-
-
-def parse_operator(name: str) -> ParsedOperator:
-    """Split a condition operator name (case-insensitively, as IAM reads it)."""
-    lower = name.lower()
-    for_all = lower.startswith("forallvalues:")
-    for_any = lower.startswith("foranyvalue:")
-    if for_all or for_any:
-        lower = lower.split(":", 1)[1]
-    if_exists = lower.endswith("ifexists") and lower != "ifexists"
-    if if_exists:
-        lower = lower[: -len("ifexists")]
-    return ParsedOperator(
-        base=lower, if_exists=if_exists, for_all_values=for_all, for_any_value=for_any
-    )
-
-
 def action_matches(pattern: str, action: str) -> bool:
     """Whether an IAM action pattern (``*`` and ``?`` wildcards) matches ``action``.
 
     Action names are case-insensitive in IAM.
     """
-    regex = "".join(
-        ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern
-    )
-    return re.fullmatch(regex, action, flags=re.IGNORECASE | re.DOTALL) is not None
+    return glob_matches(pattern, action, ignore_case=True)
 
 
 def is_all_zero(value: str) -> bool:

@@ -1,24 +1,43 @@
 """Lint KMS key policies and IAM identity policies for Nitro Enclave attestation mistakes.
 
-Every rule below has been seen in published policies (AWS samples and documentation
-included). The first four are errors, the rest warnings:
+The first rule is not a pattern but a question, answered by the project's one policy
+evaluator (the KMS emulator decides with the same code): **can any principal get a
+secret of this key (Decrypt, GenerateDataKey, GenerateDataKeyPair, DeriveSharedSecret)
+without an attestation document?** Every principal the policy names is tried, an account
+root as "any identity IAM allows", and an outsider; the caller's free choices
+(encryption context, source VPC, ...) are searched (:mod:`._reach`). The other rules
+have each been seen in published policies (AWS samples and documentation included).
 
-``unconditional-attested-allow`` (error)
-    An Allow of attested operations without an attestation condition, to the account
-    root, to everyone, or to a principal an enclave statement also covers.
-``attestation-on-unattested-operation`` (error)
+Errors:
+``unconditional-attested-allow``
+    Some principal gets a secret of the key with no attestation document (in an
+    identity policy: the identity an enclave statement of the same policy is for).
+``debug-mode-admitted``
+    Some principal gets a secret with the document of a debug-mode enclave, whose memory
+    the parent instance can read.
+``any-account``
+    An attested Allow to ``"*"`` with no account or organization condition: any AWS
+    account that runs the image gets the key.
+``attestation-on-unattested-operation``
     Attestation conditions on operations that never carry a Recipient.
-``pcr-value`` (error)
+``pcr-value``
     A PCR value that is not 96 lowercase hex digits, or all zero where that means debug mode.
-``unknown-condition-key`` (error)
+``unknown-condition-key``
     A ``kms:RecipientAttestation`` key that KMS does not have.
-``case-sensitive-operator`` (warning)
+``unknown-operator``
+    A condition operator AWS does not have (operator names are case-sensitive).
+
+Warnings:
+``identity-policy-unattested``
+    An identity policy grants a secret operation without attestation (it voids the
+    enclave condition of any key whose policy delegates to IAM).
+``case-sensitive-operator``
     ``StringEquals``/``StringLike`` (or their negations) on PCR keys.
-``image-not-pinned`` (warning)
+``image-not-pinned``
     An enclave statement that pins neither ImageSha384 nor PCR0.
-``risky-permission`` (warning)
+``risky-permission``
     The enclave's principal or everyone may CreateGrant, PutKeyPolicy or ReEncrypt*.
-``not-principal`` (warning)
+``not-principal``
     ``NotPrincipal``, which grants or denies by exclusion.
 
 NitroTPM keys (``kms:RecipientAttestation:NitroTPMPCR<n>``) describe an EC2 instance's
@@ -33,6 +52,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from attested.keypolicy._evaluate import UNKNOWN_CONDITION_PREFIX, compile_policy
 from attested.keypolicy._keys import (
     ATTESTED_OPERATIONS,
     DEBUG_ZEROED_PCRS,
@@ -41,10 +61,11 @@ from attested.keypolicy._keys import (
     action_matches,
     is_all_zero,
     parse_key,
-    parse_operator,
     pcr_value_problem,
 )
+from attested.keypolicy._operators import parse_operator
 from attested.keypolicy._policy import Condition, PolicyDocument, Statement
+from attested.keypolicy._reach import Evidence, Witness, find_access, identities
 
 __all__ = ["RULES", "Finding", "Severity", "lint_policy"]
 
@@ -61,9 +82,13 @@ class Severity(enum.Enum):
 
 RULES = {
     "unconditional-attested-allow": Severity.ERROR,
+    "debug-mode-admitted": Severity.ERROR,
+    "any-account": Severity.ERROR,
     "attestation-on-unattested-operation": Severity.ERROR,
     "pcr-value": Severity.ERROR,
     "unknown-condition-key": Severity.ERROR,
+    "unknown-operator": Severity.ERROR,
+    "identity-policy-unattested": Severity.WARNING,
     "case-sensitive-operator": Severity.WARNING,
     "image-not-pinned": Severity.WARNING,
     "risky-permission": Severity.WARNING,
@@ -106,25 +131,6 @@ def _covers(statement: Statement, action: str) -> bool:
     return not matched if statement.not_action else matched
 
 
-def _resources_overlap(a: Statement, b: Statement) -> bool:
-    if a.not_resource or b.not_resource or not a.resources or not b.resources:
-        return True
-    return any(
-        action_matches(x, y) or action_matches(y, x) for x in a.resources for y in b.resources
-    )
-
-
-def _principals_overlap(a: Statement, b: Statement) -> bool:
-    if a.principals is None or b.principals is None:
-        # Identity policies apply to the identity they are attached to: all statements
-        # of one identity policy share it. A key policy statement without a principal
-        # is invalid in KMS; treat it as overlapping rather than stay silent.
-        return True
-    if a.not_principal or b.not_principal:
-        return True
-    return a.principals.overlaps(b.principals)
-
-
 def _attestation_keys(statement: Statement) -> list[tuple[Condition, ParsedKey]]:
     keys = []
     for condition in statement.conditions:
@@ -137,9 +143,9 @@ def _attestation_keys(statement: Statement) -> list[tuple[Condition, ParsedKey]]
 def _requires(condition: Condition) -> bool:
     """Whether the condition can only be true when the request carries the key."""
     operator = parse_operator(condition.operator)
-    if operator.absent_key_passes:
+    if not operator.valid or operator.absent_key_passes:
         return False
-    if operator.base == "null":
+    if operator.base == "Null":
         return all(value.lower() == "false" for value in condition.values)
     return True
 
@@ -159,71 +165,136 @@ def _pins_image(statement: Statement) -> bool:
     return False
 
 
-def _denies_unpinned(deny: Statement) -> bool:
-    """A Deny that applies whenever the image is not one of the pinned values."""
-    if len(deny.conditions) != 1:
-        return False
-    condition = deny.conditions[0]
-    parsed = parse_key(condition.key)
-    operator = parse_operator(condition.operator)
-    return (
-        parsed is not None
-        and parsed.pins_image
-        and operator.negated_string
-        and not operator.for_all_values
-        and all(pcr_value_problem(v) is None and not is_all_zero(v) for v in condition.values)
-    )
-
-
 def _enclave_statements(policy: PolicyDocument) -> list[Statement]:
     return [s for s in policy.statements if s.effect == "Allow" and _gated(s, enclave_only=True)]
 
 
-def _unconditional_allows(policy: PolicyDocument) -> Iterable[Finding]:
-    enclaves = _enclave_statements(policy)
-    denies = [s for s in policy.statements if s.effect == "Deny"]
-    for statement in policy.statements:
-        if statement.effect != "Allow" or _gated(statement):
+_CONSEQUENCE = {
+    "root": (
+        "the account root hands the decision to IAM, so any IAM policy in that account can "
+        "grant it and every PCR condition on this key is void"
+    ),
+    "outsider": "so no PCR condition on this key protects it",
+    "named": (
+        "so whoever holds those credentials (the parent instance, if it is the enclave's "
+        "role) gets the plaintext without any enclave"
+    ),
+    "identity": (
+        "so the identity the enclave statement is for (and the parent instance that holds "
+        "it) needs no attestation and the PCR conditions are void"
+    ),
+}
+
+
+def _who(witnesses: Sequence[Witness]) -> tuple[str, str]:
+    """How to name who gets access, and which consequence applies."""
+    people = list(dict.fromkeys(w.identity for w in witnesses))
+    if any(p.outsider for p in people):
+        return "everyone (any AWS account)", "outsider"
+    roots = [p for p in people if p.anyone_in_account]
+    if roots:
+        return " and ".join(p.name for p in roots[:2]), "root"
+    names = [p.name for p in people]
+    text = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return text, "named"
+
+
+def _passes_without_document(statement: Statement) -> str:
+    for condition, parsed in _attestation_keys(statement):
+        if parsed.kind is not KeyKind.UNKNOWN and not _requires(condition):
+            return (
+                f" (its condition {condition.operator} on {condition.key} holds when the "
+                "request has no attestation document)"
+            )
+    return ""
+
+
+def _assumptions(witness: Witness) -> str:
+    chosen = witness.chosen
+    unknown = [k for k in chosen if k.startswith(UNKNOWN_CONDITION_PREFIX)]
+    shown = [f"{k} = {v[0]!r:.60}" for k, v in chosen.items() if k not in unknown]
+    parts = []
+    if shown:
+        parts.append("when the request has " + ", ".join(shown[:3]))
+    if unknown:
+        parts.append("if its conditions with unknown operators hold")
+    if not witness.certain:
+        parts.append("the search reached its limit, so this is assumed, not shown")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _access_message(evidence: Evidence, statement: Statement, group: Sequence[Witness]) -> str:
+    operations = ", ".join(sorted({w.action for w in group}))
+    who, kind = _who(group)
+    if statement.principals is None:
+        kind = "identity"
+    if evidence is Evidence.NONE:
+        why = _passes_without_document(statement)
+        return (
+            f"lets {who} call {operations} with no attestation document{why}"
+            f"{_assumptions(group[0])}, {_CONSEQUENCE[kind]}."
+        )
+    return (
+        f"lets {who} call {operations} with the document of a debug-mode enclave "
+        f"(all-zero PCR0, 1, 2 and 8){_assumptions(group[0])}; the parent instance can read "
+        "such an enclave's memory, so pin ImageSha384 or PCR0 to your image."
+    )
+
+
+def _grouped(witnesses: Sequence[Witness]) -> dict[int, list[Witness]]:
+    groups: dict[int, list[Witness]] = {}
+    for witness in witnesses:
+        groups.setdefault(witness.statement.source.index, []).append(witness)
+    return groups
+
+
+def _reachable(policy: PolicyDocument) -> Iterable[Finding]:
+    """Ask the evaluator who gets a secret without the pinned enclave."""
+    compiled = compile_policy(policy, strict=False)
+    identity_policy = compiled.identity_policy
+    for_enclave = not identity_policy or bool(_enclave_statements(policy))
+    flagged: set[int] = set()
+    for evidence in (Evidence.NONE, Evidence.DEBUG):
+        for index, group in _grouped(find_access(compiled, evidence=evidence)).items():
+            if index in flagged:
+                continue
+            flagged.add(index)
+            statement = policy.statements[index]
+            if not for_enclave:
+                if evidence is Evidence.NONE:
+                    yield _finding(
+                        "identity-policy-unattested",
+                        statement,
+                        f"grants {', '.join(sorted({w.action for w in group}))} without "
+                        "requiring an attestation document; alone this cannot be judged, but "
+                        'for any key whose policy delegates to IAM (the usual root "kms:*" '
+                        "statement) it lets this identity decrypt without an enclave and voids "
+                        "the key's PCR conditions.",
+                    )
+                continue
+            rule = (
+                "unconditional-attested-allow"
+                if evidence is Evidence.NONE
+                else "debug-mode-admitted"
+            )
+            yield _finding(rule, statement, _access_message(evidence, statement, group))
+    if identity_policy:
+        return
+    outsiders = [i for i in identities(compiled) if i.outsider]
+    pinned = find_access(compiled, evidence=Evidence.PINNED, who=outsiders)
+    for index, group in _grouped(pinned).items():
+        statement = policy.statements[index]
+        if index in flagged or not _gated(statement):
             continue
-        operations = [op for op in ATTESTED_OPERATIONS if _covers(statement, op)]
-        if not operations:
-            continue
-        principals = statement.principals
-        if principals is not None and principals.root_accounts:
-            reason = (
-                "to the account root, which lets any IAM policy in the account grant them "
-                "without attestation and so voids every PCR condition on this key"
-            )
-        elif principals is not None and (principals.wildcard or statement.not_principal):
-            reason = "to everyone, so no PCR condition on this key protects it"
-        elif any(
-            _principals_overlap(statement, e) and _resources_overlap(statement, e) for e in enclaves
-        ):
-            reason = (
-                "to a principal the enclave statement also covers, so that principal "
-                "(and the parent instance that holds the same role) needs no attestation "
-                "and the PCR conditions are void"
-            )
-        else:
-            continue
-        mitigated = [
-            op
-            for op in operations
-            if any(
-                _covers(d, op)
-                and _principals_overlap(d, statement)
-                and _resources_overlap(d, statement)
-                and _denies_unpinned(d)
-                for d in denies
-            )
-        ]
-        remaining = [op for op in operations if op not in mitigated]
-        if remaining:
-            yield _finding(
-                "unconditional-attested-allow",
-                statement,
-                f"allows {', '.join(remaining)} without an attestation condition {reason}.",
-            )
+        operations = ", ".join(sorted({w.action for w in group}))
+        yield _finding(
+            "any-account",
+            statement,
+            f"allows {operations} to any AWS account that runs the pinned image: the "
+            "principal is everyone and no condition requires aws:PrincipalAccount, "
+            "kms:CallerAccount or aws:PrincipalOrgID, so anyone with a copy of the image "
+            "(a public or leaked EIF) gets the key in their own account.",
+        )
 
 
 def _unattested_operations(statement: Statement) -> Iterable[Finding]:
@@ -246,7 +317,20 @@ def _unattested_operations(statement: Statement) -> Iterable[Finding]:
         )
 
 
+def _operator_findings(statement: Statement) -> Iterable[Finding]:
+    for condition in statement.conditions:
+        operator = parse_operator(condition.operator)
+        if operator.problem is not None:
+            yield _finding(
+                "unknown-operator",
+                statement,
+                f"{operator.problem}: KMS refuses the policy or the condition does not mean "
+                f"what it says (on {condition.key}).",
+            )
+
+
 def _condition_findings(statement: Statement) -> Iterable[Finding]:
+    yield from _operator_findings(statement)
     for condition, parsed in _attestation_keys(statement):
         operator = parse_operator(condition.operator)
         if parsed.kind is KeyKind.UNKNOWN:
@@ -257,7 +341,7 @@ def _condition_findings(statement: Statement) -> Iterable[Finding]:
                 "never holds as intended.",
             )
             continue
-        if operator.base == "null":
+        if operator.base == "Null" or not operator.valid:
             continue
         if operator.case_sensitive_string:
             yield _finding(
@@ -342,7 +426,7 @@ def lint_policy(policy: PolicyDocument) -> tuple[Finding, ...]:
     decrypt.
     """
     findings: list[Finding] = []
-    findings.extend(_unconditional_allows(policy))
+    findings.extend(_reachable(policy))
     for statement in policy.statements:
         findings.extend(_unattested_operations(statement))
         findings.extend(_condition_findings(statement))

@@ -227,7 +227,7 @@ def test_put_key_policy_lockout_check_and_malformed_policy(kms: Any) -> None:
     assert code_of(lambda: kms.create_key(Policy='{"Statement": 1}')) == (
         "MalformedPolicyDocumentException"
     )
-    numeric = json.dumps(
+    lowercase = json.dumps(
         {
             "Statement": [
                 {
@@ -235,14 +235,14 @@ def test_put_key_policy_lockout_check_and_malformed_policy(kms: Any) -> None:
                     "Principal": "*",
                     "Action": "*",
                     "Resource": "*",
-                    "Condition": {"NumericLessThan": {"kms:x": "1"}},
+                    "Condition": {"stringequals": {"kms:x": "1"}},
                 }
             ]
         }
     )
     with pytest.raises(ClientError) as info:
-        kms.create_key(Policy=numeric)
-    assert "does not evaluate condition operator" in info.value.response["Error"]["Message"]
+        kms.create_key(Policy=lowercase)
+    assert "did you mean StringEquals?" in info.value.response["Error"]["Message"]
 
 
 def test_rsa_encryption_keys(kms: Any) -> None:

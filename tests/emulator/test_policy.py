@@ -265,7 +265,9 @@ def _with(extra: str) -> str:
         '{"Statement": [{"Effect": "Allow", "Principal": {"AWS": "bob"}, "Action": "*", '
         '"Resource": "*"}]}',
         _with('"NotAction": "*"'),
-        _with('"Condition": {"NumericLessThan": {"a": "1"}}'),
+        _with('"Condition": {"numericLessThan": {"a": "1"}}'),
+        _with('"Condition": {"NullIfExists": {"a": "true"}}'),
+        _with('"Condition": {"ForAnyValue:Null": {"a": "true"}}'),
         _with('"Condition": {"ForSome:StringEquals": {"a": "1"}}'),
         _with('"Condition": {"Null": {"a": "maybe"}}'),
         _with('"Condition": {"StringEquals": {"a": {"b": 1}}}'),

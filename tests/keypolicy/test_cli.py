@@ -183,7 +183,7 @@ def test_lint_accepts_get_key_policy_output_and_warnings_exit_0(tmp_path: Path, 
     policy = {
         "Statement": [
             ROOT_POLICY["Statement"][1]
-            | {"Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR3": UG[1]}}}
+            | {"Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR8": UG[8]}}}
         ]
     }
     path = tmp_path / "wrapped.json"

@@ -88,6 +88,16 @@ def test_default_key_policy_root_statement_voids_the_pcr_conditions() -> None:
             "kms:Decrypt",
             Condition={"StringEquals": {"kms:EncryptionContext:app": "payments"}},
         ),
+        # Whatever the principal: any role that can decrypt without a document is a way
+        # around the enclave (the rule).
+        allow({"AWS": ADMIN_ROLE}, "kms:Decrypt"),
+        # A key policy is on one key; which one the linter cannot know, so a statement
+        # naming another key's ARN may be this key's.
+        allow(
+            {"AWS": ENCLAVE_ROLE},
+            "kms:Decrypt",
+            Resource="arn:aws:kms:eu-west-1:111122223333:key/other",
+        ),
     ],
     ids=[
         "bare-account",
@@ -100,6 +110,8 @@ def test_default_key_policy_root_statement_voids_the_pcr_conditions() -> None:
         "if-exists",
         "for-all-values",
         "other-condition",
+        "other-principal",
+        "other-resource",
     ],
 )
 def test_unconditional_allow_positive(statement) -> None:
@@ -122,7 +134,9 @@ def test_null_only_deny_does_not_mitigate_but_a_pinning_deny_does() -> None:
         "Resource": "*",
         "Condition": {"Null": {IMAGE: "true"}},
     }
-    assert "unconditional-attested-allow" in rules(root, enclave(), null_deny)
+    # No document: the Deny applies. A debug-mode enclave's document passes it, and the
+    # root statement lets IAM grant Decrypt to it: the parent reads that enclave's memory.
+    assert rules(root, enclave(), null_deny) == {"debug-mode-admitted"}
     pin_deny = {
         "Effect": "Deny",
         "Principal": "*",
@@ -139,18 +153,13 @@ def test_null_only_deny_does_not_mitigate_but_a_pinning_deny_does() -> None:
 @pytest.mark.parametrize(
     "statement",
     [
-        allow({"AWS": ADMIN_ROLE}, "kms:Decrypt"),  # not the enclave's principal
         allow(
             {"AWS": ROOT}, ["kms:Describe*", "kms:Put*", "kms:Enable*", "kms:ScheduleKeyDeletion"]
         ),
         allow({"AWS": ENCLAVE_ROLE}, "kms:DescribeKey"),
-        allow(
-            {"AWS": ENCLAVE_ROLE},
-            "kms:Decrypt",
-            Resource="arn:aws:kms:eu-west-1:111122223333:key/other",
-        ),
+        allow({"AWS": ADMIN_ROLE}, ["kms:Encrypt", "kms:GenerateDataKeyWithoutPlaintext"]),
     ],
-    ids=["other-principal", "root-admin-only", "describe", "other-resource"],
+    ids=["root-admin-only", "describe", "encrypt-only"],
 )
 def test_unconditional_allow_negative(statement) -> None:
     attested = enclave(Resource="arn:aws:kms:eu-west-1:111122223333:key/mine")
@@ -295,8 +304,13 @@ def test_case_sensitive_operator_negatives() -> None:
 
 
 def test_image_not_pinned() -> None:
+    only_signer = {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR8": UG[8]}}
+    assert lint(enclave(Condition=only_signer)) == [("image-not-pinned", "Sid 'Enclave'")]
     only_role = {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR3": UG[1]}}
-    assert lint(enclave(Condition=only_role)) == [("image-not-pinned", "Sid 'Enclave'")]
+    assert lint(enclave(Condition=only_role)) == [
+        ("debug-mode-admitted", "Sid 'Enclave'"),
+        ("image-not-pinned", "Sid 'Enclave'"),
+    ]
     for key in (IMAGE, "kms:RecipientAttestation:PCR0"):
         assert rules(enclave(Condition={"StringEqualsIgnoreCase": {key: UG[0]}})) == set()
     negated = {
@@ -488,3 +502,175 @@ def test_arbitrary_documents_raise_only_malformed(document) -> None:
 def test_arbitrary_bytes_raise_only_malformed(data: bytes) -> None:
     with contextlib.suppress(MalformedError):
         parse_policy_json(data)
+
+
+# --- the evaluator's question: who gets a secret without the pinned enclave ------------------
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        {"StringEqualsIgnoreCaseIfExists": {IMAGE: UG[0]}},
+        {"ForAllValues:StringEqualsIgnoreCase": {IMAGE: UG[0]}},
+        {"StringNotEqualsIgnoreCase": {"kms:RecipientAttestation:PCR0": ZERO}},
+        {"Null": {IMAGE: "true"}},
+        {"StringEqualsIfExists": {"aws:SourceVpce": "vpce-1"}},
+    ],
+    ids=["if-exists", "for-all-values", "negated", "null-true", "free-key"],
+)
+def test_a_named_role_that_looks_gated_is_an_error_without_any_enclave_statement(
+    condition,
+) -> None:
+    statement = allow({"AWS": ENCLAVE_ROLE}, ["kms:Decrypt"], Sid="Parent", Condition=condition)
+    (finding,) = lint_policy(parse_policy({"Statement": [statement]}))[:1]
+    assert finding.rule == "unconditional-attested-allow"
+    assert ENCLAVE_ROLE in finding.message
+    assert "no attestation document" in finding.message
+
+
+def test_the_message_says_why_a_gated_looking_statement_is_not() -> None:
+    statement = allow(
+        {"AWS": ENCLAVE_ROLE},
+        "kms:Decrypt",
+        Condition={"StringEqualsIgnoreCaseIfExists": {IMAGE: UG[0]}},
+    )
+    (finding,) = lint_policy(parse_policy({"Statement": [statement]}))
+    assert "StringEqualsIgnoreCaseIfExists on kms:RecipientAttestation:ImageSha384" in (
+        finding.message
+    )
+
+
+def test_the_witness_context_is_named() -> None:
+    statement = allow(
+        {"AWS": ENCLAVE_ROLE},
+        "kms:Decrypt",
+        Condition={"StringEquals": {"kms:EncryptionContext:app": "payments"}},
+    )
+    (finding,) = lint_policy(parse_policy({"Statement": [statement]}))
+    assert "kms:encryptioncontext:app = 'payments'" in finding.message
+
+
+def test_a_deny_the_caller_cannot_avoid_removes_the_finding() -> None:
+    statement = allow({"AWS": ENCLAVE_ROLE}, "kms:Decrypt")
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "kms:*",
+        "Resource": "*",
+        "Condition": {"StringNotEqualsIgnoreCase": {IMAGE: UG[0]}},
+    }
+    assert rules(statement, deny) == set()
+    # ... but not one the caller can avoid by choosing its encryption context.
+    avoidable = deny | {"Condition": {"StringEquals": {"kms:EncryptionContext:app": "x"}}}
+    assert rules(statement, avoidable) == {"unconditional-attested-allow"}
+
+
+def test_debug_mode_admitted() -> None:
+    only_role = {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR3": UG[1]}}
+    found = lint(enclave(Condition=only_role))
+    assert ("debug-mode-admitted", "Sid 'Enclave'") in found
+    # PCR1 and PCR2 pinned: a debug-mode enclave has zeros there.
+    pcr12 = {
+        "StringEqualsIgnoreCase": {
+            "kms:RecipientAttestation:PCR1": UG[1],
+            "kms:RecipientAttestation:PCR2": UG[2],
+        }
+    }
+    assert "debug-mode-admitted" not in rules(enclave(Condition=pcr12))
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ({}, True),
+        ({"StringEquals": {"aws:PrincipalOrgID": "o-1234567890"}}, False),
+        ({"StringEquals": {"kms:CallerAccount": ACCOUNT}}, False),
+        ({"StringEquals": {"aws:PrincipalAccount": ACCOUNT}}, False),
+        ({"StringEqualsIfExists": {"aws:PrincipalOrgID": "o-1234567890"}}, True),
+        ({"StringNotEquals": {"kms:CallerAccount": "999999999999"}}, True),
+        ({"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/enclave-parent"}}, True),
+        ({"ArnLike": {"aws:PrincipalArn": ENCLAVE_ROLE}}, False),
+    ],
+    ids=[
+        "none",
+        "org",
+        "caller-account",
+        "principal-account",
+        "org-if-exists",
+        "not-some-account",
+        "any-account-role-name",
+        "one-role",
+    ],
+)
+def test_any_account(condition, expected) -> None:
+    conditions = dict(PINNED)
+    for operator, block in condition.items():
+        conditions[operator] = conditions.get(operator, {}) | block
+    statement = enclave(Principal="*", Condition=conditions)
+    assert ("any-account" in rules(statement)) is expected
+
+
+def test_identity_policy_without_an_enclave_statement_warns() -> None:
+    found = lint_policy(parse_policy({"Statement": [allow(None, "kms:GenerateDataKey*")]}))
+    assert [(f.rule, f.severity) for f in found] == [
+        ("identity-policy-unattested", Severity.WARNING)
+    ]
+    assert "delegates to IAM" in found[0].message
+    gated = allow(None, "kms:Decrypt", Condition=PINNED)
+    assert rules(gated) == set()
+
+
+@pytest.mark.parametrize(
+    ("operator", "needle"),
+    [
+        ("stringequalsignorecase", "did you mean StringEqualsIgnoreCase?"),
+        ("StringEqualsIgnorecase", "did you mean StringEqualsIgnoreCase?"),
+        ("StringEqualsIgnoreCaseIfexists", "did you mean"),
+        ("StringMatches", "is not an IAM condition operator"),
+        ("ForSomeValues:StringEquals", "is not ForAnyValue or ForAllValues"),
+        ("NullIfExists", "Null takes no"),
+    ],
+)
+def test_unknown_operators(operator, needle) -> None:
+    statement = enclave(Condition={operator: {IMAGE: UG[0]}})
+    found = lint_policy(parse_policy({"Statement": [statement]}))
+    unknown = [f for f in found if f.rule == "unknown-operator"]
+    assert unknown
+    assert needle in unknown[0].message
+    # Not understood, so not trusted: the statement is treated as possibly unconditional.
+    assert "unconditional-attested-allow" in {f.rule for f in found}
+
+
+def test_numeric_date_ip_and_binary_operators_are_understood() -> None:
+    conditions = PINNED | {
+        "NumericLessThan": {"kms:x": "10"},
+        "DateGreaterThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"},
+        "IpAddress": {"aws:SourceIp": "10.0.0.0/8"},
+        "BinaryEquals": {"kms:y": "AAEC"},
+    }
+    assert rules(enclave(Condition=conditions)) == set()
+    gated_off = {
+        "NumericLessThan": {"kms:x": "10"},
+        "IpAddress": {"aws:SourceIp": "10.0.0.0/8"},
+    }
+    found = lint_policy(parse_policy({"Statement": [enclave(Condition=gated_off)]}))
+    assert found[0].rule == "unconditional-attested-allow"
+    assert "aws:sourceip = '10.0.0.0'" in found[0].message
+
+
+def test_a_large_policy_lints_quickly() -> None:
+    statements = [
+        enclave(Sid=f"S{i}", Principal={"AWS": f"arn:aws:iam::{ACCOUNT}:role/r{i}"})
+        for i in range(150)
+    ]
+    statements.append(
+        {
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "kms:*",
+            "Resource": "*",
+            "Condition": {"StringNotEqualsIgnoreCase": {IMAGE: UG[0]}},
+        }
+    )
+    policy = parse_policy({"Statement": statements})
+    assert lint_policy(policy) == ()
