@@ -174,14 +174,14 @@ _CONSEQUENCE = {
         "the account root hands the decision to IAM, so any IAM policy in that account can "
         "grant it and every PCR condition on this key is void"
     ),
-    "outsider": "so no PCR condition on this key protects it",
+    "outsider": "no PCR condition on this key protects it",
     "named": (
-        "so whoever holds those credentials (the parent instance, if it is the enclave's "
+        "whoever holds those credentials (the parent instance, if it is the enclave's "
         "role) gets the plaintext without any enclave"
     ),
     "identity": (
-        "so the identity the enclave statement is for (and the parent instance that holds "
-        "it) needs no attestation and the PCR conditions are void"
+        "the identity the enclave statement is for (and the parent instance that holds "
+        "it) needs no attestation, so the PCR conditions are void"
     ),
 }
 
@@ -191,10 +191,10 @@ def _who(witnesses: Sequence[Witness]) -> tuple[str, str]:
     people = list(dict.fromkeys(w.identity for w in witnesses))
     if any(p.outsider for p in people):
         return "everyone (any AWS account)", "outsider"
-    roots = [p for p in people if p.anyone_in_account]
+    roots = list(dict.fromkeys(p.name for p in people if p.anyone_in_account))
     if roots:
-        return " and ".join(p.name for p in roots[:2]), "root"
-    names = [p.name for p in people]
+        return " and ".join(roots[:2]), "root"
+    names = list(dict.fromkeys(p.name for p in people))
     text = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return text, "named"
 
@@ -232,7 +232,7 @@ def _access_message(evidence: Evidence, statement: Statement, group: Sequence[Wi
         why = _passes_without_document(statement)
         return (
             f"lets {who} call {operations} with no attestation document{why}"
-            f"{_assumptions(group[0])}, {_CONSEQUENCE[kind]}."
+            f"{_assumptions(group[0])}; {_CONSEQUENCE[kind]}."
         )
     return (
         f"lets {who} call {operations} with the document of a debug-mode enclave "
