@@ -48,11 +48,11 @@ from attested.kms._credproto import AwsCredentials
 from attested.net import Address, parse_address
 
 __all__ = [
-    "DEFAULT_MAX_CONNECTIONS",
     "AwsCredentials",
     "CredentialServer",
     "CredentialSource",
     "CredentialsProvider",
+    "DEFAULT_MAX_CONNECTIONS",
     "EnvironmentCredentials",
     "ParentCredentials",
     "StaticCredentials",
