@@ -97,7 +97,7 @@ ADDRESS_RULES: tuple[AddressRule, ...] = (
         '"This network"',
         f"{_V4}; RFC 791 section 3.2",
         "this network (unspecified)",
-        "never a destination; Linux dials 0.x as the parent itself",
+        "never a valid destination; 0.0.0.0 itself reaches the parent",
     ),
     _rule(
         "0.0.0.0/32",
