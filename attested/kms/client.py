@@ -31,13 +31,22 @@ from attested.provider import AttestationProvider
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
-__all__ = ["KmsClient", "NetworkSettings", "RetryPolicy"]
+__all__ = [
+    "CHINA_REGIONS_ONLY",
+    "DATA_KEY_SPECS",
+    "ENCRYPTION_ALGORITHMS",
+    "KEY_PAIR_SPECS",
+    "KmsClient",
+    "NetworkSettings",
+    "RetryPolicy",
+]
 
 logger = logging.getLogger(__name__)
 
-_DATA_KEY_SPECS = frozenset({"AES_256", "AES_128"})
+DATA_KEY_SPECS = frozenset({"AES_256", "AES_128"})
+"""The ``key_spec`` values of :meth:`KmsClient.generate_data_key`."""
 _DATA_KEY_SIZES = {"AES_256": 32, "AES_128": 16}
-_KEY_PAIR_SPECS = frozenset(
+KEY_PAIR_SPECS = frozenset(
     {
         "RSA_2048",
         "RSA_3072",
@@ -50,6 +59,13 @@ _KEY_PAIR_SPECS = frozenset(
         "SM2",
     }
 )
+"""The ``key_pair_spec`` values of :meth:`KmsClient.generate_data_key_pair`."""
+ENCRYPTION_ALGORITHMS = frozenset(
+    {"SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"}
+)
+"""KMS's ``EncryptionAlgorithm`` values (:meth:`KmsClient.decrypt`)."""
+CHINA_REGIONS_ONLY = frozenset({"SM2", "SM2PKE"})
+"""Specs and algorithms KMS offers only in the China Regions (region names ``cn-*``)."""
 _REGION = re.compile(r"[a-z]{2,5}(-[a-z0-9]+){1,3}-[0-9]{1,2}")
 _MAX_CIPHERTEXT = 6144
 _MAX_RANDOM = 1024
@@ -269,8 +285,8 @@ class KmsClient:
             expected = number_of_bytes
         else:
             spec = key_spec or "AES_256"
-            if spec not in _DATA_KEY_SPECS:
-                raise ValueError(f"key_spec must be one of {sorted(_DATA_KEY_SPECS)}")
+            if spec not in DATA_KEY_SPECS:
+                raise ValueError(f"key_spec must be one of {sorted(DATA_KEY_SPECS)}")
             params["KeySpec"] = spec
             expected = _DATA_KEY_SIZES[spec]
         outcome = self._call("GenerateDataKey", params, key_id=key_id)
@@ -310,8 +326,8 @@ class KmsClient:
                 :meth:`decrypt`.
             TypeError, ValueError: bad arguments.
         """
-        if key_pair_spec not in _KEY_PAIR_SPECS:
-            raise ValueError(f"key_pair_spec must be one of {sorted(_KEY_PAIR_SPECS)}")
+        if key_pair_spec not in KEY_PAIR_SPECS:
+            raise ValueError(f"key_pair_spec must be one of {sorted(KEY_PAIR_SPECS)}")
         params = _ops.common_parameters(
             key_id=key_id, encryption_context=encryption_context, grant_tokens=grant_tokens
         )

@@ -7,7 +7,7 @@ several roles (see ``docs/relay.md``):
   new connection to the parent carrying a small header naming the destination.
 * :class:`ParentEgress`: on the parent, accepts those tunnels and dials the destination
   if the :class:`Allowlist` (vsock-proxy's YAML format) permits it, with DNS answers
-  checked against loopback, link-local and metadata ranges.
+  checked against the address rules (loopback, metadata and other special ranges).
 * :class:`Forward`: raw bytes from one address to another (ingress both ways, apps that
   cannot use a proxy, and vsock-proxy-style fixed destinations with ``allowlist=``).
 * :class:`LogSink` and :class:`VsockLogHandler`: JSON log lines out of the enclave

@@ -21,11 +21,12 @@ Semantics (stricter than vsock-proxy, see ``docs/relay.md``):
   no wildcards (an entry containing ``*`` is refused when the file is loaded);
 * an IP literal is reachable only if that IP (with that port) is listed: a listed
   *name* does not make its addresses reachable as literals;
-* the addresses a listed name resolves to are dialled unless they fall in a forbidden
-  range (loopback, link-local including the instance metadata service, unspecified,
-  multicast, reserved, the AWS ``fd00:ec2::/32`` service range), which would let DNS
-  rebind the enclave into the parent's own services. An address in such a range is
-  dialled only if it is itself listed with that port.
+* the addresses a listed name resolves to are dialled unless a rule of
+  :data:`attested.relay._ranges.ADDRESS_RULES` refuses them (loopback, link-local
+  including the instance metadata service, shared address space, documentation and
+  other special-purpose ranges, the AWS ``fd00:ec2::/32`` service range), which would
+  let DNS rebind the enclave into the parent's own services. An address in such a range
+  is dialled only if it is itself listed with that port.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 import yaml
 
 from attested.errors import ConfigurationError
+from attested.relay._ranges import IPAddress, forbidden_range
 
 __all__ = [
     "MAX_ALLOWLIST_ENTRIES",
@@ -50,64 +52,11 @@ __all__ = [
     "normalize_host",
 ]
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 MAX_ALLOWLIST_FILE_SIZE = 1024 * 1024
 MAX_ALLOWLIST_ENTRIES = 4096
 MAX_HOST_LENGTH = 253
 _MAX_LABEL = 63
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
-
-# Ranges a resolved name must never lead to unless the very address is listed. Each
-# has a short reason that appears in refusals and logs.
-_FORBIDDEN_V4: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
-    (ipaddress.IPv4Network(net), why)
-    for net, why in (
-        ("0.0.0.0/8", "unspecified"),
-        ("127.0.0.0/8", "loopback"),
-        ("169.254.0.0/16", "link-local (instance metadata, DNS, ECS credentials)"),
-        ("224.0.0.0/4", "multicast"),
-        ("240.0.0.0/4", "reserved or broadcast"),
-    )
-)
-_FORBIDDEN_V6: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
-    (ipaddress.IPv6Network(net), why)
-    for net, why in (
-        ("::/128", "unspecified"),
-        ("::1/128", "loopback"),
-        ("fe80::/10", "link-local"),
-        ("fec0::/10", "site-local"),
-        ("ff00::/8", "multicast"),
-        ("fd00:ec2::/32", "AWS instance services (metadata, DNS, time)"),
-    )
-)
-# IPv6 prefixes that embed an IPv4 address a gateway would reach: judge the IPv4 inside.
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-def forbidden_range(ip: IPAddress) -> str | None:
-    """Why ``ip`` must not be dialled for a resolved name, or ``None`` if it may be.
-
-    Args:
-        ip: an IPv4 or IPv6 address.
-
-    Returns:
-        A short reason (``"loopback"``, ``"link-local ..."``) or ``None``.
-    """
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip in _MAPPED or ip in _NAT64:
-            return forbidden_range(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        if ip.sixtofour is not None:
-            return forbidden_range(ip.sixtofour)
-        for net6, why in _FORBIDDEN_V6:
-            if ip in net6:
-                return why
-        return None
-    for net4, why in _FORBIDDEN_V4:
-        if ip in net4:
-            return why
-    return None
 
 
 def _ip_literal(text: str) -> IPAddress | None:

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from attested import __version__
@@ -37,6 +37,12 @@ from attested.errors import (
     VerificationError,
 )
 from attested.kms import DataKey, KmsClient
+from attested.kms.client import (
+    CHINA_REGIONS_ONLY,
+    DATA_KEY_SPECS,
+    ENCRYPTION_ALGORITHMS,
+    KEY_PAIR_SPECS,
+)
 from attested.provider import AttestationProvider
 from attested.service._config import ServiceConfig
 from attested.service._http import Request, Response
@@ -56,7 +62,11 @@ ERROR_CODES: Mapping[str, tuple[int, str]] = {
     "invalid_base64": (400, "a binary field is not standard padded base64"),
     "kms_invalid_ciphertext": (400, "KMS: the ciphertext or encryption context is wrong"),
     "kms_incorrect_key": (400, "KMS: key_id is not the key that encrypted the ciphertext"),
-    "kms_invalid_request": (400, "KMS refused a parameter (ValidationException)"),
+    "kms_invalid_request": (
+        400,
+        "KMS refused a parameter (ValidationException) or the key does not fit the request "
+        "(InvalidKeyUsageException)",
+    ),
     "key_not_allowed": (403, "the key is not in kms.allowed_keys"),
     "operation_not_allowed": (403, "the operation is not in kms.operations"),
     "not_served_outside": (403, "over vsock only health, metrics and attestation are served"),
@@ -86,19 +96,19 @@ ERROR_CODES: Mapping[str, tuple[int, str]] = {
 """Every error code: its HTTP status and what it means."""
 
 _MAX_NSM_FIELD = {"nonce": 512, "user_data": 512, "public_key": 1024}
-_DATA_KEY_SPECS = ("AES_256", "AES_128")
-_KEY_PAIR_SPECS = (
-    "RSA_2048",
-    "RSA_3072",
-    "RSA_4096",
-    "ECC_NIST_P256",
-    "ECC_NIST_P384",
-    "ECC_NIST_P521",
-    "ECC_SECG_P256K1",
-    "SM2",
-    "ECC_NIST_EDWARDS25519",
-)
-_DECRYPT_ALGORITHMS = ("SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE")
+# The values KMS takes are the KMS client's; SM2 only where KMS offers it (China Regions).
+_DATA_KEY_SPECS = tuple(sorted(DATA_KEY_SPECS))
+_KEY_PAIR_SPECS = tuple(sorted(KEY_PAIR_SPECS))
+_DECRYPT_ALGORITHMS = tuple(sorted(ENCRYPTION_ALGORITHMS))
+_NOT_SURROGATE = "not valid Unicode text (a lone surrogate such as \\ud800); KMS takes UTF-8"
+# What to check when KMS says the key does not fit the request (InvalidKeyUsageException).
+_KEY_USAGE_HINTS = {
+    "decrypt": "key_id or encryption_algorithm does not fit the key (a symmetric key takes "
+    "SYMMETRIC_DEFAULT or none; an RSA key needs its RSAES_* algorithm)",
+    "generate-data-key": "key_id must name a symmetric encryption key (ENCRYPT_DECRYPT)",
+    "generate-data-key-pair": "key_id must name a symmetric encryption key (ENCRYPT_DECRYPT)",
+    "derive-shared-secret": "key_id must name an ECC key pair with key usage KEY_AGREEMENT",
+}
 
 
 class ApiError(Exception):
@@ -124,6 +134,7 @@ class _Field:
     choices: tuple[str, ...] = ()
     low: int = 0
     high: int = 2**63 - 1
+    unavailable: Mapping[str, str] = field(default_factory=dict)  # choice -> why refused here
 
 
 _KEY_ID = _Field("str", required=True, low=1, high=2048)
@@ -163,13 +174,22 @@ def _parse_body(body: bytes, spec: Mapping[str, _Field]) -> dict[str, Any]:
                 f"unknown field {name!r:.80}; this route takes {', '.join(sorted(spec))}",
             )
     parsed: dict[str, Any] = {}
-    for name, field in spec.items():
+    for name, rule in spec.items():
         if name not in value or value[name] is None:
-            if field.required:
+            if rule.required:
                 raise ApiError("missing_field", f"the field {name!r} is required")
             continue
-        parsed[name] = _field(name, field, value[name])
+        parsed[name] = _field(name, rule, value[name])
     return parsed
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is Unicode text KMS can take: encodable as UTF-8 (no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _field(name: str, field: _Field, value: object) -> object:
@@ -190,10 +210,14 @@ def _field(name: str, field: _Field, value: object) -> object:
     if field.kind in ("str", "enum"):
         if not isinstance(value, str):
             raise ApiError("invalid_field", f"{name} must be a string")
+        if field.kind == "enum" and value in field.unavailable:
+            raise ApiError("invalid_field", f"{name} {value}: {field.unavailable[value]}")
         if field.kind == "enum" and value not in field.choices:
             raise ApiError("invalid_field", f"{name} must be one of {', '.join(field.choices)}")
         if field.kind == "str" and not field.low <= len(value) <= field.high:
             raise ApiError("invalid_field", f"{name} must be {field.low} to {field.high} long")
+        if not _is_text(value):
+            raise ApiError("invalid_field", f"{name} is {_NOT_SURROGATE}")
         return value
     if field.kind == "int":
         if not isinstance(value, int) or isinstance(value, bool):
@@ -207,6 +231,10 @@ def _field(name: str, field: _Field, value: object) -> object:
         for key, item in value.items():
             if not isinstance(item, str) or len(item) > 8192 or not key:
                 raise ApiError("invalid_field", f"{name} values must be strings")
+            if not _is_text(key) or not _is_text(item):
+                raise ApiError(
+                    "invalid_field", f"{name} has a key or value that is {_NOT_SURROGATE}"
+                )
         return dict(value)
     if field.kind == "tokens":
         if (
@@ -215,6 +243,9 @@ def _field(name: str, field: _Field, value: object) -> object:
             or not all(isinstance(t, str) and 1 <= len(t) <= 8192 for t in value)
         ):
             raise ApiError("invalid_field", f"{name} must be a list of at most 10 strings")
+        for index, token in enumerate(value):
+            if not _is_text(token):
+                raise ApiError("invalid_field", f"{name}[{index}] is {_NOT_SURROGATE}")
         return list(value)
     raise AssertionError(field.kind)  # pragma: no cover
 
@@ -509,13 +540,24 @@ class ServiceApp:
         self._clock = clock
         self._allowed = frozenset(config.allowed_keys)
         context_and_tokens = {"encryption_context": _CONTEXT, "grant_tokens": _TOKENS}
+        china_only: Mapping[str, str] = (
+            {}
+            if config.region.startswith("cn-")
+            else dict.fromkeys(
+                CHINA_REGIONS_ONLY,
+                "KMS offers it only in the China Regions (cn-north-1, cn-northwest-1); this "
+                f"service's region is {config.region}",
+            )
+        )
         self._post: dict[str, tuple[str, Mapping[str, _Field], Handler]] = {
             "/v1/decrypt": (
                 "decrypt",
                 {
                     "ciphertext_blob": _Field("b64", required=True, low=1, high=6144),
                     "key_id": _Field("str", required=not config.any_key, low=1, high=2048),
-                    "encryption_algorithm": _Field("enum", choices=_DECRYPT_ALGORITHMS),
+                    "encryption_algorithm": _Field(
+                        "enum", choices=_DECRYPT_ALGORITHMS, unavailable=china_only
+                    ),
                     **context_and_tokens,
                 },
                 self._decrypt,
@@ -535,7 +577,9 @@ class ServiceApp:
                 "generate-data-key-pair",
                 {
                     "key_id": _KEY_ID,
-                    "key_pair_spec": _Field("enum", required=True, choices=_KEY_PAIR_SPECS),
+                    "key_pair_spec": _Field(
+                        "enum", required=True, choices=_KEY_PAIR_SPECS, unavailable=china_only
+                    ),
                     **context_and_tokens,
                 },
                 self._generate_data_key_pair,
@@ -632,6 +676,11 @@ class ServiceApp:
             return call()
         except AttestedError as exc:
             error = _kms_error(exc)
+            if isinstance(exc, KmsError) and exc.code == "InvalidKeyUsageException":
+                # The key exists but does not fit the request: the caller's key_id or
+                # algorithm, not a KMS failure.
+                hint = _KEY_USAGE_HINTS.get(operation, "key_id does not fit this operation")
+                error = ApiError("kms_invalid_request", f"{hint}. {error.message}")
             self._metrics.kms_errors.inc(operation, error.code)
             log.warning("%s failed: %s: %s", operation, error.code, error.message)
             raise error from None

@@ -6,7 +6,9 @@ import json
 import logging
 import pickle
 import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -329,6 +331,117 @@ def test_a_garbage_request_is_dropped_and_the_server_survives(
         sock.sendall(b"\xff\xff\xff\xff")  # a length far beyond the cap
         assert sock.recv(10) == b""
     assert ParentCredentials(server.address).fetch().access_key_id.startswith("ASIA")
+
+
+class Drippers:
+    """Peers that open a request frame of the largest size and send it a byte at a time."""
+
+    def __init__(self, server: CredentialServer, count: int) -> None:
+        self.socks = [
+            socket.create_connection(server.address.sockaddr(), timeout=5)  # type: ignore[arg-type]
+            for _ in range(count)
+        ]
+        self.connected_at = time.monotonic()
+        self.frame = struct.pack(">I", proto.MAX_FRAME) + b" " * proto.MAX_FRAME
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drip, name="test-drippers")
+        self._thread.start()
+
+    def _drip(self) -> None:
+        sent = 0
+        live = list(self.socks)
+        while live and not self._stop.wait(0.05):
+            for sock in list(live):
+                try:
+                    sock.send(self.frame[sent : sent + 1])
+                except OSError:
+                    live.remove(sock)  # the server closed it
+            sent += 1
+
+    def all_open(self) -> bool:
+        """Whether the server has closed none of them yet (nothing to read, no EOF)."""
+        for sock in self.socks:
+            sock.setblocking(False)
+            try:
+                if sock.recv(1) == b"":
+                    return False
+            except BlockingIOError:
+                continue
+            except OSError:
+                return False
+            finally:
+                sock.setblocking(True)
+        return True
+
+    def wait_closed(self, within: float) -> list[float]:
+        """Seconds from connecting until the server closed each one."""
+        closed = []
+        end = time.monotonic() + within
+        for sock in self.socks:
+            sock.settimeout(max(0.1, end - time.monotonic()))
+            try:
+                while sock.recv(4096):
+                    pass
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            closed.append(time.monotonic() - self.connected_at)
+        return closed
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for sock in self.socks:
+            sock.close()
+
+
+def test_slow_peers_do_not_delay_a_real_fetch(source: Source) -> None:
+    """Regression: one allowed peer dripping a 16 KiB frame delayed a fetch by 23.5 s."""
+    deadline, cap = 6.0, 8
+    with CredentialServer(
+        "tcp:127.0.0.1:0", source=source, timeout=deadline, max_connections=cap
+    ) as server:
+        drippers = Drippers(server, cap - 1)  # K = 7 drippers; the fetch takes the last slot
+        try:
+            time.sleep(0.3)  # let them start dripping
+            start = time.monotonic()
+            credentials = ParentCredentials(server.address, timeout=5.0).fetch()
+            elapsed = time.monotonic() - start
+            assert credentials.access_key_id == "ASIAEXAMPLE000000001"
+            assert elapsed < 5.0
+            assert drippers.all_open(), "the drippers were cut before the fetch was answered"
+            # Each dripper is cut at the whole-request deadline, although it keeps sending.
+            closed = drippers.wait_closed(within=deadline + 20)
+            assert all(deadline - 0.5 <= seconds < deadline + 20 for seconds in closed), closed
+        finally:
+            drippers.stop()
+        assert server.timed_out == cap - 1
+        assert server.served == 1
+
+
+def test_past_the_connection_cap_a_fetch_is_told_the_server_is_busy(source: Source) -> None:
+    with CredentialServer(
+        "tcp:127.0.0.1:0", source=source, timeout=30.0, max_connections=2
+    ) as server:
+        drippers = Drippers(server, 2)
+        try:
+            time.sleep(0.3)
+            with pytest.raises(CredentialsUnavailable, match="busy") as caught:
+                ParentCredentials(server.address, timeout=5.0).fetch()
+            assert "2 connections open" in str(caught.value)
+            assert server.busy == 1
+            assert drippers.all_open()
+        finally:
+            drippers.stop()
+        # the drippers gone, the server answers again
+        end = time.monotonic() + 10
+        while True:
+            try:
+                assert ParentCredentials(server.address).fetch().access_key_id.startswith("ASIA")
+                break
+            except CredentialsUnavailable:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.1)
 
 
 def test_a_malformed_answer_is_a_malformed_error() -> None:
