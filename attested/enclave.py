@@ -24,11 +24,13 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import nsm
 from attested.errors import AttestationUnavailable
-from attested.simulator import SimulatedNsm
+
+if TYPE_CHECKING:  # the simulator is development code: loaded only when chosen
+    from attested.simulator import SimulatedNsm
 
 __all__ = [
     "NsmProvider",
@@ -138,6 +140,8 @@ def open_provider(
             f"backend must be one of {', '.join(PROVIDER_BACKENDS)}; got {backend!r:.40}"
         )
     if backend == "simulated":
+        from attested.simulator import SimulatedNsm  # development code, chosen on purpose
+
         return NsmProvider(SimulatedNsm(state_dir=state_dir, pcrs=pcrs, clock=clock))
     if state_dir is not None or pcrs is not None or clock is not None:
         raise ValueError("state_dir, pcrs and clock apply to the 'simulated' backend only")
