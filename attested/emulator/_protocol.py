@@ -42,7 +42,7 @@ _STATUS = {
     "DependencyTimeoutException": 503,
     "DryRunOperationException": 412,
 }
-_MAX_SHOWN = 100
+_MAX_SHOWN = 1024  # AWS echoes a value whole; recorded ones are up to 257 characters
 
 
 class ApiError(KmsError):

@@ -17,7 +17,7 @@ from attested.emulator._service import KmsService
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import KeyStore
 from tests.emulator.conftest import ACCOUNT, Enclave
-from tests.emulator.rawhttp import call
+from tests.emulator.rawhttp import call, post, sign
 
 CALLER = Caller(access_key_id="AKIA", arn=DEV_ARN, principal_arn=DEV_ARN, account=ACCOUNT)
 OPERATIONS = sorted(
@@ -168,3 +168,33 @@ def test_arbitrary_members_never_crash(
     service: KmsService, operation: str, params: dict[str, Any]
 ) -> None:
     _check(service, operation, json.dumps(params).encode())
+
+
+def test_an_empty_body_is_an_empty_object(emulator: KmsEmulator) -> None:
+    """Smithy awsJson1_1, "Empty body serialization": "Server implementations MUST also
+    accept empty request bodies." An empty body means no members, exactly as ``{}``."""
+    url = emulator.endpoint_url
+    status, answer = call(url, "ListKeys", b"")
+    assert status == 200
+    assert answer["Keys"] == []
+    assert answer["Truncated"] is False
+    status, answer = call(url, "CreateKey", b"")
+    assert status == 200
+    assert answer["KeyMetadata"]["KeySpec"] == "SYMMETRIC_DEFAULT"
+    # Required members are still required.
+    status, answer = call(url, "DescribeKey", b"")
+    assert (status, answer["__type"]) == (400, "ValidationException")
+    assert "Value null at 'keyId'" in answer["message"]
+
+
+def test_an_answer_without_members_is_an_empty_body(emulator: KmsEmulator) -> None:
+    """Smithy awsJson1_1: with no output, "server implementations SHOULD send an empty
+    response body" and still send the protocol's Content-Type."""
+    url = emulator.endpoint_url
+    status, answer = call(url, "CreateKey", b"{}")
+    key_id = answer["KeyMetadata"]["KeyId"]
+    body = json.dumps({"KeyId": key_id}).encode()
+    status, raw, headers = post(url, body, sign(url, "DisableKey", body))
+    assert (status, raw) == (200, {})
+    assert headers["content-length"] == "0"
+    assert headers["content-type"] == "application/x-amz-json-1.1"

@@ -1,0 +1,157 @@
+"""Key administration a key administrator or an SDK keyring uses, through real boto3:
+UpdateAlias, ListKeyPolicies, UpdateKeyDescription, tags, rotation settings, grants
+listings, and that grant tokens never widen what a key policy allows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from attested.emulator import DEV_ARN
+from tests.emulator.conftest import ACCOUNT, REGION, ROOT_ARN, Enclave, pinned_policy
+
+
+def code_of(call: Any) -> str:
+    with pytest.raises(ClientError) as info:
+        call()
+    return str(info.value.response["Error"]["Code"])
+
+
+def policy_denying(action: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": ROOT_ARN}, "Action": "kms:*",
+                 "Resource": "*"},
+                {"Effect": "Deny", "Principal": {"AWS": DEV_ARN}, "Action": action,
+                 "Resource": "*"},
+            ],
+        }
+    )  # fmt: skip
+
+
+def test_update_alias_moves_it_to_another_key(kms: Any) -> None:
+    old = kms.create_key()["KeyMetadata"]["KeyId"]
+    new = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/app", TargetKeyId=old)
+    (before,) = kms.list_aliases(KeyId=old)["Aliases"]
+    kms.update_alias(AliasName="alias/app", TargetKeyId=new)
+    assert kms.list_aliases(KeyId=old)["Aliases"] == []
+    (after,) = kms.list_aliases(KeyId=new)["Aliases"]
+    assert after["TargetKeyId"] == new
+    assert after["CreationDate"] == before["CreationDate"]
+    assert after["LastUpdatedDate"] >= before["LastUpdatedDate"]
+    blob = kms.encrypt(KeyId="alias/app", Plaintext=b"x")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=blob)["KeyId"].endswith(new)
+
+
+def test_update_alias_refusals(kms: Any) -> None:
+    symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/app", TargetKeyId=symmetric)
+    rsa = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
+    # Another key type: an alias keeps meaning the same kind of key.
+    assert code_of(lambda: kms.update_alias(AliasName="alias/app", TargetKeyId=rsa)) == (
+        "ValidationException"
+    )
+    assert code_of(lambda: kms.update_alias(AliasName="alias/none", TargetKeyId=symmetric)) == (
+        "NotFoundException"
+    )
+    doomed = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.schedule_key_deletion(KeyId=doomed, PendingWindowInDays=7)
+    assert code_of(lambda: kms.update_alias(AliasName="alias/app", TargetKeyId=doomed)) == (
+        "KMSInvalidStateException"
+    )
+    # kms:UpdateAlias is needed on the new key too.
+    guarded = kms.create_key(Policy=policy_denying("kms:UpdateAlias"))["KeyMetadata"]["KeyId"]
+    assert code_of(lambda: kms.update_alias(AliasName="alias/app", TargetKeyId=guarded)) == (
+        "AccessDeniedException"
+    )
+    (entry,) = kms.list_aliases(KeyId=symmetric)["Aliases"]
+    assert entry["AliasName"] == "alias/app"
+
+
+def test_list_key_policies(kms: Any) -> None:
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    answer = kms.list_key_policies(KeyId=key_id)
+    assert answer["PolicyNames"] == ["default"]
+    assert answer["Truncated"] is False
+    guarded = kms.create_key(Policy=policy_denying("kms:ListKeyPolicies"))["KeyMetadata"]["KeyId"]
+    assert code_of(lambda: kms.list_key_policies(KeyId=guarded)) == "AccessDeniedException"
+
+
+def test_update_key_description(kms: Any) -> None:
+    key_id = kms.create_key(Description="old")["KeyMetadata"]["KeyId"]
+    kms.update_key_description(KeyId=key_id, Description="new")
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["Description"] == "new"
+    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    assert code_of(lambda: kms.update_key_description(KeyId=key_id, Description="x")) == (
+        "KMSInvalidStateException"
+    )
+
+
+def test_tags_set_at_creation_update_and_page(kms: Any) -> None:
+    key_id = kms.create_key(Tags=[{"TagKey": "team", "TagValue": "a"}])["KeyMetadata"]["KeyId"]
+    kms.tag_resource(
+        KeyId=key_id,
+        Tags=[{"TagKey": "team", "TagValue": "b"}, {"TagKey": "env", "TagValue": "dev"}],
+    )
+    first = kms.list_resource_tags(KeyId=key_id, Limit=1)
+    assert first["Tags"] == [{"TagKey": "team", "TagValue": "b"}]
+    assert first["Truncated"] is True
+    rest = kms.list_resource_tags(KeyId=key_id, Marker=first["NextMarker"])
+    assert rest["Tags"] == [{"TagKey": "env", "TagValue": "dev"}]
+    assert rest["Truncated"] is False
+    guarded = kms.create_key(Policy=policy_denying("kms:TagResource"))["KeyMetadata"]["KeyId"]
+    tags = [{"TagKey": "k", "TagValue": "v"}]
+    assert code_of(lambda: kms.tag_resource(KeyId=guarded, Tags=tags)) == "AccessDeniedException"
+
+
+def test_rotation_setting(kms: Any) -> None:
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    assert kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is False
+    kms.enable_key_rotation(KeyId=key_id)
+    status = kms.get_key_rotation_status(KeyId=key_id)
+    assert (status["KeyRotationEnabled"], status["RotationPeriodInDays"]) == (True, 365)
+    assert kms.list_key_rotations(KeyId=key_id)["Rotations"] == []  # never rotated
+    kms.disable_key(KeyId=key_id)
+    assert code_of(lambda: kms.disable_key_rotation(KeyId=key_id)) == "DisabledException"
+    kms.enable_key(KeyId=key_id)
+    # KMS: pending deletion reports false; cancelling the deletion restores the setting.
+    kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    assert kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is False
+    kms.cancel_key_deletion(KeyId=key_id)
+    assert kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
+    kms.enable_key(KeyId=key_id)
+    kms.disable_key_rotation(KeyId=key_id)
+    assert kms.get_key_rotation_status(KeyId=key_id) | {"ResponseMetadata": None} == {
+        "KeyRotationEnabled": False,
+        "KeyId": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{key_id}",
+        "ResponseMetadata": None,
+    }
+    rsa = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    assert code_of(lambda: kms.enable_key_rotation(KeyId=rsa)) == "UnsupportedOperationException"
+
+
+def test_grants_do_not_exist_and_grant_tokens_widen_nothing(kms: Any, enclave: Enclave) -> None:
+    """Grants are not emulated: none can be created, so the listings are empty, and a
+    grant token on a request cannot stand in for the key policy's attestation conditions."""
+    key_id = kms.create_key(Policy=pinned_policy())["KeyMetadata"]["KeyId"]
+    assert kms.list_grants(KeyId=key_id)["Grants"] == []
+    assert kms.list_retirable_grants(RetiringPrincipal=DEV_ARN)["Grants"] == []
+    assert (
+        code_of(
+            lambda: kms.create_grant(KeyId=key_id, GranteePrincipal=DEV_ARN, Operations=["Decrypt"])
+        )
+        == "UnsupportedOperationException"
+    )
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"secret")["CiphertextBlob"]
+    token = "AQpAM2RhZTk1MGMyNTk2ZmZmMzEyYWVhOWViN2I1MWM4Mzc0MWFiYjc0ZDE1ODkyNGFlNTIz"
+    assert (
+        code_of(lambda: kms.decrypt(CiphertextBlob=blob, GrantTokens=[token]))
+        == "AccessDeniedException"
+    )
+    assert kms.decrypt(CiphertextBlob=blob, GrantTokens=[token], Recipient=enclave.recipient())
