@@ -155,3 +155,44 @@ def test_grants_do_not_exist_and_grant_tokens_widen_nothing(kms: Any, enclave: E
         == "AccessDeniedException"
     )
     assert kms.decrypt(CiphertextBlob=blob, GrantTokens=[token], Recipient=enclave.recipient())
+
+
+def test_answers_name_keys_by_their_arn(kms: Any) -> None:
+    """The model documents ``KeyId`` in these answers as the key ARN, even when the request
+    named the key by id or alias."""
+
+    def arn_of(key_id: str) -> str:
+        return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{key_id}"
+
+    symmetric = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/named", TargetKeyId=symmetric)
+    encrypted = kms.encrypt(KeyId="alias/named", Plaintext=b"x")
+    re_encrypted = kms.re_encrypt(
+        CiphertextBlob=encrypted["CiphertextBlob"], DestinationKeyId="alias/named"
+    )
+    answers = [
+        encrypted,
+        kms.decrypt(CiphertextBlob=encrypted["CiphertextBlob"]),
+        kms.generate_data_key(KeyId="alias/named", KeySpec="AES_256"),
+        kms.generate_data_key_without_plaintext(KeyId=symmetric, NumberOfBytes=16),
+        kms.generate_data_key_pair(KeyId=symmetric, KeyPairSpec="ECC_NIST_P256"),
+        re_encrypted,
+        kms.get_key_rotation_status(KeyId=symmetric),
+    ]
+    assert re_encrypted["SourceKeyId"] == arn_of(symmetric)
+    signing = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    signed = kms.sign(KeyId=signing["KeyId"], Message=b"m", SigningAlgorithm="ECDSA_SHA_384")
+    answers += [signed, kms.get_public_key(KeyId=signing["KeyId"])]
+    mac_key = kms.create_key(KeySpec="HMAC_512", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]
+    answers.append(
+        kms.generate_mac(KeyId=mac_key["KeyId"], Message=b"m", MacAlgorithm="HMAC_SHA_512")
+    )
+    doomed = kms.create_key()["KeyMetadata"]["KeyId"]
+    answers += [
+        kms.schedule_key_deletion(KeyId=doomed, PendingWindowInDays=7),
+        kms.cancel_key_deletion(KeyId=doomed),
+    ]
+    for answer in answers:
+        key_id = answer["KeyId"]
+        assert key_id.startswith(f"arn:aws:kms:{REGION}:{ACCOUNT}:key/"), answer
+    assert signed["KeyId"] == signing["Arn"]
