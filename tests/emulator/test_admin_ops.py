@@ -5,6 +5,7 @@ listings, and that grant tokens never widen what a key policy allows."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -196,3 +197,27 @@ def test_answers_name_keys_by_their_arn(kms: Any) -> None:
         key_id = answer["KeyId"]
         assert key_id.startswith(f"arn:aws:kms:{REGION}:{ACCOUNT}:key/"), answer
     assert signed["KeyId"] == signing["Arn"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "usage"),
+    [
+        ("RSA_2048", "ENCRYPT_DECRYPT"),
+        ("ECC_NIST_P256", "SIGN_VERIFY"),
+        ("HMAC_256", "GENERATE_VERIFY_MAC"),
+    ],
+)
+def test_a_forged_blob_naming_a_non_symmetric_key_is_an_invalid_ciphertext(
+    kms: Any, spec: str, usage: str
+) -> None:
+    """A blob in the emulator's symmetric format that names an asymmetric or HMAC key is no
+    ciphertext: it never reaches AES-GCM with that key's material (an HMAC_256 key's would
+    be a valid AES key)."""
+    meta = kms.create_key(KeySpec=spec, KeyUsage=usage)["KeyMetadata"]
+    forged = b"\x01" + uuid.UUID(meta["KeyId"]).bytes + bytes(12) + bytes(32)
+    assert code_of(lambda: kms.decrypt(CiphertextBlob=forged)) == "InvalidCiphertextException"
+    target = kms.create_key()["KeyMetadata"]["KeyId"]
+    assert (
+        code_of(lambda: kms.re_encrypt(CiphertextBlob=forged, DestinationKeyId=target))
+        == "InvalidCiphertextException"
+    )
