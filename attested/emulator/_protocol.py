@@ -7,7 +7,9 @@ lengths, enums, patterns and integer ranges. Messages follow KMS's wording, for 
 constraint: Member must have value less than or equal to 1024``. A body that is not JSON,
 or a member of the wrong JSON type, is a ``SerializationException``, as in AWS.
 
-Blob values are never echoed in messages. Unknown members are ignored, as AWS does.
+Blob values are never echoed in messages. Unknown members are ignored, as AWS does. An
+empty request body means ``{}`` (the Smithy awsJson1_1 protocol requires servers to
+accept it).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ _STATUS = {
     "DependencyTimeoutException": 503,
     "DryRunOperationException": 412,
 }
-_MAX_SHOWN = 100
+_MAX_SHOWN = 1024  # AWS echoes a value whole; recorded ones are up to 257 characters
 
 
 class ApiError(KmsError):
@@ -76,6 +78,10 @@ def parse_request(operation: str, body: bytes) -> dict[str, Any]:
         ApiError: ``SerializationException`` (not JSON, wrong JSON types, bad base64) or
             ``ValidationException`` (constraints; every violation is listed).
     """
+    if not body:
+        # Smithy awsJson1_1, "Empty body serialization": servers MUST accept an empty
+        # request body; it means no input members, as ``{}`` does.
+        body = b"{}"
     try:
         doc = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError, _Serialization) as exc:
@@ -115,13 +121,14 @@ _HIDDEN = object()
 
 
 def _constraint(errors: list[str], value: object, path: str, rule: str) -> None:
+    # KMS leaves a blob's value out: "Value at 'plaintext' failed to satisfy constraint".
     if value is _HIDDEN:
-        shown = "(not shown)"
+        shown = ""
     elif value is None:
-        shown = "null"
+        shown = " null"
     else:
-        shown = f"'{_shown(value)}'"
-    errors.append(f"Value {shown} at '{path}' failed to satisfy constraint: Member must {rule}")
+        shown = f" '{_shown(value)}'"
+    errors.append(f"Value{shown} at '{path}' failed to satisfy constraint: Member must {rule}")
 
 
 def _structure(shape: Any, value: object, path: str, errors: list[str]) -> dict[str, Any]:
@@ -239,10 +246,13 @@ def _jsonable(value: object) -> object:
 def encode_response(result: Mapping[str, object]) -> bytes:
     """The JSON body of a successful answer: blobs as base64, times as epoch seconds.
 
-    Members whose value is ``None`` are left out (as KMS leaves out the plaintext
-    field of answers made for a ``Recipient``).
+    Members whose value is ``None`` are left out. An answer without members is an empty
+    body (Smithy awsJson1_1: servers SHOULD send an empty body when there is no output).
     """
-    return json.dumps(_jsonable(dict(result)), separators=(",", ":")).encode("utf-8")
+    members = _jsonable(dict(result))
+    if not members:
+        return b""
+    return json.dumps(members, separators=(",", ":")).encode("utf-8")
 
 
 def encode_error(error: ApiError) -> bytes:

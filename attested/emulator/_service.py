@@ -1,9 +1,11 @@
-"""The KMS operations, as functions of (validated request, caller, time) to an answer.
+"""The KMS service core: dispatch, key lookup, authorization, Recipient, shared checks.
 
 No sockets here: :class:`KmsService` takes an operation name, the raw JSON body, the
 authenticated caller and the time, and returns the JSON answer or raises
 :class:`~attested.emulator._protocol.ApiError`. The HTTP layer (``_server``) and tests
-call it the same way.
+call it the same way. The operations themselves live in ``_ops_admin`` (key
+administration) and ``_ops_crypto`` (cryptographic operations); every operation of
+botocore's KMS model that neither implements answers ``UnsupportedOperationException``.
 
 For every operation on a key the order is KMS's: find the key (``NotFoundException``),
 decide the key policy (``AccessDeniedException``), check the key's state
@@ -16,20 +18,16 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import json
 import logging
-import os
-import uuid
+import re
 import warnings
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -37,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
-from attested.emulator import _ciphertext, _keys
+from attested.emulator import _keys, _ops_admin, _ops_crypto
 from attested.emulator._cms_writer import build_envelope
 from attested.emulator._keys import KeyRecord, KeyState, PrivateKey
 from attested.emulator._policy import (
@@ -45,15 +43,13 @@ from attested.emulator._policy import (
     Decision,
     KeyPolicy,
     PolicyRequest,
-    default_key_policy,
-    encryption_context_condition_values,
     evaluate_key_policy,
     parse_key_policy,
     recipient_condition_values,
 )
 from attested.emulator._protocol import ApiError, encode_response, kms_model, parse_request
 from attested.emulator._sigv4 import Caller
-from attested.emulator._store import AliasRecord, KeyStore
+from attested.emulator._store import KeyStore
 from attested.errors import (
     ChainError,
     KeyPolicyError,
@@ -66,7 +62,7 @@ from attested.policy import Policy
 from attested.trust import TrustRoot
 from attested.verify import VerifiedAttestation, Verifier
 
-__all__ = ["RECIPIENT_RSA_KEY_SIZE", "KmsService", "Recipient"]
+__all__ = ["RECIPIENT_RSA_KEY_SIZE", "Handler", "KmsService", "Recipient"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +74,33 @@ unverified, so the emulator refuses them rather than let a developer depend on t
 """
 
 _DRY_RUN = "The request would have succeeded, but the DryRun option is set."
-_OAEP_HASH = {"RSAES_OAEP_SHA_1": hashes.SHA1, "RSAES_OAEP_SHA_256": hashes.SHA256}
-_INVALID_CIPHERTEXT = ApiError("InvalidCiphertextException", "")
 _LIST_DEFAULT = 100
-_NO_CIPHERTEXT = (
-    "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy "
-    "constraint: Member must not be null"
-)
+_KEY_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_MRK_ID_RE = re.compile(r"mrk-[0-9a-f]{32}")
+# Operations the emulator knows it does not emulate, and why (others: a generic answer).
+_NOT_EMULATED = {
+    **dict.fromkeys(
+        ("CreateGrant", "RetireGrant", "RevokeGrant"),
+        "The KMS emulator does not emulate grants: a grant cannot carry the "
+        "kms:RecipientAttestation conditions, so emulating them would add a way around the "
+        "key policy's attestation checks; authorize with the key policy instead",
+    ),
+    **dict.fromkeys(
+        (
+            "ConnectCustomKeyStore",
+            "CreateCustomKeyStore",
+            "DeleteCustomKeyStore",
+            "DescribeCustomKeyStores",
+            "DisconnectCustomKeyStore",
+            "UpdateCustomKeyStore",
+        ),
+        "The KMS emulator does not emulate custom key stores (CloudHSM, external)",
+    ),
+    "UpdatePrimaryRegion": "The KMS emulator does not emulate multi-Region keys",
+    "Encapsulate": "The KMS emulator does not emulate ML-KEM keys",
+    "Decapsulate": "The KMS emulator does not emulate ML-KEM keys",
+    "GetKeyLastUsage": "The KMS emulator does not record key usage",
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,7 +118,8 @@ class Recipient:
     key: rsa.RSAPublicKey
 
 
-Handler = Callable[[dict[str, Any], Caller, datetime], dict[str, Any]]
+Handler = Callable[["KmsService", dict[str, Any], Caller, datetime], dict[str, Any]]
+"""An operation: (service, validated parameters, caller, time) to the answer's members."""
 
 
 class KmsService:
@@ -140,45 +157,18 @@ class KmsService:
             self.attestation_policy = Policy(pcrs={}, unsafe_any_pcrs=True, allow_debug=True)
         self._secure = "true" if secure_transport else "false"
         self._private_keys: dict[str, PrivateKey] = {}
-        self._handlers: dict[str, Handler] = {
-            "CancelKeyDeletion": self._cancel_key_deletion,
-            "CreateAlias": self._create_alias,
-            "CreateKey": self._create_key,
-            "Decrypt": self._decrypt,
-            "DeleteAlias": self._delete_alias,
-            "DeriveSharedSecret": self._derive_shared_secret,
-            "DescribeKey": self._describe_key,
-            "DisableKey": self._disable_key,
-            "EnableKey": self._enable_key,
-            "Encrypt": self._encrypt,
-            "GenerateDataKey": self._generate_data_key,
-            "GenerateDataKeyPair": self._generate_data_key_pair,
-            "GenerateDataKeyPairWithoutPlaintext": functools.partial(
-                self._generate_data_key_pair, without_plaintext=True
-            ),
-            "GenerateDataKeyWithoutPlaintext": functools.partial(
-                self._generate_data_key, without_plaintext=True
-            ),
-            "GenerateRandom": self._generate_random,
-            "GetKeyPolicy": self._get_key_policy,
-            "GetPublicKey": self._get_public_key,
-            "ListAliases": self._list_aliases,
-            "ListKeys": self._list_keys,
-            "PutKeyPolicy": self._put_key_policy,
-            "ReEncrypt": self._re_encrypt,
-            "ScheduleKeyDeletion": self._schedule_key_deletion,
-        }
+        self._handlers: dict[str, Handler] = {**_ops_admin.HANDLERS, **_ops_crypto.HANDLERS}
         kms_model()  # load botocore's model now, not during the first request
 
     @property
     def operations(self) -> frozenset[str]:
-        """The operations the emulator implements."""
+        """The operations the emulator implements (others answer UnsupportedOperation)."""
         return frozenset(self._handlers)
 
     # --- entry points ----------------------------------------------------------------
 
     def handle(self, operation: str, body: bytes, caller: Caller, now: datetime) -> bytes:
-        """Run one request and return the JSON answer.
+        """Run one request and return the JSON answer (empty when it has no members).
 
         Raises:
             ApiError: the KMS error to answer with.
@@ -186,13 +176,14 @@ class KmsService:
         handler = self._handlers.get(operation)
         if handler is None:
             if operation in kms_model().operation_names:
+                why = _NOT_EMULATED.get(operation, "The KMS emulator does not implement it")
                 raise ApiError(
                     "UnsupportedOperationException",
-                    f"The KMS emulator does not implement {operation}",
+                    f"{operation}: {why} (docs/emulator.md lists what it emulates)",
                 )
             raise ApiError("UnknownOperationException", f"Unknown operation {operation[:80]}")
         params = parse_request(operation, body)
-        return encode_response(handler(params, caller, now))
+        return encode_response(handler(self, params, caller, now))
 
     def call(
         self, operation: str, params: Mapping[str, Any], caller: Caller, now: datetime
@@ -209,7 +200,7 @@ class KmsService:
             return value
 
         body = json.dumps(jsonable(dict(params))).encode()
-        answer: dict[str, Any] = json.loads(self.handle(operation, body, caller, now))
+        answer: dict[str, Any] = json.loads(self.handle(operation, body, caller, now) or b"{}")
         return answer
 
     # --- keys, ARNs, states ----------------------------------------------------------
@@ -222,7 +213,8 @@ class KmsService:
         """The ARN of an alias (``alias/...``)."""
         return f"arn:{self.partition}:kms:{self.region}:{self.account_id}:{name}"
 
-    def _live(self, key_id: str, now: datetime) -> KeyRecord | None:
+    def live(self, key_id: str, now: datetime) -> KeyRecord | None:
+        """The key, or ``None``; a key whose deletion date has passed is deleted now."""
         record = self.store.get_key(key_id)
         if (
             record is not None
@@ -236,18 +228,22 @@ class KmsService:
             return None
         return record
 
-    def _resolve(self, ref: str, now: datetime, *, aliases: bool = True) -> KeyRecord:
+    def resolve(self, ref: str, now: datetime, *, aliases: bool = True) -> KeyRecord:
+        """The key a ``KeyId`` names: a key id, key ARN, alias name or alias ARN.
+
+        Raises:
+            ApiError: ``NotFoundException`` in KMS's words (``Invalid keyId 'x'``,
+                ``Invalid arn REGION``, ``Key 'ARN' does not exist``, ``Alias ARN is not
+                found.``).
+        """
         key_id: str | None = None
         alias: str | None = None
         if ref.startswith("arn:"):
             parts = ref.split(":", 5)
-            if (
-                len(parts) != 6
-                or parts[2] != "kms"
-                or parts[3] != self.region
-                or parts[4] != self.account_id
-            ):
+            if len(parts) != 6 or parts[2] != "kms":
                 raise ApiError("NotFoundException", f"Invalid arn {ref[:200]}")
+            if parts[3] != self.region:
+                raise ApiError("NotFoundException", f"Invalid arn {parts[3][:40]}")
             resource = parts[5]
             if resource.startswith("key/"):
                 key_id = resource[4:]
@@ -255,6 +251,8 @@ class KmsService:
                 alias = resource
             else:
                 raise ApiError("NotFoundException", f"Invalid arn {ref[:200]}")
+            if parts[4] != self.account_id:  # a key of another account: none here
+                raise ApiError("NotFoundException", f"Key '{ref[:200]}' does not exist")
         elif ref.startswith("alias/"):
             alias = ref
         else:
@@ -270,28 +268,40 @@ class KmsService:
                 raise ApiError("NotFoundException", f"Alias {self.alias_arn(alias)} is not found.")
             key_id = entry.key_id
         assert key_id is not None  # noqa: S101 - one of the branches set it
-        try:
-            key_id = str(uuid.UUID(key_id))
-        except ValueError:
-            raise ApiError("NotFoundException", f"Invalid keyId '{ref[:200]}'") from None
-        record = self._live(key_id, now)
+        if _MRK_ID_RE.fullmatch(key_id):  # a well-formed multi-Region key id: none here
+            raise ApiError("NotFoundException", f"Key '{self.key_arn(key_id)}' does not exist")
+        if not _KEY_ID_RE.fullmatch(key_id):
+            raise ApiError("NotFoundException", f"Invalid keyId '{ref[:200]}'")
+        record = self.live(key_id, now)
         if record is None:
             raise ApiError("NotFoundException", f"Key '{self.key_arn(key_id)}' does not exist")
         return record
 
     @staticmethod
-    def _usable(record: KeyRecord) -> None:
+    def usable(record: KeyRecord) -> None:
+        """Refuse a disabled key or one pending deletion (cryptographic operations)."""
         if record.state == KeyState.DISABLED:
             raise ApiError("DisabledException", f"{record.arn} is disabled.")
         if record.state == KeyState.PENDING_DELETION:
             raise ApiError("KMSInvalidStateException", f"{record.arn} is pending deletion.")
 
     @staticmethod
-    def _not_pending(record: KeyRecord) -> None:
+    def not_pending(record: KeyRecord) -> None:
+        """Refuse a key pending deletion (most administrative operations)."""
         if record.state == KeyState.PENDING_DELETION:
             raise ApiError("KMSInvalidStateException", f"{record.arn} is pending deletion.")
 
-    def _private_key(self, record: KeyRecord) -> PrivateKey:
+    @staticmethod
+    def require_usage(record: KeyRecord, usage: str, operation: str) -> None:
+        """Refuse a key whose ``KeyUsage`` is not ``usage``, in KMS's words."""
+        if record.key_usage != usage:
+            raise ApiError(
+                "InvalidKeyUsageException",
+                f"{record.arn} key usage is {record.key_usage} which is not valid for {operation}.",
+            )
+
+    def private_key(self, record: KeyRecord) -> PrivateKey:
+        """The loaded private key of an RSA or ECC key (cached)."""
         key = self._private_keys.get(record.key_id)
         if key is None:
             loaded = load_der_private_key(record.material, None)
@@ -302,12 +312,38 @@ class KmsService:
             key = self._private_keys[record.key_id] = loaded
         return key
 
-    def _public_spki(self, record: KeyRecord) -> bytes:
+    def public_spki(self, record: KeyRecord) -> bytes:
+        """The DER SubjectPublicKeyInfo of an RSA or ECC key."""
         return (
-            self._private_key(record)
+            self.private_key(record)
             .public_key()
             .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         )
+
+    def metadata(self, record: KeyRecord) -> dict[str, Any]:
+        """The ``KeyMetadata`` structure of a key."""
+        meta: dict[str, Any] = {
+            "AWSAccountId": self.account_id,
+            "KeyId": record.key_id,
+            "Arn": record.arn,
+            "CreationDate": record.created,
+            "Enabled": record.state == KeyState.ENABLED,
+            "Description": record.description,
+            "KeyUsage": record.key_usage,
+            "KeyState": record.state,
+            "Origin": "AWS_KMS",
+            "KeyManager": "CUSTOMER",
+            "CustomerMasterKeySpec": record.key_spec,
+            "KeySpec": record.key_spec,
+            "MultiRegion": False,
+        }
+        meta.update(_keys.algorithm_lists(record.key_spec, record.key_usage))
+        if record.state == KeyState.PENDING_DELETION:
+            meta["DeletionDate"] = record.deletion_date
+            meta["PendingDeletionWindowInDays"] = record.pending_window_days
+        if record.symmetric:
+            meta["CurrentKeyMaterialId"] = record.material_id
+        return meta
 
     # --- policy ----------------------------------------------------------------------
 
@@ -374,7 +410,13 @@ class KmsService:
             f"{base} because no resource-based policy allows the {action} action",
         )
 
-    def _parse_policy(self, text: str, caller: Caller, arn: str, bypass: bool) -> KeyPolicy:
+    def parse_policy(self, text: str, caller: Caller, arn: str, bypass: bool) -> KeyPolicy:
+        """Parse a key policy for CreateKey/PutKeyPolicy, with KMS's lockout check.
+
+        Raises:
+            ApiError: ``LimitExceededException`` (too large) or
+                ``MalformedPolicyDocumentException``.
+        """
         if len(text.encode("utf-8")) > MAX_KEY_POLICY_SIZE:
             raise ApiError(
                 "LimitExceededException",
@@ -442,112 +484,49 @@ class KmsService:
         return Recipient(attestation=verified, spki=spki, key=key)
 
     @staticmethod
-    def _recipient_values(recipient: Recipient | None) -> dict[str, tuple[str, ...]]:
+    def recipient_values(recipient: Recipient | None) -> dict[str, tuple[str, ...]]:
+        """The ``kms:RecipientAttestation:*`` condition values of a verified Recipient."""
         return {} if recipient is None else recipient_condition_values(recipient.attestation.pcrs)
 
     @staticmethod
-    def _deliver(
-        result: dict[str, Any], field: str, plaintext: bytes, recipient: Recipient | None
+    def deliver(
+        result: dict[str, Any],
+        field: str,
+        plaintext: bytes,
+        recipient: Recipient | None,
+        *,
+        omitted_for_recipient: tuple[str, ...] = (),
     ) -> dict[str, Any]:
+        """Put the secret in ``field``, or only in a CMS envelope for a Recipient.
+
+        With a Recipient the secret goes in ``CiphertextForRecipient`` and the members KMS
+        omits then (``omitted_for_recipient``) are dropped.
+        """
         if recipient is None:
             result[field] = plaintext
         else:
+            for name in omitted_for_recipient:
+                result.pop(name, None)
             result["CiphertextForRecipient"] = build_envelope(
                 plaintext, recipient.spki, recipient.key
             )
         return result
 
-    # --- key management --------------------------------------------------------------
-
-    def metadata(self, record: KeyRecord) -> dict[str, Any]:
-        """The ``KeyMetadata`` structure of a key."""
-        meta: dict[str, Any] = {
-            "AWSAccountId": self.account_id,
-            "KeyId": record.key_id,
-            "Arn": record.arn,
-            "CreationDate": record.created,
-            "Enabled": record.state == KeyState.ENABLED,
-            "Description": record.description,
-            "KeyUsage": record.key_usage,
-            "KeyState": record.state,
-            "Origin": "AWS_KMS",
-            "KeyManager": "CUSTOMER",
-            "CustomerMasterKeySpec": record.key_spec,
-            "KeySpec": record.key_spec,
-            "MultiRegion": False,
-        }
-        meta.update(_keys.algorithm_lists(record.key_spec, record.key_usage))
-        if record.state == KeyState.PENDING_DELETION:
-            meta["DeletionDate"] = record.deletion_date
-            meta["PendingDeletionWindowInDays"] = record.pending_window_days
-        if record.symmetric:
-            meta["CurrentKeyMaterialId"] = record.material_id
-        return meta
-
-    def _create_key(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        for name in ("CustomKeyStoreId", "XksKeyId"):
-            if name in p:
-                raise ApiError(
-                    "UnsupportedOperationException", f"The KMS emulator does not emulate {name}"
-                )
-        if p.get("Origin", "AWS_KMS") != "AWS_KMS":
-            raise ApiError(
-                "UnsupportedOperationException", "The KMS emulator supports only Origin AWS_KMS"
-            )
-        if p.get("MultiRegion"):
-            raise ApiError(
-                "UnsupportedOperationException",
-                "The KMS emulator does not emulate multi-Region keys",
-            )
-        if "KeySpec" in p and "CustomerMasterKeySpec" in p:
-            raise ApiError(
-                "ValidationException", "Specify KeySpec or CustomerMasterKeySpec, not both"
-            )
-        spec = p.get("KeySpec") or p.get("CustomerMasterKeySpec") or _keys.SYMMETRIC_DEFAULT
-        usage = p.get("KeyUsage", _keys.ENCRYPT_DECRYPT)
-        problem = _keys.check_spec_usage(spec, usage)
-        if problem is not None:
-            kind, _, message = problem.partition(": ")
-            code = (
-                "UnsupportedOperationException" if kind == "unsupported" else "ValidationException"
-            )
-            raise ApiError(code, message)
-        key_id = str(uuid.uuid4())
-        arn = self.key_arn(key_id)
-        text = p.get("Policy")
-        if text is None:
-            text = default_key_policy(self.account_id, partition=self.partition)
-            policy = parse_key_policy(text)
-        else:
-            policy = self._parse_policy(
-                text, caller, arn, bool(p.get("BypassPolicyLockoutSafetyCheck"))
-            )
-        record = KeyRecord(
-            key_id=key_id,
-            arn=arn,
-            created=now,
-            description=p.get("Description", ""),
-            key_spec=spec,
-            key_usage=usage,
-            state=KeyState.ENABLED,
-            deletion_date=None,
-            pending_window_days=None,
-            policy_text=text,
-            policy=policy,
-            material=_keys.generate_material(spec),
-            material_id=os.urandom(32).hex(),
-        )
-        self.store.put_key(record)
-        logger.info("created key %s (%s, %s) for %s", arn, spec, usage, caller.arn)
-        return {"KeyMetadata": self.metadata(record)}
-
-    def _describe_key(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        record = self._resolve(p["KeyId"], now)
-        self.authorize(caller, "kms:DescribeKey", record)
-        return {"KeyMetadata": self.metadata(record)}
+    # --- shared request checks -------------------------------------------------------
 
     @staticmethod
-    def _page(items: list[Any], p: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    def dry_run(p: Mapping[str, Any]) -> None:
+        """Answer ``DryRunOperationException`` when the request sets ``DryRun``."""
+        if p.get("DryRun"):
+            raise ApiError("DryRunOperationException", _DRY_RUN)
+
+    @staticmethod
+    def page(items: list[Any], p: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """One page of a list operation (``Limit``, ``Marker``) and its Truncated/NextMarker.
+
+        Raises:
+            ApiError: ``InvalidMarkerException``.
+        """
         limit = p.get("Limit", _LIST_DEFAULT)
         start = 0
         if "Marker" in p:
@@ -563,513 +542,6 @@ class KmsService:
         if truncated:
             extra["NextMarker"] = str(start + limit)
         return page, extra
-
-    def _list_keys(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        keys = [k for k in self.store.all_keys() if self._live(k.key_id, now) is not None]
-        page, extra = self._page(keys, p)
-        return {"Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in page], **extra}
-
-    def _check_alias_name(self, name: str) -> None:
-        if not name.startswith("alias/") or name == "alias/":
-            raise ApiError("InvalidAliasNameException", 'Alias must start with the prefix "alias/"')
-        if name.startswith("alias/aws/"):
-            raise ApiError(
-                "InvalidAliasNameException", "Alias names starting with alias/aws/ are reserved"
-            )
-
-    def _create_alias(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        name = p["AliasName"]
-        self._check_alias_name(name)
-        record = self._resolve(p["TargetKeyId"], now, aliases=False)
-        self.authorize(caller, "kms:CreateAlias", record)
-        self._not_pending(record)
-        with self.store.lock:
-            existing = self.store.get_alias(name)
-            if existing is not None and self._live(existing.key_id, now) is not None:
-                raise ApiError(
-                    "AlreadyExistsException",
-                    f"An alias with the name {self.alias_arn(name)} already exists",
-                )
-            self.store.put_alias(
-                AliasRecord(name=name, key_id=record.key_id, created=now, updated=now)
-            )
-        return {}
-
-    def _delete_alias(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        name = p["AliasName"]
-        self._check_alias_name(name)
-        with self.store.lock:
-            record = self._resolve(name, now)
-            self.authorize(caller, "kms:DeleteAlias", record)
-            self.store.delete_alias(name)
-        return {}
-
-    def _list_aliases(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        wanted = None
-        if "KeyId" in p:
-            wanted = self._resolve(p["KeyId"], now, aliases=False).key_id
-        aliases = [
-            a
-            for a in self.store.all_aliases()
-            if (wanted is None or a.key_id == wanted) and self._live(a.key_id, now) is not None
-        ]
-        page, extra = self._page(aliases, p)
-        entries = [
-            {
-                "AliasName": a.name,
-                "AliasArn": self.alias_arn(a.name),
-                "TargetKeyId": a.key_id,
-                "CreationDate": a.created,
-                "LastUpdatedDate": a.updated,
-            }
-            for a in page
-        ]
-        return {"Aliases": entries, **extra}
-
-    @staticmethod
-    def _policy_name(p: Mapping[str, Any]) -> str:
-        name: str = p.get("PolicyName", "default")
-        if name != "default":
-            raise ApiError("NotFoundException", f"No such policy exists: {name[:128]}")
-        return name
-
-    def _get_key_policy(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        name = self._policy_name(p)
-        record = self._resolve(p["KeyId"], now, aliases=False)
-        self.authorize(caller, "kms:GetKeyPolicy", record)
-        return {"Policy": record.policy_text, "PolicyName": name}
-
-    def _put_key_policy(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        self._policy_name(p)
-        with self.store.lock:
-            record = self._resolve(p["KeyId"], now, aliases=False)
-            self.authorize(caller, "kms:PutKeyPolicy", record)
-            self._not_pending(record)
-            policy = self._parse_policy(
-                p["Policy"], caller, record.arn, bool(p.get("BypassPolicyLockoutSafetyCheck"))
-            )
-            self.store.put_key(dataclasses.replace(record, policy_text=p["Policy"], policy=policy))
-        logger.info("policy of %s replaced by %s", record.arn, caller.arn)
-        return {}
-
-    def _set_state(
-        self, p: dict[str, Any], caller: Caller, now: datetime, action: str, state: str
-    ) -> KeyRecord:
-        with self.store.lock:
-            record = self._resolve(p["KeyId"], now, aliases=False)
-            self.authorize(caller, action, record)
-            self._not_pending(record)
-            if record.state != state:
-                record = dataclasses.replace(record, state=state)
-                self.store.put_key(record)
-        return record
-
-    def _enable_key(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        self._set_state(p, caller, now, "kms:EnableKey", KeyState.ENABLED)
-        return {}
-
-    def _disable_key(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        self._set_state(p, caller, now, "kms:DisableKey", KeyState.DISABLED)
-        return {}
-
-    def _schedule_key_deletion(
-        self, p: dict[str, Any], caller: Caller, now: datetime
-    ) -> dict[str, Any]:
-        days = p.get("PendingWindowInDays", 30)
-        if not 7 <= days <= 30:
-            raise ApiError(
-                "ValidationException",
-                f"1 validation error detected: Value '{days}' at 'pendingWindowInDays' failed "
-                "to satisfy constraint: Member must have value between 7 and 30 (inclusive)",
-            )
-        with self.store.lock:
-            record = self._resolve(p["KeyId"], now, aliases=False)
-            self.authorize(caller, "kms:ScheduleKeyDeletion", record)
-            self._not_pending(record)
-            record = dataclasses.replace(
-                record,
-                state=KeyState.PENDING_DELETION,
-                deletion_date=now + timedelta(days=days),
-                pending_window_days=days,
-            )
-            self.store.put_key(record)
-        logger.info("key %s scheduled for deletion on %s", record.arn, record.deletion_date)
-        return {
-            "KeyId": record.arn,
-            "DeletionDate": record.deletion_date,
-            "KeyState": record.state,
-            "PendingWindowInDays": days,
-        }
-
-    def _cancel_key_deletion(
-        self, p: dict[str, Any], caller: Caller, now: datetime
-    ) -> dict[str, Any]:
-        with self.store.lock:
-            record = self._resolve(p["KeyId"], now, aliases=False)
-            self.authorize(caller, "kms:CancelKeyDeletion", record)
-            if record.state != KeyState.PENDING_DELETION:
-                raise ApiError("KMSInvalidStateException", f"{record.arn} is not pending deletion.")
-            record = dataclasses.replace(
-                record, state=KeyState.DISABLED, deletion_date=None, pending_window_days=None
-            )
-            self.store.put_key(record)
-        return {"KeyId": record.arn}
-
-    def _get_public_key(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        record = self._resolve(p["KeyId"], now)
-        self.authorize(caller, "kms:GetPublicKey", record)
-        self._usable(record)
-        if record.symmetric:
-            raise ApiError(
-                "UnsupportedOperationException",
-                f"{record.arn} is a symmetric key; it has no public key",
-            )
-        result: dict[str, Any] = {
-            "KeyId": record.arn,
-            "PublicKey": self._public_spki(record),
-            "CustomerMasterKeySpec": record.key_spec,
-            "KeySpec": record.key_spec,
-            "KeyUsage": record.key_usage,
-        }
-        result.update(_keys.algorithm_lists(record.key_spec, record.key_usage))
-        return result
-
-    # --- cryptographic operations ----------------------------------------------------
-
-    @staticmethod
-    def _context(p: Mapping[str, Any], name: str = "EncryptionContext") -> dict[str, str]:
-        context: dict[str, str] = p.get(name) or {}
-        try:
-            _ciphertext.canonical_context(context)
-        except ValueError as exc:
-            raise ApiError("ValidationException", f"{name}: {exc}") from None
-        return context
-
-    @staticmethod
-    def _usage(record: KeyRecord, usage: str, action: str) -> None:
-        if record.key_usage != usage:
-            raise ApiError(
-                "InvalidKeyUsageException",
-                f"{record.arn} key usage is {record.key_usage} which is not valid for {action}.",
-            )
-
-    @staticmethod
-    def _algorithm(record: KeyRecord, algorithm: str) -> None:
-        if algorithm not in _keys.encryption_algorithms(record.key_spec, record.key_usage):
-            raise ApiError(
-                "InvalidKeyUsageException",
-                f"The EncryptionAlgorithm {algorithm} is not valid for {record.arn} "
-                f"({record.key_spec}).",
-            )
-
-    @staticmethod
-    def _dry_run(p: Mapping[str, Any]) -> None:
-        if p.get("DryRun"):
-            raise ApiError("DryRunOperationException", _DRY_RUN)
-
-    def _seal(self, record: KeyRecord, plaintext: bytes, context: Mapping[str, str]) -> bytes:
-        return _ciphertext.seal(record.material, record.key_id, plaintext, context)
-
-    def _encrypt_with(
-        self, record: KeyRecord, algorithm: str, plaintext: bytes, context: Mapping[str, str]
-    ) -> bytes:
-        if record.symmetric:
-            return self._seal(record, plaintext, context)
-        if context:
-            raise ApiError(
-                "ValidationException", "EncryptionContext is not supported with asymmetric keys"
-            )
-        limit = _keys.rsa_oaep_max_plaintext(record.key_spec, algorithm)
-        if len(plaintext) > limit:
-            raise ApiError(
-                "ValidationException",
-                f"Plaintext is longer than {limit} bytes, the most {algorithm} can encrypt "
-                f"with {record.key_spec}",
-            )
-        key = self._private_key(record)
-        assert isinstance(key, rsa.RSAPrivateKey)  # noqa: S101 - RSA keys encrypt
-        hash_type = _OAEP_HASH[algorithm]
-        return key.public_key().encrypt(
-            plaintext, OAEP(mgf=MGF1(algorithm=hash_type()), algorithm=hash_type(), label=None)
-        )
-
-    def _encrypt(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        record = self._resolve(p["KeyId"], now)
-        context = self._context(p)
-        self.authorize(caller, "kms:Encrypt", record, encryption_context_condition_values(context))
-        self._usable(record)
-        self._usage(record, _keys.ENCRYPT_DECRYPT, "Encrypt")
-        algorithm = p.get("EncryptionAlgorithm", _keys.SYMMETRIC_DEFAULT)
-        self._algorithm(record, algorithm)
-        blob = self._encrypt_with(record, algorithm, p["Plaintext"], context)
-        self._dry_run(p)
-        return {"CiphertextBlob": blob, "KeyId": record.arn, "EncryptionAlgorithm": algorithm}
-
-    def _open(
-        self,
-        *,
-        blob: bytes | None,
-        key_ref: str | None,
-        algorithm: str,
-        context: Mapping[str, str],
-        caller: Caller,
-        action: str,
-        now: datetime,
-        extra: Mapping[str, tuple[str, ...]],
-        ignore_ciphertext: bool = False,
-    ) -> tuple[KeyRecord, bytes | None]:
-        """Find the key of a ciphertext, authorize, and decrypt (Decrypt, ReEncrypt source)."""
-        values = {**encryption_context_condition_values(context), **extra}
-        if ignore_ciphertext or algorithm != _keys.SYMMETRIC_DEFAULT:
-            if key_ref is None:
-                raise ApiError(
-                    "ValidationException",
-                    "KeyId is required with an asymmetric EncryptionAlgorithm or "
-                    "DryRunModifiers IGNORE_CIPHERTEXT",
-                )
-            record = self._resolve(key_ref, now)
-            self.authorize(caller, action, record, values)
-            self._usable(record)
-            self._usage(record, _keys.ENCRYPT_DECRYPT, action.removeprefix("kms:"))
-            self._algorithm(record, algorithm)
-            if ignore_ciphertext:
-                return record, None
-            if blob is None:
-                raise ApiError("ValidationException", _NO_CIPHERTEXT)
-            if context:
-                raise ApiError(
-                    "ValidationException", "EncryptionContext is not supported with asymmetric keys"
-                )
-            key = self._private_key(record)
-            assert isinstance(key, rsa.RSAPrivateKey)  # noqa: S101 - checked by _algorithm
-            hash_type = _OAEP_HASH[algorithm]
-            try:
-                plaintext = key.decrypt(
-                    blob, OAEP(mgf=MGF1(algorithm=hash_type()), algorithm=hash_type(), label=None)
-                )
-            except ValueError:
-                raise ApiError("InvalidCiphertextException", "") from None
-            return record, plaintext
-        if blob is None:
-            raise ApiError("ValidationException", _NO_CIPHERTEXT)
-        try:
-            sealed = _ciphertext.parse_blob(blob)
-        except MalformedError:
-            raise ApiError("InvalidCiphertextException", "") from None
-        if key_ref is not None:
-            record = self._resolve(key_ref, now)
-            if record.key_id != sealed.key_id:
-                if not record.symmetric:
-                    self._algorithm(record, algorithm)
-                raise ApiError(
-                    "IncorrectKeyException",
-                    "The key ID in the request does not identify a KMS key that can perform "
-                    "this operation.",
-                )
-        else:
-            found = self._live(sealed.key_id, now)
-            if found is None:
-                raise ApiError("InvalidCiphertextException", "")
-            record = found
-        self.authorize(caller, action, record, values)
-        self._usable(record)
-        try:
-            plaintext = _ciphertext.open_blob(record.material, sealed, context)
-        except MalformedError:
-            raise ApiError("InvalidCiphertextException", "") from None
-        return record, plaintext
-
-    def _decrypt(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        recipient = self.verify_recipient(p, now)
-        algorithm = p.get("EncryptionAlgorithm", _keys.SYMMETRIC_DEFAULT)
-        record, plaintext = self._open(
-            blob=p.get("CiphertextBlob"),
-            key_ref=p.get("KeyId"),
-            algorithm=algorithm,
-            context=self._context(p),
-            caller=caller,
-            action="kms:Decrypt",
-            now=now,
-            extra=self._recipient_values(recipient),
-            ignore_ciphertext=bool(p.get("DryRun"))
-            and "IGNORE_CIPHERTEXT" in p.get("DryRunModifiers", ()),
-        )
-        self._dry_run(p)
-        assert plaintext is not None  # noqa: S101 - only a dry run skips the ciphertext
-        result: dict[str, Any] = {"KeyId": record.arn, "EncryptionAlgorithm": algorithm}
-        if record.symmetric:
-            result["KeyMaterialId"] = record.material_id
-        return self._deliver(result, "Plaintext", plaintext, recipient)
-
-    def _re_encrypt(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        source_algorithm = p.get("SourceEncryptionAlgorithm", _keys.SYMMETRIC_DEFAULT)
-        destination_algorithm = p.get("DestinationEncryptionAlgorithm", _keys.SYMMETRIC_DEFAULT)
-        source, plaintext = self._open(
-            blob=p.get("CiphertextBlob"),
-            key_ref=p.get("SourceKeyId"),
-            algorithm=source_algorithm,
-            context=self._context(p, "SourceEncryptionContext"),
-            caller=caller,
-            action="kms:ReEncryptFrom",
-            now=now,
-            extra={},
-            ignore_ciphertext=bool(p.get("DryRun"))
-            and "IGNORE_CIPHERTEXT" in p.get("DryRunModifiers", ()),
-        )
-        destination = self._resolve(p["DestinationKeyId"], now)
-        context = self._context(p, "DestinationEncryptionContext")
-        self.authorize(
-            caller, "kms:ReEncryptTo", destination, encryption_context_condition_values(context)
-        )
-        self._usable(destination)
-        self._usage(destination, _keys.ENCRYPT_DECRYPT, "ReEncrypt")
-        self._algorithm(destination, destination_algorithm)
-        self._dry_run(p)
-        assert plaintext is not None  # noqa: S101 - only a dry run skips the ciphertext
-        blob = self._encrypt_with(destination, destination_algorithm, plaintext, context)
-        result: dict[str, Any] = {
-            "CiphertextBlob": blob,
-            "SourceKeyId": source.arn,
-            "KeyId": destination.arn,
-            "SourceEncryptionAlgorithm": source_algorithm,
-            "DestinationEncryptionAlgorithm": destination_algorithm,
-        }
-        if source.symmetric:
-            result["SourceKeyMaterialId"] = source.material_id
-        if destination.symmetric:
-            result["DestinationKeyMaterialId"] = destination.material_id
-        return result
-
-    def _symmetric_key_for(
-        self,
-        p: Mapping[str, Any],
-        caller: Caller,
-        now: datetime,
-        action: str,
-        recipient: Recipient | None,
-        context: Mapping[str, str],
-    ) -> KeyRecord:
-        record = self._resolve(p["KeyId"], now)
-        values = {
-            **encryption_context_condition_values(context),
-            **self._recipient_values(recipient),
-        }
-        self.authorize(caller, action, record, values)
-        self._usable(record)
-        if not record.symmetric or record.key_usage != _keys.ENCRYPT_DECRYPT:
-            raise ApiError(
-                "InvalidKeyUsageException",
-                f"{record.arn} is not a symmetric encryption key; {action} needs one.",
-            )
-        return record
-
-    def _generate_data_key(
-        self,
-        p: dict[str, Any],
-        caller: Caller,
-        now: datetime,
-        *,
-        without_plaintext: bool = False,
-    ) -> dict[str, Any]:
-        has_size, has_spec = "NumberOfBytes" in p, "KeySpec" in p
-        if has_size == has_spec:
-            raise ApiError(
-                "ValidationException",
-                "Specify either KeySpec or NumberOfBytes, but not both"
-                if has_size
-                else "Please specify either number of bytes or key spec.",
-            )
-        size = p["NumberOfBytes"] if has_size else {"AES_256": 32, "AES_128": 16}[p["KeySpec"]]
-        recipient = self.verify_recipient(p, now)
-        context = self._context(p)
-        action = "kms:GenerateDataKey" + ("WithoutPlaintext" if without_plaintext else "")
-        record = self._symmetric_key_for(p, caller, now, action, recipient, context)
-        self._dry_run(p)
-        plaintext = os.urandom(size)
-        result: dict[str, Any] = {
-            "CiphertextBlob": self._seal(record, plaintext, context),
-            "KeyId": record.arn,
-            "KeyMaterialId": record.material_id,
-        }
-        if without_plaintext:
-            return result
-        return self._deliver(result, "Plaintext", plaintext, recipient)
-
-    def _generate_data_key_pair(
-        self,
-        p: dict[str, Any],
-        caller: Caller,
-        now: datetime,
-        *,
-        without_plaintext: bool = False,
-    ) -> dict[str, Any]:
-        recipient = self.verify_recipient(p, now)
-        context = self._context(p)
-        action = "kms:GenerateDataKeyPair" + ("WithoutPlaintext" if without_plaintext else "")
-        record = self._symmetric_key_for(p, caller, now, action, recipient, context)
-        self._dry_run(p)
-        pair = _keys.data_key_pair(p["KeyPairSpec"])
-        if pair is None:
-            raise ApiError(
-                "UnsupportedOperationException",
-                f"The KMS emulator does not emulate KeyPairSpec {p['KeyPairSpec']}",
-            )
-        public, private = pair
-        result: dict[str, Any] = {
-            "PrivateKeyCiphertextBlob": self._seal(record, private, context),
-            "PublicKey": public,
-            "KeyId": record.arn,
-            "KeyPairSpec": p["KeyPairSpec"],
-            "KeyMaterialId": record.material_id,
-        }
-        if without_plaintext:
-            return result
-        return self._deliver(result, "PrivateKeyPlaintext", private, recipient)
-
-    def _generate_random(self, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
-        if "CustomKeyStoreId" in p:
-            raise ApiError(
-                "UnsupportedOperationException",
-                "The KMS emulator does not emulate custom key stores",
-            )
-        if "NumberOfBytes" not in p:
-            raise ApiError(
-                "ValidationException",
-                "1 validation error detected: Value null at 'numberOfBytes' failed to satisfy "
-                "constraint: Member must not be null",
-            )
-        recipient = self.verify_recipient(p, now)
-        return self._deliver({}, "Plaintext", os.urandom(p["NumberOfBytes"]), recipient)
-
-    def _derive_shared_secret(
-        self, p: dict[str, Any], caller: Caller, now: datetime
-    ) -> dict[str, Any]:
-        recipient = self.verify_recipient(p, now)
-        record = self._resolve(p["KeyId"], now)
-        self.authorize(caller, "kms:DeriveSharedSecret", record, self._recipient_values(recipient))
-        self._usable(record)
-        self._usage(record, _keys.KEY_AGREEMENT, "DeriveSharedSecret")
-        private = self._private_key(record)
-        assert isinstance(private, ec.EllipticCurvePrivateKey)  # noqa: S101 - KEY_AGREEMENT
-        try:
-            peer = load_der_public_key(p["PublicKey"])
-        except (ValueError, UnsupportedAlgorithm):
-            peer = None
-        if not isinstance(peer, ec.EllipticCurvePublicKey) or peer.curve.name != (
-            private.curve.name
-        ):
-            raise ApiError(
-                "ValidationException",
-                f"PublicKey must be a DER SubjectPublicKeyInfo on the curve of {record.key_spec}",
-            )
-        self._dry_run(p)
-        secret = private.exchange(ec.ECDH(), peer)
-        result: dict[str, Any] = {
-            "KeyId": record.arn,
-            "KeyAgreementAlgorithm": "ECDH",
-            "KeyOrigin": "AWS_KMS",
-        }
-        return self._deliver(result, "SharedSecret", secret, recipient)
 
 
 def _bad_document(why: str) -> ApiError:

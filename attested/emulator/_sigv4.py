@@ -10,7 +10,10 @@ the string to sign and the signature with the identity's secret at the request's
 * a wrong signature, a credential scope for another region, service or date, or a request
   time more than 5 minutes away from the emulator's clock is ``InvalidSignatureException``;
 * a missing or malformed ``Authorization`` header is ``MissingAuthenticationTokenException``
-  or ``IncompleteSignatureException``.
+  or ``IncompleteSignatureException``;
+* ``SignedHeaders`` must include ``host``, ``x-amz-date``, and ``x-amz-target`` and
+  ``x-amz-security-token`` when the request has them (``IncompleteSignatureException``):
+  an unsigned ``X-Amz-Target`` would let a captured request run as another operation.
 
 Not supported: presigned query-string authentication, SigV4a, chunked payload signing.
 """
@@ -43,6 +46,18 @@ _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _ASSUMED_RE = re.compile(r"arn:(aws[a-z-]*):sts::([0-9]{12}):assumed-role/([^/]+)/.+")
 _ARN_ACCOUNT_RE = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::([0-9]{12}):.+")
 _UNRECOGNIZED = "The security token included in the request is invalid."
+# Headers that must be in SignedHeaders when the request has them (host always): AWS
+# requires host and X-Amz-Date signed; X-Amz-Target names the operation, so an unsigned
+# one would let a captured request be replayed as another operation; a session token is
+# part of the credential. botocore (and every AWS SDK) signs all of them.
+_MUST_SIGN = {
+    "host": "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
+    "x-amz-date": "'X-Amz-Date' must be a 'SignedHeader' in the AWS Authorization.",
+    "x-amz-target": "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.",
+    "x-amz-security-token": (
+        "'X-Amz-Security-Token' must be a 'SignedHeader' in the AWS Authorization."
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,10 +186,11 @@ def verify_sigv4(
     _check_scope(scope_date, scope_region, scope_service, amz_date, region, service)
     _check_skew(when, now)
     signed = match["signed"].split(";")
-    if signed != sorted(set(signed)) or "host" not in signed:
-        raise ApiError("InvalidSignatureException", "SignedHeaders must be sorted and sign 'host'")
-    if "x-amz-security-token" in headers and "x-amz-security-token" not in signed:
-        raise ApiError("InvalidSignatureException", "The session token must be signed")
+    if signed != sorted(set(signed)):
+        raise ApiError("InvalidSignatureException", "SignedHeaders must be sorted and unique")
+    for name in _MUST_SIGN:
+        if (name == "host" or name in headers) and name not in signed:
+            raise ApiError("IncompleteSignatureException", _MUST_SIGN[name])
     missing = [h for h in signed if h not in headers]
     if missing:
         raise ApiError(

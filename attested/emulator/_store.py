@@ -11,6 +11,7 @@ read, change and write a record hold :attr:`KeyStore.lock` around the whole sequ
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -28,7 +29,12 @@ __all__ = ["AliasRecord", "KeyStore"]
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
+# Version 1 files (no tags, no rotation setting) are upgraded in place on open.
+_UPGRADE_FROM_1 = (
+    "ALTER TABLE keys ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE keys ADD COLUMN rotation_period_days INTEGER",
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (
@@ -44,7 +50,9 @@ CREATE TABLE IF NOT EXISTS keys (
     pending_window_days INTEGER,
     policy TEXT NOT NULL,
     material BLOB NOT NULL,
-    material_id TEXT NOT NULL
+    material_id TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '[]',
+    rotation_period_days INTEGER
 );
 CREATE TABLE IF NOT EXISTS aliases (
     name TEXT PRIMARY KEY,
@@ -119,7 +127,13 @@ class KeyStore:
                 want = {"schema": _SCHEMA_VERSION, "region": region, "account": account_id}
                 if not meta:
                     db.executemany("INSERT INTO meta VALUES (?, ?)", sorted(want.items()))
-                elif meta != want:
+                elif meta == {**want, "schema": "1"}:
+                    for statement in _UPGRADE_FROM_1:
+                        db.execute(statement)
+                    db.execute("UPDATE meta SET value = ? WHERE name = 'schema'", ("2",))
+                    meta["schema"] = _SCHEMA_VERSION
+                    logger.info("state file %s upgraded to schema %s", path, _SCHEMA_VERSION)
+                if meta and meta != want:
                     raise ConfigurationError(
                         f"state file {path} was made for region {meta.get('region')!r}, account "
                         f"{meta.get('account')!r} (schema {meta.get('schema')!r}); this emulator "
@@ -127,7 +141,7 @@ class KeyStore:
                         "file or the same region and account"
                     )
             self._load(db)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError, TypeError) as exc:
             db.close()
             raise ConfigurationError(
                 f"state file {path} is not a KMS emulator database: {exc}"
@@ -140,14 +154,14 @@ class KeyStore:
     def _load(self, db: sqlite3.Connection) -> None:
         rows = db.execute(
             "SELECT key_id, seq, arn, created, description, key_spec, key_usage, state, "
-            "deletion_date, pending_window_days, policy, material, material_id "
-            "FROM keys ORDER BY seq"
+            "deletion_date, pending_window_days, policy, material, material_id, tags, "
+            "rotation_period_days FROM keys ORDER BY seq"
         ).fetchall()
         for row in rows:
             (key_id, seq, arn, created, description, spec, usage, state, deletion, window) = row[
                 :10
             ]
-            policy_text, material, material_id = row[10:]
+            policy_text, material, material_id, tags, rotation = row[10:]
             try:
                 policy = parse_key_policy(policy_text)
             except KeyPolicyError as exc:
@@ -168,6 +182,8 @@ class KeyStore:
                 policy=policy,
                 material=bytes(material),
                 material_id=material_id,
+                tags=tuple((str(k), str(v)) for k, v in json.loads(tags)),
+                rotation_period_days=rotation,
             )
             self._seq[key_id] = seq
         for name, key_id, created, updated in db.execute(
@@ -214,7 +230,8 @@ class KeyStore:
                 seq = max(self._seq.values(), default=0) + 1
             self._write(
                 (
-                    "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO keys VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.key_id,
                         seq,
@@ -229,6 +246,8 @@ class KeyStore:
                         record.policy_text,
                         record.material,
                         record.material_id,
+                        json.dumps([list(tag) for tag in record.tags]),
+                        record.rotation_period_days,
                     ),
                 )
             )

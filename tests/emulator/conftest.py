@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.model import OperationModel
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -24,6 +25,7 @@ from attested.emulator import (
     KmsEmulator,
 )
 from attested.simulator._pki import CertifiedKey
+from tests.emulator.modelcheck import answer_problems
 from tests.kit import PCR0, PCR8, Kit, make_kit
 
 REGION = "us-east-1"
@@ -86,8 +88,12 @@ def client(
     attempts: int = 1,
     **config: Any,
 ) -> Any:
-    """A boto3 KMS client; retries off unless ``attempts`` says otherwise."""
-    return _SESSION.client(
+    """A boto3 KMS client; retries off unless ``attempts`` says otherwise.
+
+    Every raw answer it receives is checked against botocore's KMS model
+    (:mod:`tests.emulator.modelcheck`): a member the model does not define fails the test.
+    """
+    kms = _SESSION.client(
         "kms",
         region_name=region,
         endpoint_url=endpoint,
@@ -96,6 +102,15 @@ def client(
         aws_session_token=token,
         config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}, **config),
     )
+    kms.meta.events.register("before-parse.kms", _check_answer_against_model)
+    return kms
+
+
+def _check_answer_against_model(
+    operation_model: OperationModel, response_dict: dict[str, Any], **_: Any
+) -> None:
+    problems = answer_problems(operation_model, response_dict["status_code"], response_dict["body"])
+    assert not problems, f"{operation_model.name}: {problems}"
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,3 +68,40 @@ def call(
 ) -> tuple[int, dict[str, Any]]:
     status, answer, _ = post(endpoint, body, sign(endpoint, operation, body, **sign_args))
     return status, answer
+
+
+def sign_only(
+    endpoint: str,
+    operation: str,
+    body: bytes,
+    *,
+    signed: Collection[str],
+    access_key: str = DEV_ACCESS_KEY_ID,
+    secret: str = DEV_SECRET_ACCESS_KEY,
+    region: str = REGION,
+) -> dict[str, str]:
+    """Headers of a correctly signed request whose SignedHeaders are only ``signed``
+    (lowercase names; botocore always adds ``host``); the other headers ride unsigned."""
+    amz_date = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    headers = {
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": f"TrentService.{operation}",
+        "X-Amz-Date": amz_date,
+    }
+    request = AWSRequest(
+        method="POST",
+        url=endpoint + "/",
+        data=body,
+        headers={k: v for k, v in headers.items() if k.lower() in signed},
+    )
+    request.context["timestamp"] = amz_date
+    signer = SigV4Auth(Credentials(access_key, secret), "kms", region)
+    signature = signer.signature(
+        signer.string_to_sign(request, signer.canonical_request(request)), request
+    )
+    names = signer.signed_headers(signer.headers_to_sign(request))
+    headers["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={signer.scope(request)}, SignedHeaders={names}, "
+        f"Signature={signature}"
+    )
+    return headers

@@ -287,7 +287,9 @@ def test_rsa_encryption_keys(kms: Any) -> None:
         ("SYMMETRIC_DEFAULT", "SIGN_VERIFY", "ValidationException"),
         ("ECC_SECG_P256K1", "KEY_AGREEMENT", "ValidationException"),
         ("ECC_NIST_P256", None, "ValidationException"),
-        ("HMAC_256", "GENERATE_VERIFY_MAC", "UnsupportedOperationException"),
+        ("RSA_2048", None, "ValidationException"),
+        ("HMAC_256", "ENCRYPT_DECRYPT", "ValidationException"),
+        ("ECC_NIST_EDWARDS25519", "SIGN_VERIFY", "UnsupportedOperationException"),
         ("ML_DSA_44", "SIGN_VERIFY", "UnsupportedOperationException"),
     ],
 )
@@ -358,8 +360,12 @@ def test_dry_run_on_encrypt_and_ignore_ciphertext(kms: Any) -> None:
 
 
 def test_unimplemented_operation_says_so(kms: Any) -> None:
-    key_id = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
     with pytest.raises(ClientError) as info:
-        kms.sign(KeyId=key_id, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+        kms.create_grant(
+            KeyId=key_id, GranteePrincipal="arn:aws:iam::111122223333:root", Operations=["Decrypt"]
+        )
     assert info.value.response["Error"]["Code"] == "UnsupportedOperationException"
-    assert "Sign" in info.value.response["Error"]["Message"]
+    message = info.value.response["Error"]["Message"]
+    assert "CreateGrant" in message
+    assert "grants" in message

@@ -17,16 +17,21 @@ from attested.emulator._service import KmsService
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import KeyStore
 from tests.emulator.conftest import ACCOUNT, Enclave
-from tests.emulator.rawhttp import call
+from tests.emulator.rawhttp import call, post, sign
 
 CALLER = Caller(access_key_id="AKIA", arn=DEV_ARN, principal_arn=DEV_ARN, account=ACCOUNT)
 OPERATIONS = sorted(
     [
         "CancelKeyDeletion", "CreateAlias", "CreateKey", "Decrypt", "DeleteAlias",
-        "DeriveSharedSecret", "DescribeKey", "DisableKey", "EnableKey", "Encrypt",
-        "GenerateDataKey", "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
-        "GenerateDataKeyWithoutPlaintext", "GenerateRandom", "GetKeyPolicy", "GetPublicKey",
-        "ListAliases", "ListKeys", "PutKeyPolicy", "ReEncrypt", "ScheduleKeyDeletion",
+        "DeleteImportedKeyMaterial", "DeriveSharedSecret", "DescribeKey", "DisableKey",
+        "DisableKeyRotation", "EnableKey", "EnableKeyRotation", "Encrypt", "GenerateDataKey",
+        "GenerateDataKeyPair", "GenerateDataKeyPairWithoutPlaintext",
+        "GenerateDataKeyWithoutPlaintext", "GenerateMac", "GenerateRandom", "GetKeyPolicy",
+        "GetKeyRotationStatus", "GetParametersForImport", "GetPublicKey", "ImportKeyMaterial",
+        "ListAliases", "ListGrants", "ListKeyPolicies", "ListKeyRotations", "ListKeys",
+        "ListResourceTags", "ListRetirableGrants", "PutKeyPolicy", "ReEncrypt", "ReplicateKey",
+        "RotateKeyOnDemand", "ScheduleKeyDeletion", "Sign", "TagResource", "UntagResource",
+        "UpdateAlias", "UpdateKeyDescription", "Verify", "VerifyMac",
     ]
 )  # fmt: skip
 # Client errors an arbitrary request may earn; anything else (a 500) is a bug.
@@ -47,6 +52,9 @@ ALLOWED = {
     "DisabledException",
     "DryRunOperationException",
     "LimitExceededException",
+    "TagException",
+    "KMSInvalidSignatureException",
+    "KMSInvalidMacException",
 }
 
 
@@ -79,7 +87,7 @@ def test_validation_messages_follow_kms(emulator: KmsEmulator) -> None:
     assert answer["__type"] == "ValidationException"
     assert answer["message"] == (
         "2 validation errors detected: Value '' at 'keyId' failed to satisfy constraint: "
-        "Member must have length greater than or equal to 1; Value (not shown) at 'plaintext' "
+        "Member must have length greater than or equal to 1; Value at 'plaintext' "
         "failed to satisfy constraint: Member must have length greater than or equal to 1"
     )
     status, answer = call(url, "DescribeKey", b"{}")
@@ -95,7 +103,7 @@ def test_validation_messages_follow_kms(emulator: KmsEmulator) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"not json", b"[]", b'{"NumberOfBytes": "8"}', b'{"NumberOfBytes": true}',
+    [b"not json", b"[]", b'{"NumberOfBytes": "8"}', b'{"NumberOfBytes": true}',
      b'{"NumberOfBytes": 1.5}', b'{"NumberOfBytes": NaN}', b"[" * 100000,
      b'{"Recipient": {"AttestationDocument": "***"}}', b'{"Recipient": 5}', b"\xff\xfe"],
 )  # fmt: skip
@@ -107,7 +115,8 @@ def test_bodies_that_are_not_kms_json(emulator: KmsEmulator, body: bytes) -> Non
 def test_unknown_and_unimplemented_operations(emulator: KmsEmulator) -> None:
     status, answer = call(emulator.endpoint_url, "FlyToTheMoon", b"{}")
     assert (status, answer["__type"]) == (400, "UnknownOperationException")
-    status, answer = call(emulator.endpoint_url, "ListGrants", b'{"KeyId": "x"}')
+    body = b'{"KeyId": "x", "GranteePrincipal": "p", "Operations": ["Decrypt"]}'
+    status, answer = call(emulator.endpoint_url, "CreateGrant", body)
     assert (status, answer["__type"]) == (400, "UnsupportedOperationException")
 
 
@@ -118,7 +127,7 @@ def _check(service: KmsService, operation: str, body: bytes) -> None:
     except ApiError as exc:
         error = exc
     else:
-        json.loads(answer)
+        json.loads(answer or b"{}")
     if error is not None:
         assert error.code in ALLOWED, (error.code, str(error))
         assert error.status < 500
@@ -147,7 +156,9 @@ _members = st.sampled_from(
     ["KeyId", "Plaintext", "CiphertextBlob", "EncryptionContext", "NumberOfBytes", "KeySpec",
      "Recipient", "DryRun", "DryRunModifiers", "Policy", "AliasName", "TargetKeyId", "Limit",
      "Marker", "KeyPairSpec", "PublicKey", "KeyAgreementAlgorithm", "DestinationKeyId",
-     "EncryptionAlgorithm", "PendingWindowInDays", "KeyUsage", "GrantTokens"]
+     "EncryptionAlgorithm", "PendingWindowInDays", "KeyUsage", "GrantTokens", "Tags",
+     "TagKeys", "Message", "MessageType", "Signature", "SigningAlgorithm", "Mac",
+     "MacAlgorithm", "Description", "RotationPeriodInDays"]
 )  # fmt: skip
 
 
@@ -157,3 +168,33 @@ def test_arbitrary_members_never_crash(
     service: KmsService, operation: str, params: dict[str, Any]
 ) -> None:
     _check(service, operation, json.dumps(params).encode())
+
+
+def test_an_empty_body_is_an_empty_object(emulator: KmsEmulator) -> None:
+    """Smithy awsJson1_1, "Empty body serialization": "Server implementations MUST also
+    accept empty request bodies." An empty body means no members, exactly as ``{}``."""
+    url = emulator.endpoint_url
+    status, answer = call(url, "ListKeys", b"")
+    assert status == 200
+    assert answer["Keys"] == []
+    assert answer["Truncated"] is False
+    status, answer = call(url, "CreateKey", b"")
+    assert status == 200
+    assert answer["KeyMetadata"]["KeySpec"] == "SYMMETRIC_DEFAULT"
+    # Required members are still required.
+    status, answer = call(url, "DescribeKey", b"")
+    assert (status, answer["__type"]) == (400, "ValidationException")
+    assert "Value null at 'keyId'" in answer["message"]
+
+
+def test_an_answer_without_members_is_an_empty_body(emulator: KmsEmulator) -> None:
+    """Smithy awsJson1_1: with no output, "server implementations SHOULD send an empty
+    response body" and still send the protocol's Content-Type."""
+    url = emulator.endpoint_url
+    status, answer = call(url, "CreateKey", b"{}")
+    key_id = answer["KeyMetadata"]["KeyId"]
+    body = json.dumps({"KeyId": key_id}).encode()
+    status, raw, headers = post(url, body, sign(url, "DisableKey", body))
+    assert (status, raw) == (200, {})
+    assert headers["content-length"] == "0"
+    assert headers["content-type"] == "application/x-amz-json-1.1"

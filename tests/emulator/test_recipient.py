@@ -63,7 +63,8 @@ def test_decrypt_with_matching_document_returns_only_an_envelope(
     assert "Plaintext" not in answer
     assert answer["KeyId"].endswith(pinned_key)
     assert answer["EncryptionAlgorithm"] == "SYMMETRIC_DEFAULT"
-    assert len(answer["KeyMaterialId"]) == 64
+    # The model: "This field is omitted if the request includes the Recipient parameter."
+    assert "KeyMaterialId" not in answer
     envelope = answer["CiphertextForRecipient"]
     assert envelope[:2] == b"\x30\x80"
     assert open_envelope(envelope, enclave.key) == b"the database password"
@@ -99,6 +100,8 @@ def test_generate_data_key_for_recipient(kms: Any, enclave: Enclave, pinned_key:
         Recipient=enclave.recipient(),
     )
     assert "Plaintext" not in answer
+    # The model: KeyMaterialId "is omitted if the request includes the Recipient parameter".
+    assert "KeyMaterialId" not in answer
     data_key = open_envelope(answer["CiphertextForRecipient"], enclave.key)
     assert len(data_key) == 32
     # The CiphertextBlob decrypts (for this enclave) to the same data key.
@@ -115,6 +118,7 @@ def test_generate_data_key_pair_for_recipient(kms: Any, enclave: Enclave, pinned
         KeyId=pinned_key, KeyPairSpec="ECC_NIST_P256", Recipient=enclave.recipient()
     )
     assert "PrivateKeyPlaintext" not in answer
+    assert len(answer["KeyMaterialId"]) == 64  # documented with no omission for Recipient
     private = load_der_private_key(
         open_envelope(answer["CiphertextForRecipient"], enclave.key), None
     )

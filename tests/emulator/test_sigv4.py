@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from attested.emulator import EmulatorConfig, Identity, KmsEmulator
 from tests.emulator.conftest import Enclave, client
-from tests.emulator.rawhttp import call, post, sign
+from tests.emulator.rawhttp import call, post, sign, sign_only
 
 ROLE = "arn:aws:iam::111122223333:role/parent"
 
@@ -159,3 +160,31 @@ def test_secrets_never_appear_in_reprs_or_answers(identities_emulator: KmsEmulat
     assert status == 400
     assert "permanent-secret" not in json.dumps(answer)
     assert "wrong" not in json.dumps(answer)
+
+
+@pytest.mark.parametrize("unsigned", ["x-amz-target", "x-amz-date"])
+def test_headers_aws_requires_signed_must_be_signed(emulator: KmsEmulator, unsigned: str) -> None:
+    """A signature that leaves X-Amz-Target (or X-Amz-Date) out of SignedHeaders is refused:
+    otherwise a captured request could be replayed as another operation (or at another time).
+    AWS requires both signed; botocore and every AWS SDK sign them."""
+    url = emulator.endpoint_url
+    signed = {"host", "content-type", "x-amz-target", "x-amz-date"} - {unsigned}
+    headers = sign_only(url, "GenerateRandom", b'{"NumberOfBytes": 8}', signed=signed)
+    status, answer, _ = post(url, b'{"NumberOfBytes": 8}', headers)
+    assert (status, answer["__type"]) == (400, "IncompleteSignatureException")
+    assert unsigned in answer["message"].lower()
+    # The replay the issue describes: the same signature, another operation.
+    replay = {**headers, "X-Amz-Target": "TrentService.ListKeys"}
+    status, answer, _ = post(url, b'{"NumberOfBytes": 8}', replay)
+    assert (status, answer["__type"]) == (400, "IncompleteSignatureException")
+
+
+def test_the_same_request_with_every_required_header_signed_is_accepted(
+    emulator: KmsEmulator,
+) -> None:
+    url = emulator.endpoint_url
+    signed = {"host", "content-type", "x-amz-target", "x-amz-date"}
+    headers = sign_only(url, "GenerateRandom", b'{"NumberOfBytes": 8}', signed=signed)
+    status, answer, _ = post(url, b'{"NumberOfBytes": 8}', headers)
+    assert status == 200
+    assert len(base64.b64decode(answer["Plaintext"])) == 8
