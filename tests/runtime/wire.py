@@ -78,14 +78,49 @@ class Reply:
 
 
 def read_reply(sock: socket.socket, *, method: str = "GET", timeout: float = 10.0) -> Reply:
-    """Read one HTTP answer, then whether the server closes (EOF or reset) within ``timeout``."""
+    """Read one HTTP answer, then whether the server closes (EOF or reset).
+
+    After an answer with ``Connection: close`` the close is awaited up to ``timeout``;
+    after any other answer only briefly (the connection is expected to stay open).
+    """
     sock.settimeout(timeout)
     response = http.client.HTTPResponse(sock, method=method)
     response.begin()
     body = response.read()
     headers = {k.lower(): v for k, v in response.getheaders()}
-    # HTTPResponse kept its own file object; the socket still reads what follows.
-    return Reply(response.status, headers, body, closed=wait_closed(sock, timeout))
+    wait = timeout if headers.get("connection", "").lower() == "close" else min(timeout, 0.2)
+    return Reply(response.status, headers, body, closed=wait_closed(sock, wait))
+
+
+def read_replies(sock: socket.socket, methods: list[str], *, timeout: float = 10.0) -> list[Reply]:
+    """Read one answer per method from one connection (pipelined requests)."""
+    sock.settimeout(timeout)
+    shared = _Shared(sock.makefile("rb"))
+    replies = []
+    for method in methods:
+        response = http.client.HTTPResponse(shared, method=method)  # type: ignore[arg-type]
+        response.begin()
+        body = response.read()
+        replies.append(
+            Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+        )
+    return replies
+
+
+class _Shared:
+    """One buffered reader for several ``HTTPResponse`` objects (each would make its own)."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def makefile(self, *args: Any, **kwargs: Any) -> _Shared:
+        return self
+
+    def close(self) -> None:  # HTTPResponse closes its file after each answer
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
 
 
 def wait_closed(sock: socket.socket, timeout: float) -> bool:
