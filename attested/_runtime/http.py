@@ -409,7 +409,7 @@ class HttpServer:
         self._refusers = 0
         self._stopping = False
         self._accept_thread: threading.Thread | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the accept loop
         self._counts = dict.fromkeys(ServerStats.__slots__, 0)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -429,8 +429,9 @@ class HttpServer:
         if self._accept_thread is not None or self._stopping:
             raise RuntimeError("the server was already started")
         self._listener.sock.setblocking(False)
+        self._wake = socket.socketpair()
         self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=self._name, daemon=True
+            target=self._accept_loop, args=(self._wake[0],), name=self._name, daemon=True
         )
         self._accept_thread.start()
 
@@ -447,15 +448,17 @@ class HttpServer:
         end = time.monotonic() + max(0.0, deadline)
         with self._lock:
             self._stopping = True
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                wake[1].send(b"x")
         if self._accept_thread is not None:
             self._accept_thread.join()
+        if wake is not None:
+            for sock in wake:
+                sock.close()
         self._listener.close()
-        clean = self._drain(end)
-        for sock in (self._wake_r, self._wake_w):
-            sock.close()
-        return clean
+        return self._drain(end)
 
     def _drain(self, end: float) -> bool:
         while True:
@@ -491,14 +494,14 @@ class HttpServer:
 
     # --- accepting -------------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, wake: socket.socket) -> None:
         listen = self._listener.sock
         with selectors.DefaultSelector() as selector:
             selector.register(listen, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
             while not self._stopping:
                 for key, _ in selector.select():
-                    if key.fileobj is self._wake_r or self._stopping:
+                    if key.fileobj is wake or self._stopping:
                         return
                     try:
                         sock, address = listen.accept()
@@ -568,10 +571,10 @@ class HttpServer:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._ssl is not None:
-            tls = self._handshake(sock, time.monotonic() + limits.request_timeout)
-            if isinstance(tls, str):
-                return tls
-            sock = conn.sock = tls
+            failed = self._handshake(conn, time.monotonic() + limits.request_timeout)
+            if failed:
+                return failed
+            sock = conn.sock
         wire = _Wire(sock)
         while True:
             conn.busy = False
@@ -606,23 +609,25 @@ class HttpServer:
             if not keep:
                 return ""
 
-    def _handshake(self, sock: socket.socket, deadline: float) -> ssl.SSLSocket | str:
+    def _handshake(self, conn: _Conn, deadline: float) -> str:
+        """Wrap ``conn.sock`` in TLS and shake hands; what went wrong, or ``""``."""
         assert self._ssl is not None  # noqa: S101 - only called with a context
         try:
-            tls = self._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            # The TLS socket replaces the plain one at once, so stop() can cut a handshake.
+            conn.sock = self._ssl.wrap_socket(
+                conn.sock, server_side=True, do_handshake_on_connect=False
+            )
         except (OSError, ValueError) as exc:
             return f"TLS setup failed: {exc}"
         try:
-            tls.settimeout(max(0.001, deadline - time.monotonic()))
-            tls.do_handshake()
+            conn.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            conn.sock.do_handshake()
         except TimeoutError:
-            _close(tls)
             return "TLS handshake timed out"
         except (OSError, ValueError) as exc:
-            _close(tls)
             reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else exc
             return f"TLS handshake failed: {reason}"
-        return tls
+        return ""
 
     def _one_request(self, conn: _Conn, wire: _Wire, deadline: float) -> bool:
         """Read, answer; whether the connection stays open. Raises to end it."""
@@ -772,10 +777,9 @@ class HttpServer:
         try:
             deadline = time.monotonic() + _REFUSE_WAIT
             if self._ssl is not None:
-                tls = self._handshake(sock, deadline + _REFUSE_WAIT)
-                if isinstance(tls, str):
+                if self._handshake(conn, deadline + _REFUSE_WAIT):
                     return
-                sock = conn.sock = tls
+                sock = conn.sock
             wire = _Wire(sock)
             with contextlib.suppress(_Timeout, _Gone):
                 while b"\r\n\r\n" not in wire.buf and len(wire.buf) < _REFUSE_READ:
