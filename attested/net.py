@@ -13,11 +13,12 @@ code path is the same, only the address family differs.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Address", "VMADDR_CID_ANY", "VMADDR_CID_HOST", "parse_address"]
+__all__ = ["Address", "VMADDR_CID_ANY", "VMADDR_CID_HOST", "is_loopback", "parse_address"]
 
 VMADDR_CID_ANY = 0xFFFFFFFF
 VMADDR_CID_HOST = 3
@@ -78,6 +79,21 @@ class Address:
             return f"vsock:{cid}:{self.port}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
         return f"tcp:{host}:{self.port}"
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is ``localhost`` or a loopback IP literal (``127.0.0.0/8``, ``::1``).
+
+    Other host names are not resolved: a name is loopback only if it is ``localhost``.
+    """
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _port(text: str, *, maximum: int, spec: str) -> int:

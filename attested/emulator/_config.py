@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from typing import Any
 
 from attested.emulator._sigv4 import Identity
 from attested.errors import ConfigurationError
+from attested.net import is_loopback
 from attested.trust import TrustRoot
 
 __all__ = [
@@ -60,16 +60,6 @@ def dev_identities() -> Mapping[str, Identity]:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is ``localhost`` or a loopback IP literal."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

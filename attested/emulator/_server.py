@@ -1,19 +1,17 @@
-"""The HTTP edge: a threaded HTTP/1.1 server speaking KMS's JSON protocol.
+"""The HTTP edge: KMS's JSON protocol on the shared HTTP/1.1 server.
 
-Built on the standard library's ``ThreadingHTTPServer`` with what it needs to perform and
-to be safe on a developer machine: HTTP/1.1 keep-alive with ``TCP_NODELAY`` (without it,
-Nagle's algorithm against delayed ACKs stalls every keep-alive request by about 40 ms),
-``Content-Length`` required and capped, idle and read timeouts, a cap on open
-connections, optional TLS (handshake in the connection's own thread), and a stop that
-lets requests in flight finish, closes idle keep-alive connections and joins every
-thread. See ``docs/adr/0050-kms-emulator-server.md``.
+The wire (keep-alive with ``TCP_NODELAY``, strict framing, ``Content-Length`` capped,
+idle and whole-request deadlines, a connection cap answered with a readable 503,
+optional TLS with the handshake in the connection's own thread, a stop that lets
+requests in flight finish and closes idle keep-alive connections) is
+:mod:`attested._runtime.http`'s; this module adds KMS's side: ``X-Amz-Target``, fault
+injection, SigV4, the counters and KMS-style error bodies. See
+``docs/adr/0050-kms-emulator-server.md`` and ``docs/adr/0070-runtime-http-server.md``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -22,16 +20,24 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Self
 
-from attested.emulator._config import EmulatorConfig, is_loopback
+from attested._runtime.http import (
+    DropConnection,
+    HttpLimits,
+    HttpServer,
+    Request,
+    Response,
+)
+from attested._runtime.listen import open_listener
+from attested.emulator._config import EmulatorConfig
 from attested.emulator._faults import Fault, FaultInjector
 from attested.emulator._protocol import ApiError, encode_error
 from attested.emulator._service import KmsService
 from attested.emulator._sigv4 import Caller, verify_sigv4
 from attested.emulator._store import KeyStore
 from attested.errors import ConfigurationError
+from attested.net import Address, is_loopback
 
 __all__ = ["EmulatorStats", "KmsEmulator"]
 
@@ -56,99 +62,14 @@ class EmulatorStats:
     faults: Mapping[str, int]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "attested-kms-emulator"
-    disable_nagle_algorithm = True
-    server: _HttpServer
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.server.idle_timeout)
-        if isinstance(self.connection, ssl.SSLSocket):
-            self.connection.do_handshake()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s: " + format, self.address_string(), *args)
-
-    def do_POST(self) -> None:
-        self.server.emulator._serve(self)
-
-    def answer(self, status: int, body: bytes, *, request_id: str, close: bool = False) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", _CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("x-amzn-RequestId", request_id)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        *,
-        emulator: KmsEmulator,
-        ssl_context: ssl.SSLContext | None,
-        max_connections: int,
-        idle_timeout: float,
-    ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.emulator = emulator
-        self.ssl_context = ssl_context
-        self.max_connections = max_connections
-        self.idle_timeout = idle_timeout
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False
-            )
-        return sock, address
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            full = len(self._connections) >= self.max_connections
-            if not full:
-                self._connections.add(request)
-        if full:
-            logger.warning("refusing a connection: %d already open", self.max_connections)
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.debug("connection from %s ended with an error", client_address, exc_info=True)
-
-    def stop_reading(self) -> None:
-        """Make every connection's next read see end-of-file; answers in flight finish."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for sock in connections:
-            # The plain socket's shutdown: SSLSocket.shutdown would drop the TLS layer
-            # under a response that is still being written.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RD)
+_REQUEST_TIMEOUT = 10.0
+_STOP_DEADLINE = 10.0
+# Errors the HTTP layer answers by itself, as KMS-style codes.
+_HTTP_ERRORS = {
+    500: "KMSInternalException",
+    501: "UnknownOperationException",
+    503: "ServiceUnavailableException",
+}
 
 
 class KmsEmulator:
@@ -185,8 +106,7 @@ class KmsEmulator:
         self._lock = threading.Lock()
         self._requests = 0
         self._answers: Counter[str] = Counter()
-        self._server: _HttpServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HttpServer | None = None
         self._store: KeyStore | None = None
         self._service: KmsService | None = None
         self._identities = types.MappingProxyType(dict(config.identities))
@@ -215,25 +135,29 @@ class KmsEmulator:
                 secure_transport=context is not None,
                 partition=config.partition,
             )
-            self._server = _HttpServer(
-                (config.host, config.port),
-                emulator=self,
-                ssl_context=context,
-                max_connections=config.max_connections,
-                idle_timeout=config.idle_timeout,
-            )
+            listener = open_listener(Address(kind="tcp", host=config.host, port=config.port))
         except BaseException:
             store.close()
             raise
+        self._server = HttpServer(
+            listener,
+            self._serve,
+            limits=HttpLimits(
+                max_body=config.max_body_size,
+                max_connections=config.max_connections,
+                idle_timeout=config.idle_timeout,
+                request_timeout=min(config.idle_timeout, _REQUEST_TIMEOUT),
+            ),
+            error_page=self._http_error,
+            ssl_context=context,
+            methods=frozenset({"POST"}),
+            server_name="attested-kms-emulator",
+            name="kms-emulator",
+            logger=logger,
+        )
         self._store = store
         self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="kms-emulator",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server.start()
         logger.info(
             "KMS emulator listening on %s (region %s, account %s, trust root %s)",
             self.endpoint_url,
@@ -259,18 +183,14 @@ class KmsEmulator:
 
         Idempotent.
         """
-        server, thread = self._server, self._thread
+        server = self._server
         if server is None:
             return
-        self._stopping.set()
-        server.shutdown()
-        server.stop_reading()
-        server.server_close()
-        if thread is not None:
-            thread.join()
+        self._stopping.set()  # injected latency ends at once
+        server.stop(_STOP_DEADLINE)
         if self._store is not None:
             self._store.close()
-        self._server = self._thread = self._store = None
+        self._server = self._store = None
         logger.info("KMS emulator stopped")
 
     def __enter__(self) -> Self:
@@ -290,8 +210,8 @@ class KmsEmulator:
         """
         if self._server is None:
             raise RuntimeError("the emulator is not running")
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
+        bound = self._server.address
+        return str(bound.host), int(bound.port or 0)
 
     @property
     def endpoint_url(self) -> str:
@@ -333,39 +253,17 @@ class KmsEmulator:
         with self._lock:
             self._answers[outcome] += 1
 
-    def _serve(self, handler: _Handler) -> None:
+    def _serve(self, request: Request) -> Response:
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
         with self._lock:
             self._requests += 1
-        if handler.headers.get("Transfer-Encoding") is not None:
-            self._refuse(
-                handler, 411, "SerializationException", "Content-Length is required", request_id
+        if "content-length" not in request.headers:
+            return self._refuse(
+                411, "SerializationException", "Content-Length is required", request_id
             )
-            return
-        try:
-            length = int(handler.headers.get("Content-Length", ""))
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._refuse(
-                handler, 411, "SerializationException", "Content-Length is required", request_id
-            )
-            return
-        if length > self.config.max_body_size:
-            self._refuse(
-                handler,
-                413,
-                "SerializationException",
-                f"The request body is larger than {self.config.max_body_size} bytes",
-                request_id,
-            )
-            return
-        body = handler.rfile.read(length)
-        if len(body) != length:
-            handler.close_connection = True
-            return
-        target = handler.headers.get("X-Amz-Target", "")
+        body = request.body
+        target = request.headers.get("x-amz-target", "")
         operation = target[len(_TARGET_PREFIX) :] if target.startswith(_TARGET_PREFIX) else ""
         decision = self._faults.decide(operation)
         if decision.delay > 0:
@@ -373,8 +271,7 @@ class KmsEmulator:
         if decision.fault is Fault.DROP:
             logger.info("fault injection: dropping the connection (%s)", operation or "?")
             self._count("dropped")
-            handler.close_connection = True
-            return
+            raise DropConnection
         caller: Caller | None = None
         try:
             if decision.fault is Fault.THROTTLE:
@@ -384,7 +281,7 @@ class KmsEmulator:
                     "KMSInternalException",
                     "Internal error injected by the emulator's fault settings",
                 )
-            caller, answer = self._process(handler, operation, body)
+            caller, answer = self._process(request, operation, body)
             status = 200
             outcome = "OK"
         except ApiError as exc:
@@ -394,7 +291,6 @@ class KmsEmulator:
             error = ApiError("KMSInternalException", "Internal error in the KMS emulator")
             status, answer, outcome = error.status, encode_error(error), error.code
         self._count(outcome)
-        handler.answer(status, answer, request_id=request_id)
         logger.info(
             "%s %s -> %s %.1f ms",
             caller.arn if caller is not None else "-",
@@ -402,18 +298,19 @@ class KmsEmulator:
             outcome,
             (time.perf_counter() - started) * 1000,
         )
+        return _answer(status, answer, request_id)
 
-    def _process(self, handler: _Handler, operation: str, body: bytes) -> tuple[Caller, bytes]:
-        if handler.path != "/" or not operation:
+    def _process(self, request: Request, operation: str, body: bytes) -> tuple[Caller, bytes]:
+        if request.path != "/" or not operation:
             raise ApiError(
                 "UnknownOperationException",
                 "Send POST / with X-Amz-Target: TrentService.<Operation>",
             )
-        content_type = handler.headers.get("Content-Type", "")
+        content_type = request.headers.get("content-type", "")
         if not content_type.startswith("application/x-amz-json-1."):
             raise ApiError("UnknownOperationException", f"Content-Type must be {_CONTENT_TYPE}")
         headers: dict[str, str] = {}
-        for name, value in handler.headers.items():
+        for name, value in request.header_list:
             lower = name.lower()
             if lower in headers:
                 raise ApiError("IncompleteSignatureException", f"Header {lower} appears twice")
@@ -422,7 +319,7 @@ class KmsEmulator:
         scheme = "https" if self.config.tls is not None else "http"
         caller = verify_sigv4(
             method="POST",
-            url=f"{scheme}://{headers.get('host', '')}{handler.path}",
+            url=f"{scheme}://{headers.get('host', '')}{request.path}",
             headers=headers,
             body=body,
             identities=self._identities,
@@ -431,10 +328,22 @@ class KmsEmulator:
         )
         return caller, self.service.handle(operation, body, caller, now)
 
-    def _refuse(
-        self, handler: _Handler, status: int, code: str, message: str, request_id: str
-    ) -> None:
+    def _refuse(self, status: int, code: str, message: str, request_id: str) -> Response:
         self._count(code)
-        handler.answer(
-            status, encode_error(ApiError(code, message)), request_id=request_id, close=True
-        )
+        return _answer(status, encode_error(ApiError(code, message)), request_id)
+
+    def _http_error(self, status: int, code: str, message: str) -> Response:
+        """Errors the HTTP layer finds (framing, caps, overload), counted and KMS-shaped."""
+        with self._lock:
+            self._requests += 1
+        kms_code = _HTTP_ERRORS.get(status, "SerializationException")
+        return self._refuse(status, kms_code, message, str(uuid.uuid4()))
+
+
+def _answer(status: int, body: bytes, request_id: str) -> Response:
+    return Response(
+        status=status,
+        body=body,
+        content_type=_CONTENT_TYPE,
+        headers={"x-amzn-RequestId": request_id},
+    )

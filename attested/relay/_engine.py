@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import os
 import socket
-import stat
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from attested._runtime.listen import remove_stale_socket
 from attested.errors import ConfigurationError, MalformedError, RelayUnavailable
 from attested.net import Address
 from attested.relay._allowlist import Allowlist, IPAddress, normalize_host
@@ -438,7 +438,7 @@ class Relay:
         try:
             if address.kind == "unix":
                 assert address.path is not None  # noqa: S101
-                _remove_stale_socket(address.path)
+                remove_stale_socket(address.path)
                 created = address.path
             sock.bind(sockaddr)
             sock.listen(self._options.backlog)
@@ -1038,25 +1038,6 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Remove a unix socket file left by a dead process; refuse to steal a live one."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-    else:
-        raise OSError(errno.EADDRINUSE, "another process is listening there")
-    finally:
-        probe.close()
 
 
 def _bound_address(requested: Address, sock: socket.socket) -> Address:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from pathlib import Path
 
 from attested.errors import ConfigurationError
-from attested.net import Address
+from attested.net import Address, is_loopback
 from attested.relay._allowlist import MAX_ALLOWLIST_FILE_SIZE, Allowlist
 
 __all__ = ["DEFAULT_ALLOWLIST_PATH", "load_allowlist", "warn_if_exposed"]
@@ -47,7 +46,7 @@ def warn_if_exposed(listen: Address, name: str, logger: logging.Logger) -> None:
     Anyone who can reach such a listener can use the allowlist; on a parent instance
     the egress belongs on vsock.
     """
-    if listen.kind != "tcp" or _is_loopback(listen.host):
+    if listen.kind != "tcp" or is_loopback(listen.host):
         return
     logger.warning(
         "%s listens on %s: anyone who can reach it can use the allowlist; "
@@ -55,10 +54,3 @@ def warn_if_exposed(listen: Address, name: str, logger: logging.Logger) -> None:
         name,
         listen,
     )
-
-
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

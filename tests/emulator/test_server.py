@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import threading
 import time
@@ -97,7 +98,12 @@ def test_connection_cap(enclave: Enclave, start_emulator: Callable[..., KmsEmula
     try:
         time.sleep(0.2)  # let the accept loop register both
         with socket.create_connection((host, port), timeout=10) as extra:
-            assert extra.recv(1) == b""  # closed at once
+            # Answered 503 at once (after its request head), then closed.
+            response = http.client.HTTPResponse(extra)
+            response.begin()
+            assert response.status == 503
+            assert json.loads(response.read())["__type"] == "ServiceUnavailableException"
+            assert extra.recv(1) == b""
     finally:
         for sock in held:
             sock.close()

@@ -77,20 +77,26 @@ def check(method: str, path: str, answer: Answer) -> None:
 
 
 @pytest.fixture(scope="module")
-def api(emu: Emu, sim_state: Path) -> Iterator[ApiClient]:
+def api_socket(emu: Emu, sim_state: Path) -> Iterator[str]:
+    """One service for the module (starting one per test is slow)."""
     directory = Path(tempfile.mkdtemp(prefix="att-oas-", dir="/tmp"))
     config = service_config(emu, sim_state, directory, cache_enabled=True)
     service = Service(
         config, credentials=StaticCredentials(access_key_id=ACCESS_KEY, secret_access_key=SECRET)
     )
     service.start()
-    client = ApiClient(str(service.listeners["unix"].path))
     try:
-        yield client
+        yield str(service.listeners["unix"].path)
     finally:
-        client.close()
         service.stop(deadline=5.0)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def api(api_socket: str) -> Iterator[ApiClient]:
+    """A client of its own for each test: a connection one test breaks stays with it."""
+    with ApiClient(api_socket) as client:
+        yield client
 
 
 def b64(data: bytes) -> str:

@@ -1,0 +1,43 @@
+"""The shared runtime kit: how this project's own servers listen and speak HTTP.
+
+Its job is the part of a server that has nothing to do with what the server is for, done
+once so that every server gets the same hardening:
+
+* :mod:`.listen`: opening a listener (Unix socket with its mode and stale-file handling,
+  loopback TCP, vsock) from an :class:`attested.net.Address`;
+* :mod:`.http`: one HTTP/1.1 server (a thread per connection, h11 to read requests,
+  strict framing, caps, deadlines, refusals the client can read, graceful stop) serving
+  a plain ``Request -> Response`` callable.
+
+Boundaries: no application logic here (routes, JSON schemas, KMS, SigV4 and error codes
+belong to the callers, which plug in their own error body); standard library and h11
+only; nothing here imports the development-only packages (``attested.emulator``,
+``attested.simulator``), so production code may use it. Private: the API may change with
+its callers (``attested.service``, ``attested.emulator``, ``attested.relay``).
+"""
+
+from __future__ import annotations
+
+from attested._runtime.http import (
+    DropConnection,
+    HttpLimits,
+    HttpServer,
+    Request,
+    Response,
+    ServerStats,
+    json_error_page,
+)
+from attested._runtime.listen import Listener, open_listener, remove_stale_socket
+
+__all__ = [
+    "DropConnection",
+    "HttpLimits",
+    "HttpServer",
+    "Listener",
+    "Request",
+    "Response",
+    "ServerStats",
+    "json_error_page",
+    "open_listener",
+    "remove_stale_socket",
+]

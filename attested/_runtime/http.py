@@ -1,0 +1,843 @@
+"""One hardened HTTP/1.1 server: a thread per connection, h11 to read requests.
+
+Used by the enclave's local API (:mod:`attested.service`) and the KMS emulator. The
+application is a plain callable ``Request -> Response``; everything about the wire is
+here:
+
+* **Reading.** The request head is collected under strict rules of our own (CRLF line
+  ends only, no obs-fold, no control characters, a request line of at most
+  :data:`MAX_REQUEST_LINE` bytes, a head of at most :data:`MAX_HEAD` bytes and
+  :data:`MAX_HEADERS` fields, HTTP/1.0 or 1.1 only), then parsed by h11, which refuses
+  what is ambiguous (conflicting or malformed ``Content-Length``, a bad request line or
+  field name, a missing ``Host`` in HTTP/1.1). ``Transfer-Encoding`` is refused: 411 for
+  ``chunked`` alone, 400 for anything else or with ``Content-Length``. The body is read
+  to its ``Content-Length`` only after checking it against the cap (413).
+* **Deadlines.** A connection may stay silent ``idle_timeout`` seconds between requests;
+  once a request's first byte arrives, its head and body must be complete within
+  ``request_timeout`` seconds, however slowly they drip; the answer must be taken by
+  the client within ``request_timeout`` too.
+* **Refusals the client can read.** Every error the server answers by itself, and the
+  503 for connections over the cap, is sent with ``Connection: close``, then the write
+  side is shut down and what the client still sends is read and discarded for a bounded
+  time and size before the socket is closed, so the client reads the answer instead of
+  a reset. Over-cap connections are refused in short-lived threads (at most
+  :data:`MAX_REFUSERS` at once; beyond that they are closed at once).
+* **Stopping.** Stop accepting, close idle keep-alive connections, let requests in flight
+  finish, within a deadline.
+* **Logging.** One DEBUG line when a connection ends abnormally (early close, timeout,
+  TLS failure); a traceback only for a bug (an app exception, logged through the logger).
+  Nothing is printed to stderr.
+
+See ``docs/adr/0070-runtime-http-server.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import errno
+import http
+import json
+import logging
+import re
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import h11
+
+from attested._runtime.listen import Listener
+from attested.net import Address
+
+__all__ = [
+    "MAX_HEAD",
+    "MAX_HEADERS",
+    "MAX_REFUSERS",
+    "MAX_REQUEST_LINE",
+    "METHODS",
+    "App",
+    "DropConnection",
+    "ErrorPage",
+    "HttpLimits",
+    "HttpServer",
+    "Request",
+    "Response",
+    "ServerStats",
+    "json_error_page",
+]
+
+MAX_HEAD = 16 * 1024
+"""Largest request head (request line, header fields, their CRLFs), in bytes: 431 beyond."""
+MAX_REQUEST_LINE = 8 * 1024
+"""Largest request line, in bytes: 431 beyond."""
+MAX_HEADERS = 64
+"""Most header fields in one request: 431 beyond."""
+MAX_REFUSERS = 16
+"""Over-cap connections being answered 503 at once; more are closed without an answer."""
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+"""Methods passed to the application by default; others get 501."""
+
+_RECV_SIZE = 64 * 1024
+_LINGER_SECONDS = 2.0  # after an error answer: read and discard for at most this long
+_LINGER_BYTES = 1024 * 1024  # ... and at most this much
+_REFUSE_WAIT = 1.0  # an over-cap client's request head is awaited this long before the 503
+_REFUSE_READ = 64 * 1024
+_POLL = 0.05
+
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # CTLs other than HTAB, LF, CR
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+_CODES = {
+    400: "bad_request",
+    411: "length_required",
+    413: "body_too_large",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "method_not_implemented",
+    503: "overloaded",
+    505: "http_version_not_supported",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """One HTTP request as the application sees it.
+
+    Attributes:
+        method: the method, e.g. ``POST``.
+        path: the request target as sent (path and query).
+        headers: header fields by lower-case name; a repeated field's values are joined
+            with ``", "`` (RFC 9110, section 5.3).
+        body: the body (``Content-Length`` bytes).
+        peer: the client: its IP address, the vsock CID, or ``local`` for a Unix socket.
+        header_list: every header field in order, names in lower case, repeats kept.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+    peer: str
+    header_list: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Response:
+    """One HTTP response.
+
+    ``Content-Type`` and ``Content-Length`` are written from ``content_type`` and
+    ``body``; ``headers`` adds others (names must be tokens, values must not contain
+    control characters).
+    """
+
+    status: int
+    body: bytes = field(default=b"", repr=False)
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+App = Callable[[Request], Response]
+ErrorPage = Callable[[int, str, str], Response]
+"""Builds the answer to an error found by the server: ``(status, code, message)``.
+
+``code`` is one of ``bad_request`` (400), ``length_required`` (411), ``body_too_large``
+(413), ``headers_too_large`` (431), ``internal_error`` (500, the app raised),
+``method_not_implemented`` (501), ``overloaded`` (503), ``http_version_not_supported``
+(505). The server adds ``Connection: close`` (and ``Retry-After: 1`` to 503).
+"""
+
+
+class DropConnection(Exception):
+    """Raised by an application to close the connection without any answer."""
+
+
+def json_error_page(status: int, code: str, message: str) -> Response:
+    """``{"error": code, "message": message}``: the local API's error body."""
+    return Response(status=status, body=json.dumps({"error": code, "message": message}).encode())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpLimits:
+    """What one client may take.
+
+    Attributes:
+        max_body: largest request body in bytes (413 beyond).
+        max_connections: open connections; more are answered 503 ``overloaded``.
+        idle_timeout: seconds a connection may stay silent between requests.
+        request_timeout: seconds from a request's first byte to its last (head and body);
+            also the time a client has to take an answer.
+    """
+
+    max_body: int = 64 * 1024
+    max_connections: int = 512
+    idle_timeout: float = 30.0
+    request_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_body < 0 or self.max_connections < 1:
+            raise ValueError("max_body must be >= 0 and max_connections >= 1")
+        if not (self.idle_timeout > 0 and self.request_timeout > 0):
+            raise ValueError("idle_timeout and request_timeout must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStats:
+    """Counters since the server was made.
+
+    Attributes:
+        connections_accepted: connections served (not counting refused ones).
+        connections_refused: connections over the cap (answered 503 or closed).
+        connections_open: connections being served now.
+        requests: requests passed to the application.
+        protocol_errors: errors answered by the server itself (400, 411, 413, 431, 501,
+            505), not counting 503 refusals.
+        app_errors: requests whose application raised (answered 500).
+        timeouts: connections cut because a request (or the taking of its answer)
+            missed its deadline.
+        early_closes: connections the client closed or reset in the middle of a request.
+    """
+
+    connections_accepted: int
+    connections_refused: int
+    connections_open: int
+    requests: int
+    protocol_errors: int
+    app_errors: int
+    timeouts: int
+    early_closes: int
+
+
+class _Refused(Exception):
+    """The server answers the request with an error and closes the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Gone(Exception):
+    """The peer closed or reset the connection."""
+
+
+class _Conn:
+    __slots__ = ("busy", "peer", "read_shut", "sock", "thread")
+
+    def __init__(self, sock: socket.socket, peer: str) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.busy = False
+        self.read_shut = False
+        self.thread: threading.Thread | None = None
+
+
+class _Wire:
+    """A socket with a receive buffer; every wait is bounded by a deadline."""
+
+    __slots__ = ("buf", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    def fill(self, deadline: float) -> bool:
+        """Receive more into the buffer; ``False`` at end of stream."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Timeout
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            raise _Timeout from None
+        except ssl.SSLError as exc:
+            raise _Gone(f"TLS error: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise _Gone(_why(exc)) from None
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def send(self, data: bytes, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Timeout
+        self.sock.settimeout(remaining)
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise _Timeout from None
+        except ssl.SSLError as exc:
+            raise _Gone(f"TLS error: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise _Gone(_why(exc)) from None
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ESHUTDOWN):
+        return "reset by the client" if exc.errno == errno.ECONNRESET else "closed by the client"
+    return exc.strerror or type(exc).__name__
+
+
+def _check_head(buf: bytearray | bytes) -> None:
+    """Refuse a head, complete or not, as soon as it breaks a rule (no waiting for the rest)."""
+    if _CTL.search(buf):
+        raise _Refused(400, "control characters in the request head")
+    crlf = buf.count(b"\r\n")
+    if buf.count(b"\n") != crlf:
+        raise _Refused(400, "line ends must be CRLF")
+    if buf.count(b"\r") - crlf > (1 if buf.endswith(b"\r") else 0):
+        raise _Refused(400, "line ends must be CRLF")
+    if b"\r\n " in buf or b"\r\n\t" in buf:
+        raise _Refused(400, "folded header lines (obs-fold) are not accepted")
+    end = buf.find(b"\r\n")
+    if (end if end >= 0 else len(buf)) > MAX_REQUEST_LINE:
+        raise _Refused(431, f"the request line is longer than {MAX_REQUEST_LINE} bytes")
+    if end >= 0:
+        _check_request_line(bytes(buf[:end]))
+    if len(buf) > MAX_HEAD:
+        raise _Refused(431, f"the request head is larger than {MAX_HEAD} bytes")
+
+
+def _check_request_line(line: bytes) -> None:
+    parts = line.split(b" ")
+    if len(parts) == 2:
+        raise _Refused(505, "the request line has no HTTP version; HTTP/1.0 or HTTP/1.1 only")
+    if len(parts) == 3:
+        version = _VERSION.fullmatch(parts[2])
+        if version is not None and version.group(1, 2) not in ((b"1", b"0"), (b"1", b"1")):
+            raise _Refused(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+
+
+def _check_framing(head: bytes, fields: int) -> None:
+    """Refuse Transfer-Encoding (h11 would take chunked) and too many fields."""
+    if fields > MAX_HEADERS:
+        raise _Refused(431, f"more than {MAX_HEADERS} header fields")
+    lower = head.lower()
+    if b"transfer-encoding" not in lower:
+        return
+    codings = []
+    length = False
+    for line in lower.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name == b"transfer-encoding":
+            codings.append(value.strip(b" \t"))
+        elif name == b"content-length":
+            length = True
+    if not codings:
+        return
+    if length or codings != [b"chunked"]:
+        raise _Refused(
+            400,
+            "Transfer-Encoding is refused with Content-Length, repeated, or other than chunked",
+        )
+    raise _Refused(411, "send a Content-Length; chunked bodies are not accepted")
+
+
+_PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
+
+
+class _DateCache:
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._text = email.utils.formatdate(second, usegmt=True)
+            self._second = second
+        return self._text
+
+
+class HttpServer:
+    """Serves an application on one listener until stopped.
+
+    Args:
+        listener: the bound socket (see :func:`attested._runtime.listen.open_listener`);
+            the server owns it from now on and closes it when stopped.
+        app: the application.
+        limits: body, connection and time limits.
+        error_page: builds answers to the errors the server finds itself.
+        ssl_context: serve TLS (server side); the handshake runs in the connection's
+            thread within ``request_timeout``.
+        methods: methods passed to ``app``; others get 501.
+        server_name: the ``Server`` header.
+        name: thread name prefix.
+        logger: where connection-level lines go (DEBUG) and app tracebacks (ERROR).
+    """
+
+    def __init__(
+        self,
+        listener: Listener,
+        app: App,
+        *,
+        limits: HttpLimits | None = None,
+        error_page: ErrorPage = json_error_page,
+        ssl_context: ssl.SSLContext | None = None,
+        methods: frozenset[str] = METHODS,
+        server_name: str = "attested",
+        name: str = "attested-http",
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._listener = listener
+        self._app = app
+        self.limits = limits if limits is not None else HttpLimits()
+        self._error_page = error_page
+        self._ssl = ssl_context
+        self._methods = methods
+        self._server_header = server_name
+        self._name = name
+        self._log = logger if logger is not None else logging.getLogger(__name__)
+        self._tcp = listener.sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._date = _DateCache()
+        self._lock = threading.Lock()
+        self._conns: set[_Conn] = set()
+        self._threads: set[threading.Thread] = set()
+        self._refusers = 0
+        self._stopping = False
+        self._accept_thread: threading.Thread | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the accept loop
+        self._counts = dict.fromkeys(ServerStats.__slots__, 0)
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def address(self) -> Address:
+        """The bound address (with the real port when 0 was asked for)."""
+        return self._listener.address
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` has begun."""
+        return self._stopping
+
+    def start(self) -> None:
+        """Accept connections in a background thread."""
+        if self._accept_thread is not None or self._stopping:
+            raise RuntimeError("the server was already started")
+        self._listener.sock.setblocking(False)
+        self._wake = socket.socketpair()
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, args=(self._wake[0],), name=self._name, daemon=True
+        )
+        self._accept_thread.start()
+
+    def stop(self, deadline: float = 10.0) -> bool:
+        """Stop accepting, close idle connections, let requests in flight finish.
+
+        Args:
+            deadline: seconds to wait for requests in flight; then every connection is
+                shut down.
+
+        Returns:
+            ``True`` if every connection ended within the deadline. Idempotent.
+        """
+        end = time.monotonic() + max(0.0, deadline)
+        with self._lock:
+            self._stopping = True
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                wake[1].send(b"x")
+        if self._accept_thread is not None:
+            self._accept_thread.join()
+        if wake is not None:
+            for sock in wake:
+                sock.close()
+        self._listener.close()
+        return self._drain(end)
+
+    def _drain(self, end: float) -> bool:
+        while True:
+            with self._lock:
+                idle = [c for c in self._conns if not c.busy and not c.read_shut]
+                threads = [t for t in self._threads if t.is_alive()]
+            for conn in idle:
+                conn.read_shut = True
+                _shutdown(conn.sock, socket.SHUT_RD)
+            if not threads:
+                return True
+            if time.monotonic() >= end:
+                break
+            threads[0].join(min(_POLL, max(0.0, end - time.monotonic())))
+        with self._lock:
+            conns = list(self._conns)
+            threads = list(self._threads)
+        for conn in conns:
+            _shutdown(conn.sock, socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(1.0)
+        return False
+
+    def stats(self) -> ServerStats:
+        """The counters now."""
+        with self._lock:
+            counts = dict(self._counts, connections_open=len(self._conns))
+        return ServerStats(**counts)
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    # --- accepting -------------------------------------------------------------------
+
+    def _accept_loop(self, wake: socket.socket) -> None:
+        listen = self._listener.sock
+        with selectors.DefaultSelector() as selector:
+            selector.register(listen, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fileobj is wake or self._stopping:
+                        return
+                    try:
+                        sock, address = listen.accept()
+                    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                        continue
+                    except OSError as exc:  # EMFILE and friends: back off, keep serving
+                        self._log.warning("cannot accept a connection: %s", _why(exc))
+                        time.sleep(_POLL)
+                        continue
+                    self._admit(sock, _peer(address))
+
+    def _admit(self, sock: socket.socket, peer: str) -> None:
+        conn = _Conn(sock, peer)
+        with self._lock:
+            if self._stopping:
+                full, refuse = True, False
+            elif len(self._conns) >= self.limits.max_connections:
+                full = True
+                refuse = self._refusers < MAX_REFUSERS
+                self._counts["connections_refused"] += 1
+                if refuse:
+                    self._refusers += 1
+            else:
+                full = refuse = False
+                self._conns.add(conn)
+                self._counts["connections_accepted"] += 1
+        if full and not refuse:
+            _close(sock)
+            return
+        target = self._refuse if full else self._serve
+        thread = threading.Thread(
+            target=target, args=(conn,), name=f"{self._name}-conn", daemon=True
+        )
+        conn.thread = thread
+        with self._lock:
+            self._threads.add(thread)
+        try:
+            thread.start()
+        except RuntimeError:  # cannot start a thread: give the slot back
+            with self._lock:
+                self._threads.discard(thread)
+                self._conns.discard(conn)
+                if full:
+                    self._refusers -= 1
+            _close(sock)
+
+    # --- one connection --------------------------------------------------------------
+
+    def _serve(self, conn: _Conn) -> None:
+        try:
+            why = self._serve_connection(conn)
+            if why:
+                self._log.debug("connection from %s: %s", conn.peer, why)
+        except Exception:  # a bug here must not kill the server or print to stderr
+            self._log.exception("internal error in the HTTP server (connection %s)", conn.peer)
+        finally:
+            _close(conn.sock)
+            with self._lock:
+                self._conns.discard(conn)
+                self._threads.discard(threading.current_thread())
+
+    def _serve_connection(self, conn: _Conn) -> str:
+        """Serve requests until the connection ends; returns why, if abnormal."""
+        limits = self.limits
+        sock = conn.sock
+        if self._tcp:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._ssl is not None:
+            failed = self._handshake(conn, time.monotonic() + limits.request_timeout)
+            if failed:
+                return failed
+            sock = conn.sock
+        wire = _Wire(sock)
+        while True:
+            conn.busy = False
+            if self._stopping:
+                return ""
+            if not wire.buf:
+                try:
+                    if not wire.fill(time.monotonic() + limits.idle_timeout):
+                        return ""  # closed between requests: the normal end
+                except _Timeout:
+                    return ""  # silent for idle_timeout: the normal end too
+                except _Gone as gone:
+                    self._count("early_closes")
+                    return f"ended between requests ({gone})"
+            conn.busy = True
+            deadline = time.monotonic() + limits.request_timeout
+            try:
+                keep = self._one_request(conn, wire, deadline)
+            except _Timeout:
+                self._count("timeouts")
+                return (
+                    f"cut off: a request, or the taking of its answer, took more than "
+                    f"{limits.request_timeout:g} s"
+                )
+            except _Gone as gone:
+                self._count("early_closes")
+                return f"ended early ({gone})"
+            except _Refused as refused:
+                self._count("protocol_errors")
+                self._answer_error(wire, refused.status, refused.message)
+                return f"answered {refused.status}: {refused.message}"
+            if not keep:
+                return ""
+
+    def _handshake(self, conn: _Conn, deadline: float) -> str:
+        """Wrap ``conn.sock`` in TLS and shake hands; what went wrong, or ``""``."""
+        assert self._ssl is not None  # noqa: S101 - only called with a context
+        try:
+            # The TLS socket replaces the plain one at once, so stop() can cut a handshake.
+            conn.sock = self._ssl.wrap_socket(
+                conn.sock, server_side=True, do_handshake_on_connect=False
+            )
+        except (OSError, ValueError) as exc:
+            return f"TLS setup failed: {exc}"
+        try:
+            conn.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            conn.sock.do_handshake()
+        except TimeoutError:
+            return "TLS handshake timed out"
+        except (OSError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else exc
+            return f"TLS handshake failed: {reason}"
+        return ""
+
+    def _one_request(self, conn: _Conn, wire: _Wire, deadline: float) -> bool:
+        """Read, answer; whether the connection stays open. Raises to end it."""
+        head = self._read_head(wire, deadline)
+        word = head[: head.find(b" ")].decode("latin-1")
+        if word not in self._methods and _TOKEN.fullmatch(word):  # before h11 asks for Host
+            raise _Refused(501, f"method {word[:20]!r} is not implemented")
+        parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        parser.receive_data(head)
+        try:
+            event = parser.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = 431 if exc.error_status_hint == 431 else 400
+            raise _Refused(status, f"malformed request: {_h11_reason(exc)}") from None
+        if not isinstance(event, h11.Request):  # cannot happen with a complete head
+            raise _Refused(400, "malformed request")
+        method = event.method.decode("ascii")
+        headers: dict[str, str] = {}
+        header_list = []
+        length = 0
+        expect = False
+        closing = event.http_version != b"1.1"
+        for raw_name, raw_value in event.headers:
+            name = raw_name.decode("ascii")
+            value = raw_value.decode("latin-1")
+            header_list.append((name, value))
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+            if name == "content-length":
+                length = int(value)
+            elif name == "connection":
+                closing = closing or "close" in value.lower().replace(" ", "").split(",")
+            elif name == "expect":
+                expect = value.lower() == "100-continue"
+        if length > self.limits.max_body:
+            raise _Refused(413, f"the body may be at most {self.limits.max_body} bytes")
+        if expect and event.http_version == b"1.1" and len(wire.buf) < length:
+            wire.send(b"HTTP/1.1 100 Continue\r\n\r\n", deadline)
+        while len(wire.buf) < length:
+            if not wire.fill(deadline):
+                raise _Gone("closed by the client in the middle of the body")
+        body = bytes(wire.buf[:length])
+        del wire.buf[:length]
+        request = Request(
+            method=method,
+            path=event.target.decode("ascii"),
+            headers=headers,
+            body=body,
+            peer=conn.peer,
+            header_list=tuple(header_list),
+        )
+        self._count("requests")
+        head_only = method == "HEAD"
+        try:
+            response = self._app(request)
+            closing = closing or self._stopping
+            data = self._serialize(response, head_only=head_only, close=closing)
+        except DropConnection:
+            return False
+        except Exception:  # the app maps the errors it knows; anything else is a bug
+            self._count("app_errors")
+            self._log.exception("unhandled error in %s %s", method, request.path.split("?")[0])
+            closing = closing or self._stopping
+            data = self._serialize(
+                self._error_page(500, _CODES[500], "internal error; see the server log"),
+                head_only=head_only,
+                close=closing,
+            )
+        wire.send(data, time.monotonic() + self.limits.request_timeout)
+        return not closing
+
+    def _read_head(self, wire: _Wire, deadline: float) -> bytes:
+        buf = wire.buf
+        while True:
+            while buf.startswith(b"\r\n"):  # RFC 9112, 2.2: ignore empty lines before a request
+                del buf[:2]
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                head = bytes(buf[: end + 4])
+                del buf[: end + 4]
+                _check_head(head)
+                _check_framing(head, head.count(b"\r\n") - 2)
+                return head
+            if buf:
+                _check_head(buf)
+            if not wire.fill(deadline):
+                if buf:
+                    raise _Gone("closed by the client in the middle of the request head")
+                raise _Gone("closed by the client before sending a request")
+
+    # --- answers ---------------------------------------------------------------------
+
+    def _serialize(self, response: Response, *, head_only: bool, close: bool) -> bytes:
+        status = response.status
+        if not 200 <= status <= 999:
+            raise ValueError(f"status {status} cannot be sent")
+        lines = [
+            f"HTTP/1.1 {status} {_PHRASES.get(status, 'Unknown')}",
+            f"Date: {self._date.now()}",
+            f"Server: {self._server_header}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+        ]
+        for name, value in response.headers.items():
+            if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+                raise ValueError(f"header {name[:40]!r} cannot be sent")
+            lines.append(f"{name}: {value}")
+        if not _FIELD_VALUE.fullmatch(response.content_type):
+            raise ValueError("the content type cannot be sent")
+        if close:
+            lines.append("Connection: close")
+        lines.append("\r\n")
+        head = "\r\n".join(lines).encode("latin-1")
+        return head if head_only else head + response.body
+
+    def _error_bytes(self, status: int, message: str) -> bytes:
+        code = _CODES.get(status, "bad_request")
+        try:
+            response = self._error_page(status, code, message)
+            if status == 503:
+                response = Response(
+                    status=response.status,
+                    body=response.body,
+                    content_type=response.content_type,
+                    headers={**response.headers, "Retry-After": "1"},
+                )
+            return self._serialize(response, head_only=False, close=True)
+        except Exception:  # a broken error page must still give an answer
+            self._log.exception("the error page failed for %d %s", status, code)
+            return self._serialize(
+                json_error_page(status, code, message), head_only=False, close=True
+            )
+
+    def _answer_error(self, wire: _Wire, status: int, message: str) -> None:
+        """Send an error answer the client can read, then close gracefully."""
+        try:
+            wire.send(
+                self._error_bytes(status, message),
+                time.monotonic() + min(self.limits.request_timeout, _LINGER_SECONDS),
+            )
+        except (_Timeout, _Gone):
+            return
+        _linger(wire.sock)
+
+    def _refuse(self, conn: _Conn) -> None:
+        """Answer 503 to a connection over the cap, readably, within bounded time."""
+        sock = conn.sock
+        try:
+            deadline = time.monotonic() + _REFUSE_WAIT
+            if self._ssl is not None:
+                if self._handshake(conn, deadline + _REFUSE_WAIT):
+                    return
+                sock = conn.sock
+            wire = _Wire(sock)
+            with contextlib.suppress(_Timeout, _Gone):
+                while b"\r\n\r\n" not in wire.buf and len(wire.buf) < _REFUSE_READ:
+                    if not wire.fill(deadline):
+                        break
+            wire.buf.clear()
+            self._log.debug("refusing a connection from %s: too many connections", conn.peer)
+            self._answer_error(wire, 503, "too many connections; retry later")
+        except Exception:  # a bug here must not print to stderr
+            self._log.exception("internal error while refusing a connection")
+        finally:
+            _close(conn.sock)
+            with self._lock:
+                self._refusers -= 1
+                self._threads.discard(threading.current_thread())
+
+
+def _linger(sock: socket.socket) -> None:
+    """Shut down writes, then read and discard until the client closes (bounded)."""
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_WR)  # the plain socket's: keep TLS intact
+    except OSError:
+        return
+    end = time.monotonic() + _LINGER_SECONDS
+    taken = 0
+    while taken < _LINGER_BYTES:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            sock.settimeout(remaining)
+            data = sock.recv(_RECV_SIZE)
+        except (OSError, ValueError):
+            return
+        if not data:
+            return
+        taken += len(data)
+
+
+def _shutdown(sock: socket.socket, how: int) -> None:
+    # The plain socket's shutdown: SSLSocket.shutdown would drop the TLS layer under an
+    # answer that is still being written.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, how)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def _peer(address: object) -> str:
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return "local"
+
+
+def _h11_reason(exc: h11.RemoteProtocolError) -> str:
+    """h11's reason without the request bytes it quotes."""
+    text = str(exc)
+    return text.split(":", 1)[0] if ": " in text else text
