@@ -12,14 +12,15 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from attested.errors import ConfigError, ConfigurationError
+from attested import _toml
+from attested.errors import ConfigError, ConfigurationError, MalformedError
 from attested.kms.credentials import _normalise_peer
 from attested.net import Address, parse_address
 from attested.relay import AllowEntry, Allowlist, RelayOptions, load_allowlist
@@ -171,13 +172,11 @@ def load_parent_config(path: str | Path) -> ParentConfig:
         raise ConfigError(
             [f"cannot read the configuration file: {exc.strerror or exc}"], source=str(path)
         ) from exc
-    if len(data) > MAX_CONFIG_SIZE:
-        raise ConfigError(["the configuration file is larger than 1 MiB"], source=str(path))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(["the configuration file is not UTF-8"], source=str(path)) from None
-    return parse_parent_config(text, base=path.parent, source=path)
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(
+            ["cannot read the configuration file: the path holds a NUL"], source=str(path)
+        ) from exc
+    return _parse(data, base=path.parent, source=path)
 
 
 def parse_parent_config(
@@ -193,11 +192,15 @@ def parse_parent_config(
     Raises:
         ConfigError: the text is not TOML or has problems (all of them are listed).
     """
+    return _parse(text, base=base, source=source)
+
+
+def _parse(data: bytes | str, *, base: Path | None, source: Path | None) -> ParentConfig:
     where = None if source is None else str(source)
     try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], source=where) from None
+        document = _toml.loads(data, max_size=MAX_CONFIG_SIZE)
+    except MalformedError as exc:
+        raise ConfigError([f"the configuration file is {exc}"], source=where) from None
     problems: list[str] = []
     config = _Reader(problems, base or Path()).parent(document, source)
     if problems or config is None:
@@ -316,7 +319,7 @@ class _Reader:
             self.problem(f"{name}.source", f"must be 'imds' or 'environment', not {source!r:.40}")
         imds_url = table.get("imds_url")
         if imds_url is not None:
-            if not isinstance(imds_url, str) or not imds_url.startswith("http://"):
+            if not _is_http_url(imds_url):
                 self.problem(f"{name}.imds_url", "must be an http:// URL (IMDS is plain HTTP)")
             elif source != "imds":
                 self.problem(f"{name}.imds_url", "only applies to source = 'imds'")
@@ -419,7 +422,11 @@ class _Reader:
         if not isinstance(value, str) or not value or "\x00" in value:
             self.problem(f"{name}.{key}", "must be a file path")
             return None
-        return self.base / Path(value).expanduser()
+        try:
+            return self.base / Path(value).expanduser()
+        except RuntimeError:  # ~user with no such user, or ~ with no home directory
+            self.problem(f"{name}.{key}", f"{value!r:.80}: cannot find the home directory")
+            return None
 
     def allow(self, where: str, raw: object) -> set[AllowEntry]:
         if not isinstance(raw, list):
@@ -546,6 +553,18 @@ class _Reader:
                 self.problem(key, f"{text} is also {seen[text]}")
             else:
                 seen[text] = key
+
+
+def _is_http_url(value: object) -> bool:
+    """Whether ``value`` is an ``http://HOST[:PORT]/...`` URL (checked, never raising)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:  # a bad bracketed host (http://[::1) or port
+        return False
+    return parts.scheme == "http" and bool(parts.hostname)
 
 
 def ipaddress_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -237,3 +237,11 @@ def test_unreadable_files(tmp_path: Path) -> None:
 def test_config_error_needs_a_problem() -> None:
     with pytest.raises(ValueError, match="at least one"):
         ConfigError([])
+
+
+def test_text_with_a_lone_surrogate_is_a_problem() -> None:
+    """``parse_parent_config`` takes text; a surrogate would crash when used as a path."""
+    problems = problems_of("[egress]\nlisten = 'vsock:ANY:8000'\nallowlist = '\ud800.yaml'\n")
+    assert problems == (
+        "the configuration file is not UTF-8 text (a lone surrogate at character 48)",
+    )
