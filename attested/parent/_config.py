@@ -47,7 +47,8 @@ _SECTIONS = ("egress", "credentials", "ingress", "logs")
 _OPTION_KEYS = ("max_connections", "connect_timeout", "idle_timeout")
 _EGRESS_KEYS = ("listen", "allowlist", "allow", "hosts", "dns_cache", "ip_version", *_OPTION_KEYS)
 _CREDENTIALS_KEYS = ("listen", "source", "allowed_peers", "imds_url")
-_INGRESS_KEYS = ("listen", "to", *_OPTION_KEYS)
+_INGRESS_KEYS = ("listen", "to", "allow_parent_target", *_OPTION_KEYS)
+_FIRST_ENCLAVE_CID = 4  # 0-2 are reserved by vsock, 3 is the parent instance itself
 _LOGS_KEYS = ("listen", "out", "max_line")
 CredentialSourceName = Literal["imds", "environment"]
 
@@ -104,11 +105,68 @@ class IngressConfig:
         listen: where clients connect on the parent (``tcp:0.0.0.0:8443``).
         to: the enclave's listener (``vsock:16:8443``).
         options: connection caps and timeouts of this listener.
+        allow_parent_target: accept a ``to`` on the parent itself (``tcp:``, ``unix:``,
+            or vsock CID 0-3), for testing without an enclave, where loopback TCP stands
+            in for vsock. Never with a vsock ``listen``: that would let an enclave reach
+            a parent-side port without the egress allowlist.
+
+    Raises:
+        ConfigError: ``to`` is not an enclave's vsock address and ``allow_parent_target``
+            is not set, or it is set with a vsock ``listen``.
     """
 
     listen: Address
     to: Address
     options: RelayOptions = field(default_factory=RelayOptions)
+    allow_parent_target: bool = False
+
+    def __post_init__(self) -> None:
+        problems = _ingress_problems(self.listen, self.to, self.allow_parent_target)
+        if problems:
+            raise ConfigError([f"ingress.{key}: {message}" for key, message in problems])
+
+
+def _is_enclave(address: Address) -> bool:
+    """Whether ``address`` is an enclave's vsock listener (not ANY, not the parent's CIDs)."""
+    return (
+        address.kind == "vsock"
+        and address.cid is not None
+        and _FIRST_ENCLAVE_CID <= address.cid < 0xFFFFFFFF
+    )
+
+
+def _ingress_problems(
+    listen: Address | None, to: Address, allow_parent_target: bool
+) -> list[tuple[str, str]]:
+    """(key, message) for each rule an ingress forward breaks.
+
+    Ingress carries clients into the enclave. A ``to`` on the parent side (``tcp:``,
+    ``unix:``, vsock CID 0-3) turns the forward into a door to the parent's own ports,
+    and with a vsock ``listen`` the enclave is the one that walks through it, past the
+    egress allowlist. See ADR 0069.
+    """
+    if to.kind == "vsock" and to.cid == 0xFFFFFFFF:
+        return [("to", "a destination needs the enclave CID, not ANY")]
+    if _is_enclave(to):
+        return []
+    if not allow_parent_target:
+        return [
+            (
+                "to",
+                f"{to} is not an enclave (vsock:CID:PORT with CID 4 or more): a forward to "
+                "the parent's own ports is refused; set allow_parent_target = true only to "
+                "test without an enclave, where loopback TCP stands in for vsock",
+            )
+        ]
+    if listen is not None and listen.kind == "vsock":
+        return [
+            (
+                "allow_parent_target",
+                f"not with a vsock listen ({listen}): an enclave could then reach {to} on "
+                "the parent without the egress allowlist; list it in [egress] instead",
+            )
+        ]
+    return []
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -353,14 +411,21 @@ class _Reader:
         before = len(self.problems)
         listen = self.address(name, table, "listen")
         to = self.address(name, table, "to")
-        if to is not None and to.kind == "vsock" and to.cid == 0xFFFFFFFF:
-            self.problem(f"{name}.to", "a destination needs the enclave CID, not ANY")
+        allow_parent_target = table.get("allow_parent_target", False)
+        if not isinstance(allow_parent_target, bool):
+            self.problem(f"{name}.allow_parent_target", "must be true or false")
+            allow_parent_target = False
+        if to is not None:
+            for key, message in _ingress_problems(listen, to, allow_parent_target):
+                self.problem(f"{name}.{key}", message)
         if to is not None and to.port == 0:
             self.problem(f"{name}.to", "a destination needs a port other than 0")
         options = self.options(name, table)
         if listen is None or to is None or options is None or len(self.problems) != before:
             return None
-        return IngressConfig(listen=listen, to=to, options=options)
+        return IngressConfig(
+            listen=listen, to=to, options=options, allow_parent_target=allow_parent_target
+        )
 
     def logs(self, name: str, table: Mapping[str, Any]) -> LogsConfig | None:
         self.unknown_keys(name, table, _LOGS_KEYS)

@@ -130,6 +130,7 @@ def test_the_whole_parent_in_a_subprocess(run_cli, make_target, tmp_path, signum
         [[ingress]]
         listen = "tcp:127.0.0.1:0"
         to = "tcp:127.0.0.1:{echo.port}"
+        allow_parent_target = true  # loopback TCP stands in for the enclave
         [logs]
         listen = "tcp:127.0.0.1:0"
         out = "enclave.log"
