@@ -322,3 +322,17 @@ def test_text_with_a_lone_surrogate_is_a_problem() -> None:
     assert problems == (
         "the configuration file is not UTF-8 text (a lone surrogate at character 48)",
     )
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("vsock:ANY:\u00b2", "port '\u00b2' is not a number"),  # isdigit(), but int() fails
+        ("tcp:127.0.0.1:\u0668\u0660", "port '\u0668\u0660' is not a number"),  # int() says 80
+        ("vsock:\u0661\u0666:8000", "CID must be a number or ANY"),  # int() says 16
+    ],
+)
+def test_addresses_take_ascii_digits_only(address: str, problem: str) -> None:
+    (found,) = problems_of(f"[logs]\nlisten = '{address}'\nout = '-'\n")
+    assert found.startswith("logs.listen: ")
+    assert problem in found
