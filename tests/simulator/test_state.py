@@ -254,3 +254,25 @@ def test_the_emulator_refuses_a_world_writable_simulated_state(tmp_path, capsys)
     _open_up(state / ROOT_CERT_FILE, 0o666)
     assert main(["emulator", "kms", "--simulated-state", str(state)]) == 3
     assert f"{state / ROOT_CERT_FILE} is writable by others" in capsys.readouterr().err
+
+
+def test_the_service_refuses_a_world_writable_simulated_state(tmp_path) -> None:
+    from attested.service import Service, ServiceConfig
+
+    state = tmp_path / "state"
+    load_or_create_root(state, now=T0)
+    _open_up(state, 0o777)
+    config = ServiceConfig(
+        api_unix=str(tmp_path / "api.sock"),
+        nsm_backend="simulated",
+        nsm_simulated_state=str(state),
+        allowed_keys=("*",),
+        credentials_source="environment",
+    )
+    service = Service(config)
+    try:
+        with pytest.raises(ConfigurationError, match=rf"{state} is writable by others"):
+            service.start()
+    finally:
+        service.stop(deadline=5.0)
+    assert not (tmp_path / "api.sock").exists()
