@@ -12,8 +12,10 @@ Three kinds of input:
   dates, nested tables and lists, and URL- and address-shaped strings that break parsers;
 * (c) arbitrary ``ATTESTED_*`` environment overrides.
 
-The default profile runs a CI-sized count. ``CONFIG_FUZZ_EXAMPLES=20000`` (with
-``HYPOTHESIS_PROFILE=fuzz`` for fresh random examples) runs a long campaign locally.
+The default profile runs a CI-sized count. A long campaign, with fresh random examples::
+
+    CONFIG_FUZZ_EXAMPLES=20000 HYPOTHESIS_PROFILE=fuzz \
+        .venv/bin/python -m pytest tests/property/test_config_parsers.py --timeout=0
 """
 
 from __future__ import annotations
@@ -134,7 +136,9 @@ _words = st.sampled_from(
         "~nobody/x",
     ]
 )
-_strings = st.one_of(_odd_text, _shaped, _words)
+# Composite strategies are wrapped in st.deferred, whose repr stays short: hypothesis
+# prints a strategy's repr in some messages and warns (an error here) when it is huge.
+_strings = st.deferred(lambda: st.one_of(_odd_text, _shaped, _words))
 
 
 def _basic_string(text: str) -> str:
@@ -188,13 +192,15 @@ def _inline_table(pairs: dict[str, str]) -> str:
     return "{" + ", ".join(f"{key} = {value}" for key, value in pairs.items()) + "}"
 
 
-_value_toml = st.recursive(
-    _scalar_toml,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4).map(_array),
-        st.dictionaries(_key_toml, inner, max_size=4).map(_inline_table),
-    ),
-    max_leaves=12,
+_value_toml = st.deferred(
+    lambda: st.recursive(
+        _scalar_toml,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4).map(_array),
+            st.dictionaries(_key_toml, inner, max_size=4).map(_inline_table),
+        ),
+        max_leaves=12,
+    )
 )
 _deep_toml = st.builds(
     lambda depth, opener, closer: opener * depth + closer * depth,
@@ -216,11 +222,13 @@ _allow_entry = st.fixed_dictionaries(
         "typo": _value_toml,
     },
 ).map(_inline_table)
-_any_value = st.one_of(
-    _value_toml,
-    _pcr_table,
-    st.lists(_allow_entry, max_size=3).map(_array),
-    _deep_toml,
+_any_value = st.deferred(
+    lambda: st.one_of(
+        _value_toml,
+        _pcr_table,
+        st.lists(_allow_entry, max_size=3).map(_array),
+        _deep_toml,
+    )
 )
 
 
@@ -379,7 +387,7 @@ def test_parent_config_arbitrary_text(text: str) -> None:
 
 
 @_fuzz(500)
-@given(_service_documents(), _env)
+@given(st.deferred(_service_documents), _env)
 def test_service_config_arbitrary_values_and_environment(text: str, env: dict[str, str]) -> None:
     _load_service(text.encode(), env)
 
@@ -391,7 +399,7 @@ def test_service_config_arbitrary_environment_only(env: dict[str, str]) -> None:
 
 
 @_fuzz(500)
-@given(_parent_documents())
+@given(st.deferred(_parent_documents))
 def test_parent_config_arbitrary_values(text: str) -> None:
     _load_parent(text.encode())
 
