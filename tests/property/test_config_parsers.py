@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -479,3 +480,21 @@ _json_values = st.recursive(
 )
 def test_emulator_identities_document(document: Any) -> None:
     _only_configuration_errors(lambda: parse_identities(document))
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("identities.json", b"[" * 2000 + b"]" * 2000),  # RecursionError from json
+        ("identities.json", b'{"identities": [' * 20 + b"]}" * 20),
+        ("identities.toml", b"a = " + b"[" * 2000 + b"]" * 2000),  # RecursionError from tomllib
+        ("identities.toml", b"a = " + b"9" * 5000),  # int()'s digit limit
+    ],
+    ids=["deep JSON", "JSON deeper than 8", "deep TOML", "5,000 digits"],
+)
+def test_emulator_identities_hostile_files(tmp_path: Path, name: str, data: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    kind = "TOML" if name.endswith(".toml") else "JSON"
+    with pytest.raises(ConfigurationError, match=f"is not valid {kind}"):
+        load_identities(path)
