@@ -32,7 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attested.emulator import load_identities
-from attested.emulator._config import parse_identities
+from attested.emulator._config import _IDENTITY_FIELDS, parse_identities
 from attested.errors import ConfigError, ConfigurationError
 from attested.parent import ParentConfig, parse_parent_config
 from attested.parent._config import load_parent_config
@@ -40,7 +40,23 @@ from attested.service import ENV_VARS, ServiceConfig, load_config
 from attested.service._config import _SCHEMA
 
 _F = TypeVar("_F", bound=Callable[..., None])
+_T = TypeVar("_T")
 _EXAMPLES = int(os.environ.get("CONFIG_FUZZ_EXAMPLES", "0"))
+
+
+def _short(strategy: st.SearchStrategy[_T]) -> st.SearchStrategy[_T]:
+    """``strategy`` behind a composite, whose repr is a few characters.
+
+    Hypothesis puts the strategy's repr in the message of an error raised while drawing,
+    and warns (an error under our filterwarnings) when that repr is over 30 kB, which
+    would hide the real error; these strategies' own reprs are hundreds of kB.
+    """
+
+    @st.composite
+    def drawn(draw: st.DrawFn) -> _T:
+        return draw(strategy)
+
+    return drawn()
 
 
 def _fuzz(ci_examples: int) -> Callable[[_F], _F]:
@@ -137,9 +153,7 @@ _words = st.sampled_from(
         "~nobody/x",
     ]
 )
-# Composite strategies are wrapped in st.deferred, whose repr stays short: hypothesis
-# prints a strategy's repr in some messages and warns (an error here) when it is huge.
-_strings = st.deferred(lambda: st.one_of(_odd_text, _shaped, _words))
+_strings = st.one_of(_odd_text, _shaped, _words)
 
 
 def _basic_string(text: str) -> str:
@@ -193,15 +207,13 @@ def _inline_table(pairs: dict[str, str]) -> str:
     return "{" + ", ".join(f"{key} = {value}" for key, value in pairs.items()) + "}"
 
 
-_value_toml = st.deferred(
-    lambda: st.recursive(
-        _scalar_toml,
-        lambda inner: st.one_of(
-            st.lists(inner, max_size=4).map(_array),
-            st.dictionaries(_key_toml, inner, max_size=4).map(_inline_table),
-        ),
-        max_leaves=12,
-    )
+_value_toml = st.recursive(
+    _scalar_toml,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(_array),
+        st.dictionaries(_key_toml, inner, max_size=4).map(_inline_table),
+    ),
+    max_leaves=12,
 )
 _deep_toml = st.builds(
     lambda depth, opener, closer: opener * depth + closer * depth,
@@ -223,13 +235,11 @@ _allow_entry = st.fixed_dictionaries(
         "typo": _value_toml,
     },
 ).map(_inline_table)
-_any_value = st.deferred(
-    lambda: st.one_of(
-        _value_toml,
-        _pcr_table,
-        st.lists(_allow_entry, max_size=3).map(_array),
-        _deep_toml,
-    )
+_any_value = st.one_of(
+    _value_toml,
+    _pcr_table,
+    st.lists(_allow_entry, max_size=3).map(_array),
+    _deep_toml,
 )
 
 
@@ -364,19 +374,27 @@ def _load_parent(data: bytes) -> None:
 
 
 @_fuzz(300)
-@given(st.one_of(st.binary(max_size=512), _toml_ish.map(str.encode), _deep_toml.map(str.encode)))
+@given(
+    _short(
+        st.one_of(st.binary(max_size=512), _toml_ish.map(str.encode), _deep_toml.map(str.encode))
+    )
+)
 def test_service_config_arbitrary_bytes(data: bytes) -> None:
     _load_service(data, {})
 
 
 @_fuzz(300)
-@given(st.one_of(st.binary(max_size=512), _toml_ish.map(str.encode), _deep_toml.map(str.encode)))
+@given(
+    _short(
+        st.one_of(st.binary(max_size=512), _toml_ish.map(str.encode), _deep_toml.map(str.encode))
+    )
+)
 def test_parent_config_arbitrary_bytes(data: bytes) -> None:
     _load_parent(data)
 
 
 @_fuzz(200)
-@given(st.one_of(st.text(max_size=200), _toml_ish, _deep_toml))
+@given(_short(st.one_of(st.text(max_size=200), _toml_ish, _deep_toml)))
 def test_parent_config_arbitrary_text(text: str) -> None:
     """``parse_parent_config`` takes text, which may hold lone surrogates."""
     _only_config_errors(
@@ -388,19 +406,19 @@ def test_parent_config_arbitrary_text(text: str) -> None:
 
 
 @_fuzz(500)
-@given(st.deferred(_service_documents), _env)
+@given(_short(_service_documents()), _short(_env))
 def test_service_config_arbitrary_values_and_environment(text: str, env: dict[str, str]) -> None:
     _load_service(text.encode(), env)
 
 
 @_fuzz(300)
-@given(_env)
+@given(_short(_env))
 def test_service_config_arbitrary_environment_only(env: dict[str, str]) -> None:
     _only_config_errors(lambda: load_config(None, env), ServiceConfig)
 
 
 @_fuzz(500)
-@given(st.deferred(_parent_documents))
+@given(_short(_parent_documents()))
 def test_parent_config_arbitrary_values(text: str) -> None:
     _load_parent(text.encode())
 
@@ -437,13 +455,15 @@ _identity = st.fixed_dictionaries(
 
 @_fuzz(300)
 @given(
-    st.one_of(
-        st.binary(max_size=300),
-        _toml_ish.map(str.encode),
-        _deep_toml.map(str.encode),
-        st.lists(_identity, max_size=3).map(
-            lambda tables: _document([line for table in tables for line in table]).encode()
-        ),
+    _short(
+        st.one_of(
+            st.binary(max_size=300),
+            _toml_ish.map(str.encode),
+            _deep_toml.map(str.encode),
+            st.lists(_identity, max_size=3).map(
+                lambda tables: _document([line for table in tables for line in table]).encode()
+            ),
+        )
     ),
     st.sampled_from(["identities.toml", "identities.json"]),
 )
@@ -465,17 +485,17 @@ _json_values = st.recursive(
 
 @_fuzz(300)
 @given(
-    st.one_of(
-        _json_values,
-        st.lists(
-            st.dictionaries(
-                st.sampled_from(
-                    ["access_key_id", "secret_access_key", "arn", "session_token", "principal_arn"]
+    _short(
+        st.one_of(
+            _json_values,
+            st.lists(
+                st.dictionaries(
+                    st.sampled_from(sorted(_IDENTITY_FIELDS)),
+                    _json_values,
                 ),
-                _json_values,
-            ),
-            max_size=3,
-        ).map(lambda entries: {"identities": entries}),
+                max_size=3,
+            ).map(lambda entries: {"identities": entries}),
+        )
     )
 )
 def test_emulator_identities_document(document: Any) -> None:
