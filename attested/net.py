@@ -97,7 +97,7 @@ def is_loopback(host: str | None) -> bool:
 
 
 def _port(text: str, *, maximum: int, spec: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit(), and int("٨٠") == 80
         raise ValueError(f"{spec!r}: port {text!r} is not a number")
     port = int(text)
     if not 0 <= port <= maximum:
@@ -124,7 +124,7 @@ def parse_address(spec: str) -> Address:
             raise ValueError(f"{spec!r}: expected vsock:CID:PORT")
         if cid_text.upper() == "ANY":
             cid = VMADDR_CID_ANY
-        elif cid_text.isdigit() and int(cid_text) <= _MAX_CID:
+        elif cid_text.isascii() and cid_text.isdigit() and int(cid_text) <= _MAX_CID:
             cid = int(cid_text)
         else:
             raise ValueError(f"{spec!r}: CID must be a number or ANY")

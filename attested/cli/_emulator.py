@@ -21,6 +21,7 @@ from attested.emulator import (
 )
 from attested.emulator._config import dev_identities, is_loopback
 from attested.errors import ConfigurationError, MalformedError
+from attested.simulator import ROOT_CERT_FILE, read_root_certificate
 from attested.trust import TrustRoot
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -101,7 +102,7 @@ def _trust_root(args: argparse.Namespace) -> TrustRoot:
     if args.aws_root:
         return TrustRoot.aws_nitro()
     if args.simulated_state is not None:
-        path = Path(args.simulated_state) / "root.pem"
+        path = Path(args.simulated_state) / ROOT_CERT_FILE
         if not path.is_file():
             raise env_error(
                 f"{path} does not exist: the simulated NSM has not been set up in "
@@ -109,10 +110,14 @@ def _trust_root(args: argparse.Namespace) -> TrustRoot:
                 f"{args.simulated_state} ...` (or `attested demo`) first"
             )
         name = f"simulated NSM root ({args.simulated_state})"
+        try:  # refused if another local user could have swapped it (ssh's StrictModes)
+            data = read_root_certificate(args.simulated_state)
+        except ConfigurationError as exc:
+            raise env_error(str(exc)) from exc
     else:
         path = Path(args.trust_root)
         name = f"trust root {path}"
-    data = read_input(str(path), what="trust root")
+        data = read_input(str(path), what="trust root")
     try:
         return TrustRoot.from_pem(data, name=name)
     except MalformedError as exc:

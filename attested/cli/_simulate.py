@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--state",
         required=True,
         metavar="DIR",
-        help="state directory holding the simulated root (created with mode 0700)",
+        help="state directory holding the simulated root (created with mode 0700; refused, "
+        "exit 3, if another user could change it, e.g. mode 0777)",
     )
     attest.add_argument(
         "--pcr",

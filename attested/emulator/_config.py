@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import stat
-import tomllib
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,8 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from attested import _json, _toml
 from attested.emulator._sigv4 import Identity
-from attested.errors import ConfigurationError
+from attested.errors import ConfigurationError, MalformedError
 from attested.net import is_loopback
 from attested.trust import TrustRoot
 
@@ -276,21 +275,27 @@ def load_identities(path: str | Path) -> dict[str, Identity]:
     try:
         with path.open("rb") as handle:
             data = handle.read(_MAX_IDENTITIES_FILE + 1)
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
     except OSError as exc:
         raise ConfigurationError(
             f"cannot read identities file {path}: {exc.strerror or exc}"
         ) from exc
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigurationError(f"cannot read identities file {path!r:.200}") from exc
     if len(data) > _MAX_IDENTITIES_FILE:
         raise ConfigurationError(f"identities file {path} is larger than 1 MiB")
     if mode & 0o077:
         logger.warning("identities file %s is readable by others (mode %o)", path, mode)
+    # Both decoders are bounded (size, nesting, numbers) and never repeat the input, which
+    # holds secrets.
+    kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
     try:
-        if path.suffix.lower() == ".toml":
-            document: Any = tomllib.loads(data.decode("utf-8"))
+        if kind == "TOML":
+            document: Any = _toml.loads(data, max_size=_MAX_IDENTITIES_FILE)
         else:
-            document = json.loads(data)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+            document = _json.loads(
+                data, what="the document", max_size=_MAX_IDENTITIES_FILE, max_depth=8
+            )
+    except MalformedError as exc:
         raise ConfigurationError(f"identities file {path} is not valid {kind}") from exc
     return parse_identities(document, source=str(path))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import boto3
 import botocore.session
@@ -62,19 +62,19 @@ class NetworkSettings:
 
     def __post_init__(self) -> None:
         if self.endpoint_url is not None:
-            parts = urlsplit(self.endpoint_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            parts = _split(self.endpoint_url)
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigurationError(
-                    f"endpoint_url {self.endpoint_url!r} must be an http:// or https:// URL"
+                    f"endpoint_url {_shown(self.endpoint_url)} must be an http:// or https:// URL"
                 )
         if self.proxy is not None:
-            parts = urlsplit(self.proxy)
-            if parts.scheme != "http" or not parts.hostname or parts.port is None:
-                raise ConfigurationError(
-                    f"proxy {self.proxy!r} must be http://HOST:PORT (an HTTP CONNECT proxy)"
-                )
-            if parts.username or parts.password:
+            parts = _split(self.proxy)
+            if parts is not None and (parts.username or parts.password):
                 raise ConfigurationError("proxy must not carry credentials in its URL")
+            if parts is None or parts.scheme != "http" or not parts.hostname or not parts.port:
+                raise ConfigurationError(
+                    f"proxy {_shown(self.proxy)} must be http://HOST:PORT (an HTTP CONNECT proxy)"
+                )
         for name in ("connect_timeout", "read_timeout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value <= 600:
@@ -82,6 +82,33 @@ class NetworkSettings:
         pool: object = self.max_pool_connections
         if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
             raise ConfigurationError("max_pool_connections must be a positive integer")
+
+
+def _split(url: object) -> SplitResult | None:
+    """``url`` split into its parts, or ``None`` when it is not a URL with a valid port.
+
+    ``urlsplit`` raises ``ValueError`` for a bad bracketed host (``http://[::1``,
+    ``http://[x]:80``) and ``.port`` for a port that is not a number or out of range.
+    """
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return None
+    return parts
+
+
+def _shown(url: str) -> str:
+    """``url`` for a message: user information removed, at most 200 characters."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        if "@" in authority:
+            authority = "***@" + authority.rpartition("@")[2]
+        url = f"{scheme}{sep}{authority}{slash}{path}"
+    return f"{url!r:.200}"
 
 
 class _GivenCredentials(CredentialProvider):

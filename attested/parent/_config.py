@@ -12,14 +12,15 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from attested.errors import ConfigError, ConfigurationError
+from attested import _toml
+from attested.errors import ConfigError, ConfigurationError, MalformedError
 from attested.kms.credentials import _normalise_peer
 from attested.net import Address, parse_address
 from attested.relay import AllowEntry, Allowlist, RelayOptions, load_allowlist
@@ -46,7 +47,8 @@ _SECTIONS = ("egress", "credentials", "ingress", "logs")
 _OPTION_KEYS = ("max_connections", "connect_timeout", "idle_timeout")
 _EGRESS_KEYS = ("listen", "allowlist", "allow", "hosts", "dns_cache", "ip_version", *_OPTION_KEYS)
 _CREDENTIALS_KEYS = ("listen", "source", "allowed_peers", "imds_url")
-_INGRESS_KEYS = ("listen", "to", *_OPTION_KEYS)
+_INGRESS_KEYS = ("listen", "to", "allow_parent_target", *_OPTION_KEYS)
+_FIRST_ENCLAVE_CID = 4  # 0-2 are reserved by vsock, 3 is the parent instance itself
 _LOGS_KEYS = ("listen", "out", "max_line")
 CredentialSourceName = Literal["imds", "environment"]
 
@@ -103,11 +105,68 @@ class IngressConfig:
         listen: where clients connect on the parent (``tcp:0.0.0.0:8443``).
         to: the enclave's listener (``vsock:16:8443``).
         options: connection caps and timeouts of this listener.
+        allow_parent_target: accept a ``to`` on the parent itself (``tcp:``, ``unix:``,
+            or vsock CID 0-3), for testing without an enclave, where loopback TCP stands
+            in for vsock. Never with a vsock ``listen``: that would let an enclave reach
+            a parent-side port without the egress allowlist.
+
+    Raises:
+        ConfigError: ``to`` is not an enclave's vsock address and ``allow_parent_target``
+            is not set, or it is set with a vsock ``listen``.
     """
 
     listen: Address
     to: Address
     options: RelayOptions = field(default_factory=RelayOptions)
+    allow_parent_target: bool = False
+
+    def __post_init__(self) -> None:
+        problems = _ingress_problems(self.listen, self.to, self.allow_parent_target)
+        if problems:
+            raise ConfigError([f"ingress.{key}: {message}" for key, message in problems])
+
+
+def _is_enclave(address: Address) -> bool:
+    """Whether ``address`` is an enclave's vsock listener (not ANY, not the parent's CIDs)."""
+    return (
+        address.kind == "vsock"
+        and address.cid is not None
+        and _FIRST_ENCLAVE_CID <= address.cid < 0xFFFFFFFF
+    )
+
+
+def _ingress_problems(
+    listen: Address | None, to: Address, allow_parent_target: bool
+) -> list[tuple[str, str]]:
+    """(key, message) for each rule an ingress forward breaks.
+
+    Ingress carries clients into the enclave. A ``to`` on the parent side (``tcp:``,
+    ``unix:``, vsock CID 0-3) turns the forward into a door to the parent's own ports,
+    and with a vsock ``listen`` the enclave is the one that walks through it, past the
+    egress allowlist. See ADR 0069.
+    """
+    if to.kind == "vsock" and to.cid == 0xFFFFFFFF:
+        return [("to", "a destination needs the enclave CID, not ANY")]
+    if _is_enclave(to):
+        return []
+    if not allow_parent_target:
+        return [
+            (
+                "to",
+                f"{to} is not an enclave (vsock:CID:PORT with CID 4 or more): a forward to "
+                "the parent's own ports is refused; set allow_parent_target = true only to "
+                "test without an enclave, where loopback TCP stands in for vsock",
+            )
+        ]
+    if listen is not None and listen.kind == "vsock":
+        return [
+            (
+                "allow_parent_target",
+                f"not with a vsock listen ({listen}): an enclave could then reach {to} on "
+                "the parent without the egress allowlist; list it in [egress] instead",
+            )
+        ]
+    return []
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,13 +230,11 @@ def load_parent_config(path: str | Path) -> ParentConfig:
         raise ConfigError(
             [f"cannot read the configuration file: {exc.strerror or exc}"], source=str(path)
         ) from exc
-    if len(data) > MAX_CONFIG_SIZE:
-        raise ConfigError(["the configuration file is larger than 1 MiB"], source=str(path))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(["the configuration file is not UTF-8"], source=str(path)) from None
-    return parse_parent_config(text, base=path.parent, source=path)
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(
+            ["cannot read the configuration file: the path holds a NUL"], source=str(path)
+        ) from exc
+    return _parse(data, base=path.parent, source=path)
 
 
 def parse_parent_config(
@@ -193,11 +250,15 @@ def parse_parent_config(
     Raises:
         ConfigError: the text is not TOML or has problems (all of them are listed).
     """
+    return _parse(text, base=base, source=source)
+
+
+def _parse(data: bytes | str, *, base: Path | None, source: Path | None) -> ParentConfig:
     where = None if source is None else str(source)
     try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], source=where) from None
+        document = _toml.loads(data, max_size=MAX_CONFIG_SIZE)
+    except MalformedError as exc:
+        raise ConfigError([f"the configuration file is {exc}"], source=where) from None
     problems: list[str] = []
     config = _Reader(problems, base or Path()).parent(document, source)
     if problems or config is None:
@@ -316,7 +377,7 @@ class _Reader:
             self.problem(f"{name}.source", f"must be 'imds' or 'environment', not {source!r:.40}")
         imds_url = table.get("imds_url")
         if imds_url is not None:
-            if not isinstance(imds_url, str) or not imds_url.startswith("http://"):
+            if not _is_http_url(imds_url):
                 self.problem(f"{name}.imds_url", "must be an http:// URL (IMDS is plain HTTP)")
             elif source != "imds":
                 self.problem(f"{name}.imds_url", "only applies to source = 'imds'")
@@ -350,14 +411,21 @@ class _Reader:
         before = len(self.problems)
         listen = self.address(name, table, "listen")
         to = self.address(name, table, "to")
-        if to is not None and to.kind == "vsock" and to.cid == 0xFFFFFFFF:
-            self.problem(f"{name}.to", "a destination needs the enclave CID, not ANY")
+        allow_parent_target = table.get("allow_parent_target", False)
+        if not isinstance(allow_parent_target, bool):
+            self.problem(f"{name}.allow_parent_target", "must be true or false")
+            allow_parent_target = False
+        if to is not None:
+            for key, message in _ingress_problems(listen, to, allow_parent_target):
+                self.problem(f"{name}.{key}", message)
         if to is not None and to.port == 0:
             self.problem(f"{name}.to", "a destination needs a port other than 0")
         options = self.options(name, table)
         if listen is None or to is None or options is None or len(self.problems) != before:
             return None
-        return IngressConfig(listen=listen, to=to, options=options)
+        return IngressConfig(
+            listen=listen, to=to, options=options, allow_parent_target=allow_parent_target
+        )
 
     def logs(self, name: str, table: Mapping[str, Any]) -> LogsConfig | None:
         self.unknown_keys(name, table, _LOGS_KEYS)
@@ -419,7 +487,11 @@ class _Reader:
         if not isinstance(value, str) or not value or "\x00" in value:
             self.problem(f"{name}.{key}", "must be a file path")
             return None
-        return self.base / Path(value).expanduser()
+        try:
+            return self.base / Path(value).expanduser()
+        except RuntimeError:  # ~user with no such user, or ~ with no home directory
+            self.problem(f"{name}.{key}", f"{value!r:.80}: cannot find the home directory")
+            return None
 
     def allow(self, where: str, raw: object) -> set[AllowEntry]:
         if not isinstance(raw, list):
@@ -546,6 +618,18 @@ class _Reader:
                 self.problem(key, f"{text} is also {seen[text]}")
             else:
                 seen[text] = key
+
+
+def _is_http_url(value: object) -> bool:
+    """Whether ``value`` is an ``http://HOST[:PORT]/...`` URL (checked, never raising)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:  # a bad bracketed host (http://[::1) or port
+        return False
+    return parts.scheme == "http" and bool(parts.hostname)
 
 
 def ipaddress_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -8,20 +8,20 @@ then raises one :class:`~attested.errors.ConfigError` listing them all.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
-import tomllib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
-from attested.errors import ConfigError, MalformedError
+from attested import _toml
+from attested.errors import ConfigError, ConfigurationError, MalformedError
+from attested.kms import NetworkSettings
 from attested.kms.client import _REGION  # the KMS client's own rule for region names
-from attested.net import Address, parse_address
+from attested.net import Address, is_loopback, parse_address
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -61,6 +61,8 @@ ENV_VARS: Mapping[str, str] = MappingProxyType(
 """Environment variables that override the file, and the key each one overrides."""
 
 _MAX_FILE = 1024 * 1024
+_PCR_INDEX = re.compile(r"[0-9]{1,2}")  # ASCII only: "²".isdigit() is true, int("²") fails
+_OCTAL_MODE = re.compile(r"[0-7]{1,4}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,15 +164,6 @@ class ServiceConfig:
         return found
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check(config: ServiceConfig) -> list[str]:
     problems: list[str] = []
     add = problems.append
@@ -181,7 +174,7 @@ def _check(config: ServiceConfig) -> list[str]:
     if config.api_unix:
         if "\x00" in config.api_unix or not os.path.isabs(config.api_unix):
             add(f"api.unix: {config.api_unix!r:.200} must be an absolute path")
-        elif len(os.fsencode(config.api_unix)) > 107:
+        elif _fs_length(config.api_unix) > 107:
             add("api.unix: the path is longer than a Unix socket path may be (107 bytes)")
     if not 0 <= config.api_unix_mode <= 0o777:
         add("api.unix_mode: must be an octal mode between 0000 and 0777")
@@ -198,7 +191,7 @@ def _check(config: ServiceConfig) -> list[str]:
         else:
             if tcp.kind != "tcp":
                 add(f"api.tcp: {config.api_tcp!r:.80} is not a TCP address")
-            elif not _is_loopback(tcp.host or ""):
+            elif not is_loopback(tcp.host):
                 add(
                     f"api.tcp: {tcp.host!r:.80} is not a loopback address; the API hands "
                     "out secrets and must listen on 127.0.0.1, ::1 or localhost only"
@@ -222,23 +215,24 @@ def _check(config: ServiceConfig) -> list[str]:
     for index, value in config.nsm_simulated_pcrs.items():
         if not 0 <= index <= 31 or len(value) not in (32, 48, 64):
             add(f"nsm.simulated_pcrs: PCR{index} must be index 0-31 with 48 bytes of hex")
+    # The KMS client's own rules for its endpoint and proxy (the service builds one).
     if config.kms_endpoint_url:
-        parts = urlsplit(config.kms_endpoint_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            add(f"kms.endpoint_url: {config.kms_endpoint_url!r:.200} is not an http(s) URL")
+        try:
+            NetworkSettings(endpoint_url=config.kms_endpoint_url)
+        except ConfigurationError as exc:
+            add(f"kms.endpoint_url: {exc}")
     if config.kms_proxy:
-        parts = urlsplit(config.kms_proxy)
-        if parts.scheme != "http" or not parts.hostname or _port_of(parts) is None:
-            add(f"kms.proxy: {config.kms_proxy!r:.200} must be http://HOST:PORT")
-        elif parts.username or parts.password:
-            add("kms.proxy: must not carry a user name or password")
+        try:
+            NetworkSettings(proxy=config.kms_proxy)
+        except ConfigurationError as exc:
+            add(f"kms.proxy: {exc}")
     if config.egress_listen:
         try:
             egress = parse_address(config.egress_listen)
         except ValueError as exc:
             add(f"egress.listen: {exc}")
         else:
-            if egress.kind != "tcp" or not _is_loopback(egress.host or ""):
+            if egress.kind != "tcp" or not is_loopback(egress.host):
                 add(
                     f"egress.listen: {config.egress_listen!r:.80} must be tcp:HOST:PORT on a "
                     "loopback host (the proxy is for this enclave's own processes)"
@@ -299,12 +293,12 @@ def _check(config: ServiceConfig) -> list[str]:
     return problems
 
 
-def _port_of(parts: Any) -> int | None:
+def _fs_length(path: str) -> int:
+    """The length of ``path`` in bytes as the OS sees it (a huge one if not encodable)."""
     try:
-        port: int | None = parts.port
-    except ValueError:
-        return None
-    return port
+        return len(os.fsencode(path))
+    except UnicodeEncodeError:
+        return 1 << 30
 
 
 # --- reading the file and the environment ----------------------------------------------
@@ -378,11 +372,8 @@ def _convert(kind: str, where: str, value: object, problems: list[str]) -> objec
             return tuple(value)
         problems.append(f"{where}: must be a list of strings")
     elif kind == "mode":
-        if isinstance(value, str):
-            try:
-                return int(value, 8)
-            except ValueError:
-                pass
+        if isinstance(value, str) and _OCTAL_MODE.fullmatch(value):
+            return int(value, 8)
         problems.append(f'{where}: must be an octal mode in a string, e.g. "0660"')
     elif kind == "pcrs":
         return _pcrs(value, where, problems)
@@ -395,7 +386,7 @@ def _pcrs(value: object, where: str, problems: list[str]) -> dict[int, bytes] | 
         return None
     pcrs: dict[int, bytes] = {}
     for key, text in value.items():
-        if not (isinstance(key, str) and key.isdigit() and int(key) <= 31):
+        if not (_PCR_INDEX.fullmatch(key) and int(key) <= 31):
             problems.append(f"{where}: key {key!r:.20} is not a PCR index 0-31")
             continue
         try:
@@ -417,27 +408,30 @@ def _read_file(path: Path, problems: list[str]) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             data = handle.read(_MAX_FILE + 1)
-    except OSError as exc:
-        problems.append(f"{path}: cannot read the configuration file: {exc.strerror or exc}")
-        return {}
-    if len(data) > _MAX_FILE:
-        problems.append(f"{path}: larger than {_MAX_FILE} bytes")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        strerror = exc.strerror if isinstance(exc, OSError) else None
+        problems.append(f"{path}: cannot read the configuration file: {strerror or exc}")
         return {}
     try:
-        return tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        problems.append(f"{path}: not valid TOML: {exc}")
+        return _toml.loads(data, max_size=_MAX_FILE)
+    except MalformedError as exc:
+        problems.append(f"{path}: {exc}")
         return {}
 
 
 def _measurement_pcrs(path: str, problems: list[str]) -> dict[int, bytes]:
     from attested.keypolicy import parse_measurements
+    from attested.keypolicy._measurements import MAX_MEASUREMENTS_SIZE
 
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as handle:  # bounded: the path may be /dev/zero
+            data = handle.read(MAX_MEASUREMENTS_SIZE + 1)
         sets = parse_measurements(data, source=path)
     except OSError as exc:
-        problems.append(f"nsm.simulated_measurements: cannot read {path!r}: {exc.strerror}")
+        problems.append(f"nsm.simulated_measurements: cannot read {path!r:.200}: {exc.strerror}")
+        return {}
+    except ValueError:  # a NUL in the path
+        problems.append(f"nsm.simulated_measurements: {path!r:.200} is not a file path")
         return {}
     except MalformedError as exc:
         problems.append(f"nsm.simulated_measurements: {exc}")

@@ -19,7 +19,12 @@ State directory layout (shared by every process that uses the same ``DIR``):
 from __future__ import annotations
 
 from attested.simulator._nsm import DEFAULT_IMAGE_PCRS, DEFAULT_INSTANCE_ID, SimulatedNsm
-from attested.simulator._state import ROOT_CERT_FILE, ROOT_KEY_FILE, load_or_create_root
+from attested.simulator._state import (
+    ROOT_CERT_FILE,
+    ROOT_KEY_FILE,
+    load_or_create_root,
+    read_root_certificate,
+)
 
 __all__ = [
     "DEFAULT_IMAGE_PCRS",
@@ -28,4 +33,5 @@ __all__ = [
     "ROOT_KEY_FILE",
     "SimulatedNsm",
     "load_or_create_root",
+    "read_root_certificate",
 ]

@@ -130,6 +130,7 @@ def test_the_whole_parent_in_a_subprocess(run_cli, make_target, tmp_path, signum
         [[ingress]]
         listen = "tcp:127.0.0.1:0"
         to = "tcp:127.0.0.1:{echo.port}"
+        allow_parent_target = true  # loopback TCP stands in for the enclave
         [logs]
         listen = "tcp:127.0.0.1:0"
         out = "enclave.log"
@@ -206,3 +207,49 @@ def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
     path.write_text('[logs]\nlisten = "tcp:127.0.0.1:0"\nout = "-"\n')
     args = build_parser().parse_args(["parent", "--config", str(path), "--log-level", "debug"])
     assert args.log_level == "DEBUG"
+
+
+_HOSTILE = {
+    "nested 2,000 levels": (
+        "[egress]\nlisten = " + "[" * 2000 + "]" * 2000 + "\n",
+        "the configuration file is not valid TOML: tables and arrays are nested more than 16",
+    ),
+    "a 5,000-digit integer": (
+        "[logs]\nlisten = 'tcp:127.0.0.1:0'\nout = '-'\nmax_line = " + "9" * 5000 + "\n",
+        "the configuration file is not valid TOML: a value that cannot be converted",
+    ),
+    "an integer beyond 64 bits": (
+        "[egress]\nlisten = 'vsock:ANY:8000'\nallow = [{address = 'a.test', port = 1}]\n"
+        "dns_cache = 0x" + "f" * 300 + "\n",
+        "the configuration file is not valid TOML: an integer is outside the 64-bit range",
+    ),
+    "a home directory that does not exist": (
+        "[logs]\nlisten = 'tcp:127.0.0.1:0'\nout = '~no-such-user-attested/enclave.log'\n",
+        "logs.out: '~no-such-user-attested/enclave.log': cannot find the home directory",
+    ),
+    "an IMDS URL with an open bracket": (
+        "[credentials]\nlisten = 'tcp:127.0.0.1:0'\nimds_url = 'http://[::1'\n",
+        "credentials.imds_url: must be an http:// URL",
+    ),
+    "a byte that is not UTF-8": (
+        "[logs]\nlisten = 'tcp:127.0.0.1:0'\nout = '\udcff'\n",
+        "the configuration file is not UTF-8",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "problem"), list(_HOSTILE.values()), ids=list(_HOSTILE))
+def test_check_reports_hostile_files_as_problems(tmp_path: Path, text: str, problem: str) -> None:
+    """In a real process: exit 2 and a problem list on stderr, never a traceback."""
+    path = tmp_path / "parent.toml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    result = subprocess.run(
+        [sys.executable, "-m", "attested", "parent", "--config", str(path), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"attested parent: {path}: {problem}" in result.stderr

@@ -237,3 +237,102 @@ def test_unreadable_files(tmp_path: Path) -> None:
 def test_config_error_needs_a_problem() -> None:
     with pytest.raises(ValueError, match="at least one"):
         ConfigError([])
+
+
+# -- ingress goes into the enclave, never to the parent's own ports (ADR 0069) -------------
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "tcp:127.0.0.1:6379",  # a parent-side service
+        "tcp:169.254.169.254:80",  # instance metadata
+        "unix:/var/run/docker.sock",
+        "vsock:3:8000",  # the parent's own CID, e.g. its egress relay
+        "vsock:2:8000",
+        "vsock:1:8000",
+    ],
+)
+def test_an_ingress_to_the_parent_side_is_refused(to: str) -> None:
+    problems = problems_of(f"[[ingress]]\nlisten = 'vsock:ANY:9000'\nto = '{to}'\n")
+    (problem,) = problems
+    assert problem.startswith(f"ingress[0].to: {parse_address(to)} is not an enclave")
+    assert "allow_parent_target = true" in problem
+
+
+def test_the_opt_in_never_lets_the_enclave_reach_the_parent() -> None:
+    """A vsock listen means the enclave is the client: that is egress without its allowlist."""
+    problems = problems_of(
+        "[[ingress]]\nlisten = 'vsock:ANY:9000'\nto = 'tcp:127.0.0.1:6379'\n"
+        "allow_parent_target = true\n"
+    )
+    (problem,) = problems
+    assert problem.startswith("ingress[0].allow_parent_target: not with a vsock listen")
+    assert "[egress]" in problem
+
+
+def test_the_opt_in_allows_loopback_tcp_for_testing() -> None:
+    config = parse_parent_config(
+        "[[ingress]]\nlisten = 'tcp:127.0.0.1:0'\nto = 'tcp:127.0.0.1:8443'\n"
+        "allow_parent_target = true\n"
+    )
+    (forward,) = config.ingress
+    assert forward.to == parse_address("tcp:127.0.0.1:8443")
+    assert forward.allow_parent_target is True
+    problems = problems_of(
+        "[[ingress]]\nlisten = 'tcp:127.0.0.1:0'\nto = 'tcp:127.0.0.1:1'\n"
+        "allow_parent_target = 'yes'\n"
+    )
+    assert "ingress[0].allow_parent_target: must be true or false" in problems
+
+
+def test_an_enclave_destination_needs_no_opt_in() -> None:
+    for listen in ("tcp:0.0.0.0:8443", "vsock:ANY:8443", "unix:/run/in.sock"):
+        config = parse_parent_config(f"[[ingress]]\nlisten = '{listen}'\nto = 'vsock:16:8443'\n")
+        assert config.ingress[0].allow_parent_target is False
+
+
+def test_ingress_config_made_in_code_is_checked_too() -> None:
+    from attested.parent import IngressConfig
+
+    with pytest.raises(ConfigError, match=r"ingress\.to: tcp:127\.0\.0\.1:6379 is not an enclave"):
+        IngressConfig(listen=parse_address("tcp:0.0.0.0:1"), to=parse_address("tcp:127.0.0.1:6379"))
+    with pytest.raises(ConfigError, match=r"ingress\.allow_parent_target: not with a vsock listen"):
+        IngressConfig(
+            listen=parse_address("vsock:ANY:1"),
+            to=parse_address("tcp:127.0.0.1:6379"),
+            allow_parent_target=True,
+        )
+
+
+def test_check_refuses_an_ingress_to_the_parent(tmp_path: Path, capsys) -> None:
+    from attested.cli import main
+
+    path = tmp_path / "parent.toml"
+    path.write_text("[[ingress]]\nlisten = 'vsock:ANY:9000'\nto = 'tcp:127.0.0.1:22'\n")
+    assert main(["parent", "--config", str(path), "--check"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"attested parent: {path}: ingress[0].to: tcp:127.0.0.1:22 is not")
+    assert "allow_parent_target" in line
+
+
+def test_text_with_a_lone_surrogate_is_a_problem() -> None:
+    """``parse_parent_config`` takes text; a surrogate would crash when used as a path."""
+    problems = problems_of("[egress]\nlisten = 'vsock:ANY:8000'\nallowlist = '\ud800.yaml'\n")
+    assert problems == (
+        "the configuration file is not UTF-8 text (a lone surrogate at character 48)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("vsock:ANY:\u00b2", "port '\u00b2' is not a number"),  # isdigit(), but int() fails
+        ("tcp:127.0.0.1:\u0668\u0660", "port '\u0668\u0660' is not a number"),  # int() says 80
+        ("vsock:\u0661\u0666:8000", "CID must be a number or ANY"),  # int() says 16
+    ],
+)
+def test_addresses_take_ascii_digits_only(address: str, problem: str) -> None:
+    (found,) = problems_of(f"[logs]\nlisten = '{address}'\nout = '-'\n")
+    assert found.startswith("logs.listen: ")
+    assert problem in found

@@ -168,10 +168,12 @@ def test_ingress_forward_carries_bytes_both_ways(run_parent, make_target) -> Non
         [[ingress]]
         listen = "tcp:127.0.0.1:0"
         to = "tcp:127.0.0.1:{echo.port}"
+        allow_parent_target = true  # loopback TCP stands in for the enclave
 
         [[ingress]]
         listen = "tcp:127.0.0.1:0"
         to = "tcp:127.0.0.1:{count.port}"
+        allow_parent_target = true  # loopback TCP stands in for the enclave
         idle_timeout = 0
         """
     )
@@ -222,6 +224,7 @@ def test_stop_ends_every_thread_and_listener(run_parent, aws_environment, tmp_pa
         [[ingress]]
         listen = "tcp:127.0.0.1:0"
         to = "tcp:127.0.0.1:9"
+        allow_parent_target = true  # loopback TCP stands in for the enclave
         [logs]
         listen = "tcp:127.0.0.1:0"
         out = "-"

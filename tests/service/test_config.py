@@ -245,3 +245,115 @@ def test_the_guide_lists_every_key_variable_and_error_code() -> None:
         assert f"| `{variable}` |" in guide, variable
     for code, (status, _) in ERROR_CODES.items():
         assert f"| {status} | `{code}` |" in guide, code
+
+
+# -- inputs that used to crash the loader with a traceback (exit 1) ------------------------
+
+_CRASHERS = {
+    "nested 2,000 levels": (
+        "a = " + "[" * 2000 + "]" * 2000 + "\n",
+        "not valid TOML: tables and arrays are nested more than 16 deep",
+    ),
+    "dotted tables 2,000 deep": (
+        "[" + ".".join(["a"] * 2000) + "]\n",
+        "not valid TOML: tables and arrays are nested more than 16 deep",
+    ),
+    "endpoint with an open bracket": (
+        '[kms]\nallowed_keys = ["*"]\nendpoint_url = "http://[::1"\n',
+        "kms.endpoint_url: endpoint_url 'http://[::1' must be an http:// or https:// URL",
+    ),
+    "proxy with a bad IPv6 host": (
+        '[kms]\nallowed_keys = ["*"]\nproxy = "http://[x]:80"\n',
+        "kms.proxy: proxy 'http://[x]:80' must be http://HOST:PORT",
+    ),
+    "proxy with a bad port": (
+        '[kms]\nallowed_keys = ["*"]\nproxy = "http://127.0.0.1:99999"\n',
+        "kms.proxy: proxy 'http://127.0.0.1:99999' must be http://HOST:PORT",
+    ),
+    "superscript PCR index": (
+        '[nsm]\nbackend = "simulated"\nsimulated_pcrs = {"\u00b2" = "' + "ab" * 48 + '"}\n'
+        '[kms]\nallowed_keys = ["*"]\n',
+        "nsm.simulated_pcrs: key '\u00b2' is not a PCR index 0-31",
+    ),
+    "Arabic-Indic PCR index": (
+        '[nsm]\nbackend = "simulated"\nsimulated_pcrs = {"\u0661" = "' + "ab" * 48 + '"}\n'
+        '[kms]\nallowed_keys = ["*"]\n',
+        "nsm.simulated_pcrs: key '\u0661' is not a PCR index 0-31",
+    ),
+    "a 5,000-digit integer": (
+        "[limits]\nmax_body = " + "9" * 5000 + "\n",
+        "not valid TOML: a value that cannot be converted",
+    ),
+    "an integer beyond 64 bits": (
+        "[cache]\nmax_age = 0x" + "f" * 300 + "\n",
+        "not valid TOML: an integer is outside the 64-bit range TOML allows",
+    ),
+    "measurements from /dev/zero": (
+        '[nsm]\nbackend = "simulated"\nsimulated_measurements = "/dev/zero"\n'
+        '[kms]\nallowed_keys = ["*"]\n',
+        "nsm.simulated_measurements: /dev/zero is 1048577 bytes, more than the limit",
+    ),
+    "measurements path with a NUL": (
+        '[nsm]\nbackend = "simulated"\nsimulated_measurements = "a\\u0000b"\n'
+        '[kms]\nallowed_keys = ["*"]\n',
+        "nsm.simulated_measurements: 'a\\x00b' is not a file path",
+    ),
+    "an Arabic-Indic socket mode": (
+        '[api]\nunix_mode = "\u0660\u0666\u0666\u0660"\n',  # int(..., 8) accepts it
+        'api.unix_mode: must be an octal mode in a string, e.g. "0660"',
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "problem"), list(_CRASHERS.values()), ids=list(_CRASHERS))
+def test_hostile_files_are_problems_not_crashes(
+    tmp_path: Path, capsys, text: str, problem: str
+) -> None:
+    from attested.cli import main
+
+    path = _write(tmp_path, text)
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert problem in err
+    lines = err.strip().splitlines()
+    assert lines[-1].endswith("configuration problem(s); not started")
+    assert all(line.startswith("attested serve: configuration: ") for line in lines[:-1])
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("ATTESTED_KMS_ENDPOINT", "http://[::1", "kms.endpoint_url: endpoint_url 'http://[::1'"),
+        ("ATTESTED_EGRESS_PROXY", "http://[x]:80", "kms.proxy: proxy 'http://[x]:80'"),
+        ("ATTESTED_EGRESS_PROXY", "http://user:secret@[::1", "kms.proxy: proxy 'http://***@"),
+        ("ATTESTED_EGRESS_PROXY", "https://user:secret@proxy:1", "kms.proxy: proxy must not"),
+    ],
+)
+def test_hostile_environment_is_a_problem_not_a_crash(
+    monkeypatch, capsys, variable: str, value: str, problem: str
+) -> None:
+    from attested.cli import main
+
+    monkeypatch.setenv("ATTESTED_ALLOWED_KEYS", "*")
+    monkeypatch.setenv(variable, value)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert f"attested serve: configuration: {problem}" in err
+    assert "secret" not in err  # a proxy's password never appears
+    assert "Traceback" not in err
+
+
+def test_deep_nesting_in_a_real_process(tmp_path: Path) -> None:
+    """The way a user meets it: a fresh interpreter at the default recursion limit."""
+    path = _write(tmp_path, "a = " + "[" * 2000 + "]" * 2000 + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "attested", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"attested serve: configuration: {path}: not valid TOML: " in result.stderr

@@ -140,3 +140,139 @@ def test_a_root_not_valid_now_is_refused(tmp_path) -> None:
     load_or_create_root(tmp_path, now=T0)
     with pytest.raises(ConfigurationError, match="new state directory"):
         SimulatedNsm(state_dir=tmp_path, clock=lambda: T0 - timedelta(days=1))
+
+
+# -- another local user must not be able to swap the root (ssh's StrictModes) ---------------
+
+
+def _open_up(path: Path, mode: int) -> None:
+    """Give ``path`` a mode that lets other users change it (what these tests refuse)."""
+    os.chmod(path, mode)
+
+
+def _simulate(state: Path, out: Path) -> list[str]:
+    return ["simulate", "attest", "--state", str(state), "--out", str(out)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "who"), [(0o777, "others"), (0o770, "its group")], ids=["0777", "0770"]
+)
+def test_an_existing_directory_writable_by_others_is_refused(tmp_path, mode, who) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    _open_up(state, mode)
+    with pytest.raises(ConfigurationError) as caught:
+        SimulatedNsm(state_dir=state, clock=lambda: T0)
+    message = str(caught.value)
+    assert str(state) in message
+    assert f"writable by {who} (mode {mode:04o})" in message
+    assert f"chmod go-w {state}" in message
+    assert list(state.iterdir()) == []  # nothing was created in it
+
+
+def test_the_cli_refuses_a_world_writable_state_directory(tmp_path, capsys) -> None:
+    from attested.cli import main
+
+    state = tmp_path / "state"
+    state.mkdir()
+    _open_up(state, 0o777)
+    assert main(_simulate(state, tmp_path / "doc")) == 3
+    err = capsys.readouterr().err
+    assert f"{state} is writable by others (mode 0777)" in err
+    assert not (tmp_path / "doc").exists()
+    assert not (state / ROOT_CERT_FILE).exists()
+
+
+def test_a_root_made_before_the_directory_was_opened_up_is_refused(tmp_path) -> None:
+    load_or_create_root(tmp_path / "state", now=T0)
+    _open_up(tmp_path / "state", 0o777)
+    with pytest.raises(ConfigurationError, match=r"writable by others \(mode 0777\)"):
+        load_or_create_root(tmp_path / "state", now=T0)
+
+
+def test_a_parent_writable_by_others_is_refused_unless_sticky(tmp_path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    _open_up(shared, 0o777)  # anyone could rename state away and put their own there
+    with pytest.raises(ConfigurationError, match=rf"{shared} is writable by others"):
+        load_or_create_root(shared / "state", now=T0)
+    _open_up(shared, 0o1777)  # like /tmp: only the owner may rename what is in it
+    load_or_create_root(shared / "state", now=T0)
+    assert _mode(shared / "state") == 0o700
+
+
+def test_missing_parents_are_created_private(tmp_path) -> None:
+    old = os.umask(0o002)  # a umask that would leave group-writable parents
+    try:
+        load_or_create_root(tmp_path / "a" / "b" / "state", now=T0)
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "state"):
+        assert _mode(path) == 0o700
+    load_or_create_root(tmp_path / "a" / "b" / "state", now=T0)  # and accepted again
+
+
+@pytest.mark.parametrize("name", [ROOT_CERT_FILE, ROOT_KEY_FILE])
+def test_files_writable_by_others_are_refused(tmp_path, name) -> None:
+    load_or_create_root(tmp_path, now=T0)
+    _open_up(tmp_path / name, 0o622 if name == ROOT_CERT_FILE else 0o600 | 0o020)
+    with pytest.raises(ConfigurationError, match=f"{tmp_path / name} is"):
+        load_or_create_root(tmp_path, now=T0)
+
+
+def test_a_symlinked_root_is_refused(tmp_path) -> None:
+    load_or_create_root(tmp_path / "mine", now=T0)
+    load_or_create_root(tmp_path / "other", now=T0)
+    (tmp_path / "mine" / ROOT_CERT_FILE).unlink()
+    (tmp_path / "mine" / ROOT_CERT_FILE).symlink_to(tmp_path / "other" / ROOT_CERT_FILE)
+    with pytest.raises(ConfigurationError, match="is a symbolic link"):
+        load_or_create_root(tmp_path / "mine", now=T0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+@pytest.mark.parametrize("what", ["directory", ROOT_CERT_FILE, ROOT_KEY_FILE])
+def test_anything_owned_by_another_user_is_refused(tmp_path, what) -> None:
+    state = tmp_path / "state"
+    load_or_create_root(state, now=T0)
+    target = state if what == "directory" else state / what
+    os.chown(target, 65534, 65534)
+    with pytest.raises(
+        ConfigurationError, match=rf"{target} is owned by another user \(uid 65534\)"
+    ):
+        load_or_create_root(state, now=T0)
+
+
+def test_the_emulator_refuses_a_world_writable_simulated_state(tmp_path, capsys) -> None:
+    from attested.cli import main
+
+    state = tmp_path / "state"
+    load_or_create_root(state, now=T0)
+    _open_up(state, 0o777)
+    assert main(["emulator", "kms", "--simulated-state", str(state)]) == 3
+    assert f"{state} is writable by others (mode 0777)" in capsys.readouterr().err
+    os.chmod(state, 0o700)
+    _open_up(state / ROOT_CERT_FILE, 0o666)
+    assert main(["emulator", "kms", "--simulated-state", str(state)]) == 3
+    assert f"{state / ROOT_CERT_FILE} is writable by others" in capsys.readouterr().err
+
+
+def test_the_service_refuses_a_world_writable_simulated_state(tmp_path) -> None:
+    from attested.service import Service, ServiceConfig
+
+    state = tmp_path / "state"
+    load_or_create_root(state, now=T0)
+    _open_up(state, 0o777)
+    config = ServiceConfig(
+        api_unix=str(tmp_path / "api.sock"),
+        nsm_backend="simulated",
+        nsm_simulated_state=str(state),
+        allowed_keys=("*",),
+        credentials_source="environment",
+    )
+    service = Service(config)
+    try:
+        with pytest.raises(ConfigurationError, match=rf"{state} is writable by others"):
+            service.start()
+    finally:
+        service.stop(deadline=5.0)
+    assert not (tmp_path / "api.sock").exists()
