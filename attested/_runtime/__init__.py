@@ -7,7 +7,9 @@ once so that every server gets the same hardening:
   loopback TCP, vsock) from an :class:`attested.net.Address`;
 * :mod:`.http`: one HTTP/1.1 server (a thread per connection, h11 to read requests,
   strict framing, caps, deadlines, refusals the client can read, graceful stop) serving
-  a plain ``Request -> Response`` callable.
+  a plain ``Request -> Response`` callable;
+* :mod:`.lifecycle`: the one start / stop(deadline) / running / listeners protocol of
+  every long-running part, and one parallel stop.
 
 Boundaries: no application logic here (routes, JSON schemas, KMS, SigV4 and error codes
 belong to the callers, which plug in their own error body); standard library and h11
@@ -27,17 +29,21 @@ from attested._runtime.http import (
     ServerStats,
     json_error_page,
 )
+from attested._runtime.lifecycle import Lifecycle, Stoppable, stop_all
 from attested._runtime.listen import Listener, open_listener, remove_stale_socket
 
 __all__ = [
     "DropConnection",
     "HttpLimits",
     "HttpServer",
+    "Lifecycle",
     "Listener",
     "Request",
     "Response",
     "ServerStats",
+    "Stoppable",
     "json_error_page",
     "open_listener",
     "remove_stale_socket",
+    "stop_all",
 ]
