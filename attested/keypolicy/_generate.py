@@ -160,6 +160,108 @@ def _condition_value(values: list[bytes]) -> str | list[str]:
     return texts[0] if len(texts) == 1 else texts
 
 
+def _pinned_values(
+    measurements: Sequence[MeasurementSet],
+    *,
+    pcrs: Sequence[int] | None,
+    role_arn: str | None,
+    instance_ids: Sequence[str],
+) -> dict[int, list[bytes]]:
+    """The accepted values of every pinned PCR, from the sets and the PCR3/PCR4 inputs."""
+    if not measurements:
+        raise ConfigurationError("no measurements given")
+    for position, measured in enumerate(measurements):
+        if measured.debug_mode:
+            _warn(
+                f"{measured.source or f'measurement set {position}'} runs in debug mode: its "
+                "attestation carries all-zero PCR0-2, so this policy will not admit it"
+            )
+    chosen = sorted(set(pcrs)) if pcrs is not None else _default_pcrs(measurements)
+    for index in chosen:
+        if not 0 <= index <= 31:
+            raise ConfigurationError(f"PCR index must be 0..31, got {index}")
+    extra: dict[int, list[bytes]] = {}
+    if role_arn is not None:
+        try:
+            extra[3] = [pcr.pcr3_from_role_arn(role_arn)]
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+    if instance_ids:
+        bad = [i for i in instance_ids if not _INSTANCE_ID.fullmatch(i)]
+        if bad:
+            raise ConfigurationError(f"{bad[0]!r:.40} is not an EC2 instance id (i-...)")
+        extra[4] = list(dict.fromkeys(pcr.pcr4_from_instance_id(i) for i in instance_ids))
+    values = _pcr_values(measurements, [i for i in chosen if i not in extra])
+    for index, given in extra.items():
+        if any(index in m.pcrs and m.pcrs[index] not in given for m in measurements):
+            raise ConfigurationError(
+                f"PCR{index} differs between the measurements and "
+                f"{'role_arn' if index == 3 else 'instance_ids'}"
+            )
+        values[index] = given
+    if not values:
+        raise ConfigurationError("nothing to pin: no PCR selected")
+    return values
+
+
+def _statements(
+    *,
+    admin: str,
+    enclave: str,
+    actions: list[str],
+    condition: dict[str, str | list[str]],
+    producers: list[str],
+    deny_without_attestation: bool,
+) -> list[dict[str, Any]]:
+    """The policy's statements, in the order docs/keypolicy.md describes them."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "KeyAdministration",
+            "Effect": "Allow",
+            "Principal": {"AWS": admin},
+            "Action": list(ADMIN_ACTIONS),
+            "Resource": "*",
+        },
+        {
+            "Sid": "EnclaveDescribeKey",
+            "Effect": "Allow",
+            "Principal": {"AWS": enclave},
+            "Action": "kms:DescribeKey",
+            "Resource": "*",
+        },
+        {
+            "Sid": "EnclaveAttestedOperations",
+            "Effect": "Allow",
+            "Principal": {"AWS": enclave},
+            "Action": actions,
+            "Resource": "*",
+            "Condition": {"StringEqualsIgnoreCase": condition},
+        },
+    ]
+    if producers:
+        statements.append(
+            {
+                "Sid": "EncryptOnly",
+                "Effect": "Allow",
+                "Principal": {"AWS": producers[0] if len(producers) == 1 else producers},
+                "Action": list(ENCRYPT_ACTIONS),
+                "Resource": "*",
+            }
+        )
+    if deny_without_attestation:
+        statements.append(
+            {
+                "Sid": "DenyWithoutAttestation",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": actions,
+                "Resource": "*",
+                "Condition": {"Null": {IMAGE_KEY: "true"}},
+            }
+        )
+    return statements
+
+
 def generate_policy(
     *,
     account: str,
@@ -220,39 +322,10 @@ def generate_policy(
             "the enclave role and the admin role must differ: the admin can rewrite the policy"
         )
     actions = _operations(operations)
-    if not measurements:
-        raise ConfigurationError("no measurements given")
-    for position, measured in enumerate(measurements):
-        if measured.debug_mode:
-            _warn(
-                f"{measured.source or f'measurement set {position}'} runs in debug mode: its "
-                "attestation carries all-zero PCR0-2, so this policy will not admit it"
-            )
-    chosen = sorted(set(pcrs)) if pcrs is not None else _default_pcrs(measurements)
-    for index in chosen:
-        if not 0 <= index <= 31:
-            raise ConfigurationError(f"PCR index must be 0..31, got {index}")
-    extra: dict[int, list[bytes]] = {}
-    if role_arn is not None:
-        try:
-            extra[3] = [pcr.pcr3_from_role_arn(role_arn)]
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-    if instance_ids:
-        bad = [i for i in instance_ids if not _INSTANCE_ID.fullmatch(i)]
-        if bad:
-            raise ConfigurationError(f"{bad[0]!r:.40} is not an EC2 instance id (i-...)")
-        extra[4] = list(dict.fromkeys(pcr.pcr4_from_instance_id(i) for i in instance_ids))
-    values = _pcr_values(measurements, [i for i in chosen if i not in extra])
-    for index, given in extra.items():
-        if any(index in m.pcrs and m.pcrs[index] not in given for m in measurements):
-            raise ConfigurationError(
-                f"PCR{index} differs between the measurements and "
-                f"{'role_arn' if index == 3 else 'instance_ids'}"
-            )
-        values[index] = given
-    if not values:
-        raise ConfigurationError("nothing to pin: no PCR selected")
+    producers = [
+        _principal(arn, what="encryptor", account=account, role_only=False) for arn in encryptors
+    ]
+    values = _pinned_values(measurements, pcrs=pcrs, role_arn=role_arn, instance_ids=instance_ids)
     _check_debug(values, allow_debug=allow_debug)
     if 0 not in values:
         _warn(
@@ -265,53 +338,12 @@ def generate_policy(
         if index == 0:
             condition[IMAGE_KEY] = _condition_value(values[0])
         condition[pcr_key(index)] = _condition_value(values[index])
-    statements: list[dict[str, Any]] = [
-        {
-            "Sid": "KeyAdministration",
-            "Effect": "Allow",
-            "Principal": {"AWS": admin},
-            "Action": list(ADMIN_ACTIONS),
-            "Resource": "*",
-        },
-        {
-            "Sid": "EnclaveDescribeKey",
-            "Effect": "Allow",
-            "Principal": {"AWS": enclave},
-            "Action": "kms:DescribeKey",
-            "Resource": "*",
-        },
-        {
-            "Sid": "EnclaveAttestedOperations",
-            "Effect": "Allow",
-            "Principal": {"AWS": enclave},
-            "Action": actions,
-            "Resource": "*",
-            "Condition": {"StringEqualsIgnoreCase": condition},
-        },
-    ]
-    if encryptors:
-        producers = [
-            _principal(arn, what="encryptor", account=account, role_only=False)
-            for arn in encryptors
-        ]
-        statements.append(
-            {
-                "Sid": "EncryptOnly",
-                "Effect": "Allow",
-                "Principal": {"AWS": producers[0] if len(producers) == 1 else producers},
-                "Action": list(ENCRYPT_ACTIONS),
-                "Resource": "*",
-            }
-        )
-    if deny_without_attestation:
-        statements.append(
-            {
-                "Sid": "DenyWithoutAttestation",
-                "Effect": "Deny",
-                "Principal": "*",
-                "Action": actions,
-                "Resource": "*",
-                "Condition": {"Null": {IMAGE_KEY: "true"}},
-            }
-        )
+    statements = _statements(
+        admin=admin,
+        enclave=enclave,
+        actions=actions,
+        condition=condition,
+        producers=producers,
+        deny_without_attestation=deny_without_attestation,
+    )
     return {"Version": "2012-10-17", "Statement": statements}
