@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
+from attested._aws import KMS_KEY_ID
 from attested.emulator import _keys, _ops_admin, _ops_crypto
 from attested.emulator._cms_writer import build_envelope
 from attested.emulator._keys import KeyRecord, KeyState, PrivateKey
@@ -75,7 +76,6 @@ unverified, so the emulator refuses them rather than let a developer depend on t
 
 _DRY_RUN = "The request would have succeeded, but the DryRun option is set."
 _LIST_DEFAULT = 100
-_KEY_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _MRK_ID_RE = re.compile(r"mrk-[0-9a-f]{32}")
 # Operations the emulator knows it does not emulate, and why (others: a generic answer).
 _NOT_EMULATED = {
@@ -270,7 +270,7 @@ class KmsService:
         assert key_id is not None  # noqa: S101 - one of the branches set it
         if _MRK_ID_RE.fullmatch(key_id):  # a well-formed multi-Region key id: none here
             raise ApiError("NotFoundException", f"Key '{self.key_arn(key_id)}' does not exist")
-        if not _KEY_ID_RE.fullmatch(key_id):
+        if not KMS_KEY_ID.fullmatch(key_id):
             raise ApiError("NotFoundException", f"Invalid keyId '{ref[:200]}'")
         record = self.live(key_id, now)
         if record is None:

@@ -31,6 +31,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from attested._aws import ASSUMED_ROLE_ARN, PRINCIPAL_ARN
 from attested.emulator._protocol import ApiError
 
 __all__ = ["MAX_SKEW", "Caller", "Identity", "verify_sigv4"]
@@ -43,8 +44,6 @@ _AUTH_RE = re.compile(
     r"SignedHeaders=(?P<signed>[^,\s]+)\s*,\s*Signature=(?P<signature>[0-9a-f]{64})\s*"
 )
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-_ASSUMED_RE = re.compile(r"arn:(aws[a-z-]*):sts::([0-9]{12}):assumed-role/([^/]+)/.+")
-_ARN_ACCOUNT_RE = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::([0-9]{12}):.+")
 _UNRECOGNIZED = "The security token included in the request is invalid."
 # Headers that must be in SignedHeaders when the request has them (host always): AWS
 # requires host and X-Amz-Date signed; X-Amz-Target names the operation, so an unsigned
@@ -82,13 +81,13 @@ class Identity:
         secret: object = self.secret_access_key
         if not isinstance(secret, str) or not secret:
             raise ValueError("secret_access_key must be a non-empty string")
-        if _ARN_ACCOUNT_RE.fullmatch(self.arn) is None:
+        if PRINCIPAL_ARN.fullmatch(self.arn) is None:
             raise ValueError(
                 "arn must be an IAM or STS ARN with a 12-digit account, such as "
                 "arn:aws:iam::111122223333:role/parent"
             )
         if self.principal_arn is None:
-            session = _ASSUMED_RE.fullmatch(self.arn)
+            session = ASSUMED_ROLE_ARN.fullmatch(self.arn)
             principal = self.arn
             if session is not None:
                 principal = f"arn:{session[1]}:iam::{session[2]}:role/{session[3]}"
@@ -97,9 +96,9 @@ class Identity:
     @property
     def account(self) -> str:
         """The 12-digit account id from the ARN."""
-        match = _ARN_ACCOUNT_RE.fullmatch(self.arn)
+        match = PRINCIPAL_ARN.fullmatch(self.arn)
         assert match is not None  # noqa: S101 - checked in __post_init__
-        return match.group(1)
+        return match.group(3)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,12 +36,12 @@ from __future__ import annotations
 import enum
 import itertools
 import json
-import re
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from attested import _json
+from attested._aws import ACCOUNT_ID, ASSUMED_ROLE_ARN, ROLE_ARN, ROOT_ARN
 from attested.errors import KeyPolicyError, MalformedError
 from attested.keypolicy._operators import Operator, condition_holds, glob_matches, parse_operator
 from attested.keypolicy._policy import PolicyDocument, Principals, Statement, parse_policy
@@ -76,10 +76,6 @@ request key (``UNKNOWN_CONDITION_PREFIX + str(n)``): it holds when the request s
 ``"true"``. The linter tries both outcomes; no real request has such a key."""
 
 _VERSIONS = frozenset({"2012-10-17", "2008-10-17"})
-_ACCOUNT_RE = re.compile(r"[0-9]{12}")
-_ROOT_RE = re.compile(r"arn:(aws[a-z-]*):iam::([0-9]{12}):root")
-_ROLE_RE = re.compile(r"arn:(aws[a-z-]*):iam::([0-9]{12}):role/(?:.*/)?([^/]+)")
-_ASSUMED_RE = re.compile(r"arn:(aws[a-z-]*):sts::([0-9]{12}):assumed-role/([^/]+)/.+")
 
 
 class Decision(enum.Enum):
@@ -332,7 +328,7 @@ def _principals(read: Principals, where: str, *, strict: bool) -> tuple[str, ...
     for name in read.aws:
         if name == "*" or name.startswith("arn:"):
             result.append(name)
-        elif _ACCOUNT_RE.fullmatch(name):
+        elif ACCOUNT_ID.fullmatch(name):
             result.append(f"arn:aws:iam::{name}:root")
         elif strict:
             raise KeyPolicyError(f"{where}: {name!r:.80} is not an ARN or account id")
@@ -351,12 +347,12 @@ def principal_matches(principal: str, request: PolicyRequest) -> bool:
         return True
     if principal in (request.caller_arn, request.principal_arn):
         return True
-    root = _ROOT_RE.fullmatch(principal)
+    root = ROOT_ARN.fullmatch(principal)
     if root is not None:
         # No IAM here: the root principal stands for every identity of its account.
         return root.group(2) == request.account
-    role = _ROLE_RE.fullmatch(principal)
-    session = _ASSUMED_RE.fullmatch(request.caller_arn)
+    role = ROLE_ARN.fullmatch(principal)
+    session = ASSUMED_ROLE_ARN.fullmatch(request.caller_arn)
     if role is not None and session is not None:
         return role.group(2) == session.group(2) and role.group(3) == session.group(3)
     return False

@@ -18,12 +18,12 @@ Decrypt without attestation. The admin role is therefore the only way to manage 
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from attested import pcr
+from attested._aws import ACCOUNT_ID, IAM_PRINCIPAL_ARN, INSTANCE_ID
 from attested.errors import ConfigurationError, SecurityWarning
 from attested.keypolicy._keys import (
     ATTESTED_OPERATIONS,
@@ -70,10 +70,6 @@ ADMIN_ACTIONS = (
 ENCRYPT_ACTIONS = ("kms:Encrypt", "kms:GenerateDataKeyWithoutPlaintext")
 """What data producers outside the enclave may do: nothing that returns plaintext."""
 
-_ACCOUNT = re.compile(r"\d{12}")
-_IAM_ARN = re.compile(r"arn:(aws[a-z-]*):iam::(\d{12}):(role|user)/[\w+=,.@/-]{1,512}")
-_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}([0-9a-f]{9})?")
-
 
 def _warn(message: str) -> None:
     warnings.warn(message, SecurityWarning, stacklevel=3)
@@ -103,7 +99,7 @@ def _operations(operations: Sequence[str]) -> list[str]:
 
 
 def _principal(arn: str, *, what: str, account: str, role_only: bool) -> str:
-    match = _IAM_ARN.fullmatch(arn)
+    match = IAM_PRINCIPAL_ARN.fullmatch(arn)
     if match is None or (role_only and match.group(3) != "role"):
         kind = "role" if role_only else "role or user"
         raise ConfigurationError(f"{what} {arn!r:.80} is not an IAM {kind} ARN")
@@ -187,7 +183,7 @@ def _pinned_values(
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
     if instance_ids:
-        bad = [i for i in instance_ids if not _INSTANCE_ID.fullmatch(i)]
+        bad = [i for i in instance_ids if not INSTANCE_ID.fullmatch(i)]
         if bad:
             raise ConfigurationError(f"{bad[0]!r:.40} is not an EC2 instance id (i-...)")
         extra[4] = list(dict.fromkeys(pcr.pcr4_from_instance_id(i) for i in instance_ids))
@@ -313,7 +309,7 @@ def generate_policy(
         values allowed; a measurement set from a debug-mode enclave; GenerateRandom
         requested; principals from another account.
     """
-    if not _ACCOUNT.fullmatch(account):
+    if not ACCOUNT_ID.fullmatch(account):
         raise ConfigurationError(f"account {account!r:.40} is not a 12-digit AWS account id")
     enclave = _principal(enclave_role, what="enclave role", account=account, role_only=True)
     admin = _principal(admin_role, what="admin role", account=account, role_only=False)

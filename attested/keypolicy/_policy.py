@@ -8,11 +8,11 @@ list; condition values as a string, a boolean, a number or a list of those.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from attested import _json
+from attested._aws import ACCOUNT_ID, ARN_ACCOUNT, ROOT_ARN
 from attested.errors import MalformedError
 
 __all__ = [
@@ -44,9 +44,6 @@ STATEMENT_ELEMENTS = (
     "NotResource",
     "Condition",
 )
-_ROOT = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}):root", re.IGNORECASE)
-_ACCOUNT = re.compile(r"\d{12}")
-_ARN_ACCOUNT = re.compile(r"arn:aws[a-z-]*:[a-z0-9-]*:[a-z0-9-]*:(\d{12}):", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,10 +65,10 @@ class Principals:
         """Accounts named as a whole (``arn:aws:iam::ID:root`` or a bare account id)."""
         accounts = set()
         for principal in self.aws:
-            match = _ROOT.fullmatch(principal)
+            match = ROOT_ARN.fullmatch(principal.lower())
             if match:
-                accounts.add(match.group(1))
-            elif _ACCOUNT.fullmatch(principal):
+                accounts.add(match.group(2))
+            elif ACCOUNT_ID.fullmatch(principal):
                 accounts.add(principal)
         return frozenset(accounts)
 
@@ -92,7 +89,7 @@ def _covers_account(roots: Principals, members: Principals) -> bool:
     if not accounts:
         return False
     for principal in members.aws:
-        match = _ARN_ACCOUNT.match(principal)
+        match = ARN_ACCOUNT.match(principal.lower())
         if match and match.group(1) in accounts:
             return True
     return False

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 
+from attested._aws import ACCOUNT_ID, PRINCIPAL_ARN, ROOT_ARN
 from attested.keypolicy._evaluate import (
     UNKNOWN_CONDITION_PREFIX,
     CompiledCondition,
@@ -81,8 +82,6 @@ _ORG_KEYS = frozenset({"aws:principalorgid", "aws:principalorgpaths"})
 _FIXED = {"aws:securetransport": ("true",)}
 _OTHER = "attested-lint-other"
 _ZERO = "0" * 96
-_ARN = re.compile(r"arn:(aws[a-z-]*):(iam|sts)::(\d{12}):(.+)")
-_ROOT = re.compile(r"arn:(aws[a-z-]*):iam::(\d{12}):root")
 
 
 class Evidence(enum.Enum):
@@ -188,20 +187,20 @@ def _arns_in(policy: KeyPolicy) -> Iterator[str]:
 def _accounts_in(policy: KeyPolicy) -> set[str]:
     accounts: set[str] = set()
     for arn in _arns_in(policy):
-        match = _ARN.fullmatch(arn)
+        match = PRINCIPAL_ARN.fullmatch(arn)
         if match:
             accounts.add(match.group(3))
     for statement in policy.statements:
         for condition in statement.conditions:
             if condition.key in ("aws:principalaccount", "kms:calleraccount"):
-                accounts.update(v for v in condition.values if re.fullmatch(r"\d{12}", v))
+                accounts.update(v for v in condition.values if ACCOUNT_ID.fullmatch(v))
     return accounts
 
 
 def _identity_for(arn: str) -> Identity | None:
     """The caller a principal ARN stands for (a role through one of its sessions)."""
-    match = _ARN.fullmatch(arn)
-    if match is None or _ROOT.fullmatch(arn):
+    match = PRINCIPAL_ARN.fullmatch(arn)
+    if match is None or ROOT_ARN.fullmatch(arn):
         return None
     partition, service, account, rest = match.groups()
     if service == "iam" and rest.startswith("role/"):
@@ -254,7 +253,7 @@ def identities(policy: KeyPolicy) -> list[Identity]:
         tail = re.search(r":((?:role|user)/[^:*?]+)$", arn)
         if tail:
             paths[tail.group(1)] = None
-        root = _ROOT.fullmatch(arn)
+        root = ROOT_ARN.fullmatch(arn)
         if root is not None:
             roots.add(root.group(2))
             continue

@@ -26,6 +26,7 @@ ROOT = PACKAGE.parent
 
 PURE = {
     "attested",
+    "attested._aws",
     "attested._cbor",
     "attested._certs",
     "attested._chain",
