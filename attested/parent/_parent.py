@@ -8,14 +8,14 @@ from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 from typing import Self
 
-from attested.kms.credentials import (
+from attested.net import Address
+from attested.parent._config import CredentialsConfig, EgressConfig, ParentConfig
+from attested.parent._credentials import (
     CredentialServer,
     CredentialSource,
     botocore_source,
     imds_source,
 )
-from attested.net import Address
-from attested.parent._config import CredentialsConfig, EgressConfig, ParentConfig
 from attested.relay import (
     Forward,
     ListenerStats,
