@@ -118,7 +118,7 @@ class KmsEmulator:
 
         Raises:
             ConfigurationError: the state file or the TLS files cannot be used.
-            OSError: the address cannot be bound.
+            OSError: the address cannot be bound (``strerror`` names it).
             RuntimeError: already started.
         """
         if self._server is not None:
@@ -136,6 +136,10 @@ class KmsEmulator:
                 partition=config.partition,
             )
             listener = open_listener(Address(kind="tcp", host=config.host, port=config.port))
+        except OSError as exc:
+            store.close()
+            where = f"{config.host}:{config.port}"
+            raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from exc
         except BaseException:
             store.close()
             raise
@@ -178,20 +182,36 @@ class KmsEmulator:
             raise ConfigurationError(f"cannot load the TLS certificate and key: {exc}") from exc
         return context
 
-    def stop(self) -> None:
-        """Stop serving: finish answers in flight, close connections, join threads.
+    def stop(self, deadline: float = _STOP_DEADLINE) -> bool:
+        """Stop serving: answers in flight get ``deadline`` seconds, then connections close.
 
-        Idempotent.
+        Idempotent, and safe before :meth:`start`.
+
+        Returns:
+            ``True`` if every connection ended in time.
         """
         server = self._server
         if server is None:
-            return
+            return True
         self._stopping.set()  # injected latency ends at once
-        server.stop(_STOP_DEADLINE)
+        clean = server.stop(deadline)
         if self._store is not None:
             self._store.close()
         self._server = self._store = None
         logger.info("KMS emulator stopped")
+        return clean
+
+    @property
+    def running(self) -> bool:
+        """Whether the emulator is serving (started and not stopping)."""
+        server = self._server
+        return server is not None and not server.stopping
+
+    @property
+    def listeners(self) -> Mapping[str, Address]:
+        """``{"kms": ADDRESS}`` (``tcp:HOST:PORT``) while started; empty otherwise."""
+        server = self._server
+        return types.MappingProxyType({} if server is None else {"kms": server.address})
 
     def __enter__(self) -> Self:
         return self.start()

@@ -21,10 +21,10 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 import botocore.session
@@ -32,6 +32,7 @@ from botocore.credentials import Credentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError
 from botocore.utils import InstanceMetadataFetcher
 
+from attested._runtime.listen import Listener, open_listener
 from attested.errors import ConfigurationError, CredentialsUnavailable, MalformedError
 from attested.kms import _credproto
 from attested.kms._credproto import AwsCredentials
@@ -234,11 +235,12 @@ class CredentialServer:
         self._source = source
         self._timeout = timeout
         self._max_connections = max_connections
-        self._sock: socket.socket | None = None
+        self._listener: Listener | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._wake: tuple[socket.socket, socket.socket] | None = None
         self._answers: ThreadPoolExecutor | None = None
+        self._answering: dict[Future[None], socket.socket] = {}  # answers under way
         self._lock = threading.Lock()
         self._held = 0  # connections reading a request or being answered
         self.served = 0
@@ -253,12 +255,13 @@ class CredentialServer:
     @property
     def address(self) -> Address:
         """The listening address (with the actual port once started)."""
-        if self._sock is None:
-            return self._address
-        name = self._sock.getsockname()
-        if self._address.kind == "vsock":
-            return Address(kind="vsock", cid=self._address.cid, port=name[1])
-        return Address(kind="tcp", host=self._address.host, port=name[1])
+        return self._address if self._listener is None else self._listener.address
+
+    @property
+    def listeners(self) -> Mapping[str, Address]:
+        """``{"credentials": ADDRESS}`` while started (the bound port); empty otherwise."""
+        bound = {} if self._listener is None else {"credentials": self._listener.address}
+        return MappingProxyType(bound)
 
     def start(self) -> Self:
         """Bind, listen, and serve in background threads.
@@ -268,19 +271,14 @@ class CredentialServer:
         """
         if self._thread is not None:
             raise RuntimeError("the credential server is already running")
-        sock = socket.socket(self._address.family, socket.SOCK_STREAM)
         try:
-            if self._address.kind == "tcp":
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(self._address.sockaddr())
-            sock.listen(min(self._max_connections, 128))
-            sock.setblocking(False)
+            listener = open_listener(self._address, backlog=min(self._max_connections, 128))
         except OSError as exc:
-            sock.close()
             raise CredentialsUnavailable(
                 f"the credential server cannot listen on {self._address}: {exc.strerror or exc}"
             ) from None
-        self._sock = sock
+        listener.sock.setblocking(False)
+        self._listener = listener
         self._wake = socket.socketpair()
         for end in self._wake:
             end.setblocking(False)
@@ -302,25 +300,38 @@ class CredentialServer:
         thread = self._thread
         return thread is not None and thread.is_alive() and not self._stopping.is_set()
 
-    def stop(self) -> None:
-        """Stop serving and close the sockets (idempotent); answers under way finish."""
+    def stop(self, deadline: float = 10.0) -> bool:
+        """Stop accepting at once; answers under way get ``deadline`` seconds, then are cut.
+
+        Safe to call more than once and before :meth:`start`.
+
+        Returns:
+            ``True`` if every answer under way was sent in time.
+        """
+        end = time.monotonic() + max(0.0, deadline)
         self._stopping.set()
         if self._wake is not None:
             with contextlib.suppress(OSError):
                 self._wake[1].send(b"x")
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join()  # the loop sees the wake-up at once
             self._thread = None
+        late: set[Future[None]] = set()
         if self._answers is not None:
-            self._answers.shutdown(wait=True)
+            late = wait(list(self._answering), max(0.0, end - time.monotonic())).not_done
+            for future in late:  # the source cannot be cut, sending its answer can
+                with contextlib.suppress(OSError, KeyError):
+                    self._answering[future].shutdown(socket.SHUT_RDWR)
+            self._answers.shutdown(wait=not late)  # idle workers end at once
             self._answers = None
         if self._wake is not None:
-            for end in self._wake:
-                end.close()
+            for sock in self._wake:
+                sock.close()
             self._wake = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        return not late
 
     def __enter__(self) -> Self:
         return self.start()
@@ -336,9 +347,9 @@ class CredentialServer:
     # -- the serving loop (one thread) ---------------------------------------------------
 
     def _serve(self) -> None:
-        assert self._sock is not None  # noqa: S101
+        assert self._listener is not None  # noqa: S101
         assert self._wake is not None  # noqa: S101
-        listener, wake = self._sock, self._wake[0]
+        listener, wake = self._listener.sock, self._wake[0]
         connections: dict[int, _Connection] = {}
         with selectors.DefaultSelector() as selector:
             selector.register(listener, selectors.EVENT_READ)
@@ -468,7 +479,9 @@ class CredentialServer:
         selector.unregister(connection.sock)
         del connections[connection.sock.fileno()]
         assert self._answers is not None  # noqa: S101
-        self._answers.submit(self._answer, connection.sock, connection.peer)
+        future = self._answers.submit(self._answer, connection.sock, connection.peer)
+        self._answering[future] = connection.sock
+        future.add_done_callback(self._answered)
 
     def _expire(
         self, selector: selectors.BaseSelector, connections: dict[int, _Connection]
@@ -519,6 +532,9 @@ class CredentialServer:
         return str(host) in self._allowed
 
     # -- answering (a few threads) ---------------------------------------------------------
+
+    def _answered(self, future: Future[None]) -> None:
+        self._answering.pop(future, None)
 
     def _answer(self, conn: socket.socket, peer: object) -> None:
         try:
