@@ -5,7 +5,8 @@ A *part* is anything that listens and serves in background threads: the local AP
 the KMS emulator. They all look the same from outside:
 
 * ``start()`` binds every listener and starts serving, all or nothing: on failure it
-  raises (an :class:`~attested.errors.AttestedError`) with nothing left running;
+  raises (an :class:`~attested.errors.AttestedError`, or an ``OSError`` from the
+  emulator) with nothing left running;
 * ``stop(deadline)`` stops accepting at once, lets work in flight finish for up to
   ``deadline`` seconds, then cuts it; it returns ``True`` when everything ended in time.
   It is safe to call twice, and before ``start``;
