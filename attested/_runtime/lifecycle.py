@@ -26,11 +26,11 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from attested.net import Address
 
-__all__ = ["Lifecycle", "Stoppable", "stop_all"]
+__all__ = ["Lifecycle", "Scoped", "Stoppable", "stop_all"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,20 @@ class Lifecycle(Stoppable, Protocol):
     def listeners(self) -> Mapping[str, Address]:
         """Listener name to bound address; empty before start and after stop."""
         ...
+
+
+_Part = TypeVar("_Part", bound=Lifecycle)
+
+
+class Scoped:
+    """Mixin for a :class:`Lifecycle` part: ``with part:`` starts it, and stops it after."""
+
+    def __enter__(self: _Part) -> _Part:
+        self.start()
+        return self
+
+    def __exit__(self: Lifecycle, *exc_info: object) -> None:
+        self.stop()
 
 
 def stop_all(parts: Mapping[str, Stoppable], deadline: float) -> bool:

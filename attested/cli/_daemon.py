@@ -76,16 +76,12 @@ def run_part(
     usage_errors: tuple[type[Exception], ...] = (),
     on_ready: Callable[[], None] | None = None,
 ) -> int:
-    """Run a long-running part until SIGTERM or SIGINT; the one way every daemon runs.
+    """Run a part until SIGTERM or SIGINT: the one way every daemon runs (ADR 0072).
 
-    In order: the signal handlers are installed (SIGTERM and SIGINT stop gracefully,
-    SIGHUP calls ``reopen``), a stale ready file is removed, the part is started, the
-    ready file is written (atomically), every listener is printed on stderr
-    (``attested COMMAND: NAME listening on ADDRESS``), ``on_ready`` runs, and systemd
-    is told ``READY=1`` (see :mod:`attested.cli._systemd`). Then, until a stop signal,
-    ``running`` is watched and systemd's watchdog is fed. On the way out systemd is told
-    ``STOPPING=1``, the part is stopped within ``deadline`` seconds and the ready file
-    removed.
+    Handlers first, then: start, the ready file, ``attested COMMAND: NAME listening on
+    ADDRESS`` on stderr, ``on_ready``, systemd's ``READY=1``; then ``running`` is watched
+    and the watchdog fed until a stop signal; then ``STOPPING=1``, ``stop(deadline)``, the
+    ready file removed.
 
     Args:
         part: what to run.
@@ -95,10 +91,7 @@ def run_part(
         deadline: seconds work in flight gets when stopping.
         reopen: what SIGHUP does (reopen log files); without it SIGHUP is only logged.
         usage_errors: errors of ``start`` that are the user's arguments (exit 2).
-        on_ready: announce readiness in the command's own way (after the ready file).
-
-    Returns:
-        0 once stopped by a signal.
+        on_ready: the command's own announcement, after the ready file.
 
     Raises:
         CliError: ``start`` failed (exit 2 for ``usage_errors``, 3 for other
@@ -121,8 +114,15 @@ def run_part(
                 ready_file.unlink()  # a stale file from an earlier run must not look ready
         _start(part, usage_errors)
         try:
-            _announce(part, command, ready_file, on_ready)
-            systemd.notify("READY=1", f"STATUS={what} serving: {_listing(part.listeners)}")
+            listeners = dict(part.listeners)
+            if ready_file is not None:  # first: whoever sees the lines may read the file
+                write_ready_file(ready_file, listeners)
+            for name, address in listeners.items():
+                print(f"attested {command}: {name} listening on {address}", file=sys.stderr)
+            if on_ready is not None:
+                on_ready()
+            serving = ", ".join(f"{name} on {address}" for name, address in listeners.items())
+            systemd.notify("READY=1", f"STATUS={what} serving: {serving}")
             _serve(part, what, systemd, wake, signalled, reopen)
         finally:
             systemd.notify("STOPPING=1", f"STATUS={what} stopping")
@@ -133,7 +133,7 @@ def run_part(
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-    print(f"attested {command}: stopped", file=sys.stderr, flush=True)
+    print(f"attested {command}: stopped", file=sys.stderr)
     return EXIT_OK
 
 
@@ -146,18 +146,6 @@ def _start(part: Lifecycle, usage_errors: tuple[type[Exception], ...]) -> None:
         raise CliError(f"cannot start: {detail}", status) from exc
 
 
-def _announce(
-    part: Lifecycle, command: str, ready_file: Path | None, on_ready: Callable[[], None] | None
-) -> None:
-    listeners = dict(part.listeners)
-    if ready_file is not None:  # first: whoever sees the lines may read the file
-        write_ready_file(ready_file, listeners)
-    for name, address in listeners.items():
-        print(f"attested {command}: {name} listening on {address}", file=sys.stderr, flush=True)
-    if on_ready is not None:
-        on_ready()
-
-
 def _serve(
     part: Lifecycle,
     what: str,
@@ -167,10 +155,9 @@ def _serve(
     reopen: Callable[[], None] | None,
 ) -> None:
     interval = systemd.watchdog_interval
-    poll = _POLL if interval is None else min(_POLL, interval)
     fed = time.monotonic()
     while True:
-        wake.wait(poll)
+        wake.wait(_POLL if interval is None else min(_POLL, interval))
         wake.clear()
         while signalled:
             if signalled.pop(0) != signal.SIGHUP:
@@ -185,10 +172,6 @@ def _serve(
         if interval is not None and time.monotonic() - fed >= interval:
             systemd.notify("WATCHDOG=1")
             fed = time.monotonic()
-
-
-def _listing(listeners: Mapping[str, Address]) -> str:
-    return ", ".join(f"{name} on {address}" for name, address in listeners.items())
 
 
 def write_ready_file(path: Path, listeners: Mapping[str, Address]) -> None:

@@ -289,10 +289,7 @@ def _serve(args: argparse.Namespace, roles: list[Role], *, resolver: SystemResol
 
 
 class _Named:
-    """A :class:`Relay` with ``listeners`` named after its roles, for :func:`run_part`.
-
-    Goes once ``Relay`` has ``listeners`` itself (the relay split of issue 14).
-    """
+    """A :class:`Relay` with ``listeners`` named by role; goes once Relay has its own."""
 
     def __init__(self, relay: Relay, roles: Sequence[Role]) -> None:
         self._relay, self._roles = relay, roles

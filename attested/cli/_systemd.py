@@ -1,15 +1,10 @@
 """systemd's notification protocol (``sd_notify``), spoken directly: no libsystemd.
 
-Under ``Type=notify`` systemd sets ``NOTIFY_SOCKET`` to an ``AF_UNIX`` datagram socket,
-a path or ``@NAME`` in the abstract namespace, and waits for ``READY=1``; with
-``WatchdogSec=`` it also sets ``WATCHDOG_USEC`` (and ``WATCHDOG_PID``) and restarts the
-service unless ``WATCHDOG=1`` arrives that often. Each message is one datagram of
-``KEY=VALUE`` lines.
-
-Boundaries: only the sending side, only what the daemon wrapper uses. Without
-``NOTIFY_SOCKET`` (or with a form this does not speak, such as ``vsock:``) nothing is
-sent. A failed send is logged and otherwise ignored: notification never stops a
-service.
+Under ``Type=notify`` systemd sets ``NOTIFY_SOCKET`` (an ``AF_UNIX`` datagram socket: a
+path, or ``@NAME`` in the abstract namespace) and waits for ``READY=1``; ``WatchdogSec=``
+adds ``WATCHDOG_USEC`` (and ``WATCHDOG_PID``): ``WATCHDOG=1`` must come that often. One
+datagram of ``KEY=VALUE`` lines per message. Only the sending side; other socket forms
+(``vsock:``) are not spoken; a failed send is logged, never raised.
 """
 
 from __future__ import annotations

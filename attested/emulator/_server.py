@@ -29,6 +29,7 @@ from attested._runtime.http import (
     Request,
     Response,
 )
+from attested._runtime.lifecycle import Scoped
 from attested._runtime.listen import open_listener
 from attested.emulator._config import EmulatorConfig
 from attested.emulator._faults import Fault, FaultInjector
@@ -72,7 +73,7 @@ _HTTP_ERRORS = {
 }
 
 
-class KmsEmulator:
+class KmsEmulator(Scoped):
     """A local KMS that enforces attestation, served over real HTTP on a background thread.
 
     >>> with KmsEmulator(EmulatorConfig(trust_root=root)) as emu:        # doctest: +SKIP
@@ -212,12 +213,6 @@ class KmsEmulator:
         """``{"kms": ADDRESS}`` (``tcp:HOST:PORT``) while started; empty otherwise."""
         server = self._server
         return types.MappingProxyType({} if server is None else {"kms": server.address})
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # --- introspection ---------------------------------------------------------------
 

@@ -51,18 +51,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_PARENT_ADDRESS = "vsock:3:8001"
 """Where the enclave finds the parent's credential server by default."""
 
-_MOVED_TO_PARENT = (
-    "CredentialServer",
-    "CredentialSource",
-    "DEFAULT_MAX_CONNECTIONS",
-    "botocore_source",
-    "imds_source",
-)
-
 
 def __getattr__(name: str) -> Any:
     """The parent-side names that moved to :mod:`attested.parent`, for one release."""
-    if name not in _MOVED_TO_PARENT:
+    from attested.parent import _credentials
+
+    if name not in _credentials.__all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     warnings.warn(
         f"attested.kms.credentials.{name} moved to attested.parent.{name}; the old import "
@@ -70,8 +64,6 @@ def __getattr__(name: str) -> Any:
         DeprecationWarning,
         stacklevel=2,
     )
-    from attested.parent import _credentials
-
     return getattr(_credentials, name)
 
 

@@ -13,9 +13,8 @@ forwards, and the sink for its log lines. See ``docs/parent.md``::
         ...                       # leaving the block stops everything
 
 The command line is ``attested parent --config FILE [--ready-file PATH] [--check]``.
-The credential server is usable on its own: :class:`CredentialServer` with
-:func:`imds_source` or :func:`botocore_source` (they were in ``attested.kms.credentials``
-before, which still re-exports them, deprecated, for one release).
+:class:`CredentialServer` (with :func:`imds_source` or :func:`botocore_source`) runs on its
+own too; ``attested.kms.credentials`` re-exports them, deprecated, for one release.
 """
 
 from __future__ import annotations

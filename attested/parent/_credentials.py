@@ -1,14 +1,10 @@
-"""The parent's credential server: hands the instance role's credentials to the enclave.
+"""The parent's credential server: the instance role's credentials, for the enclave only.
 
-:class:`CredentialServer` runs on the parent (``attested parent`` starts it from its
-``[credentials]`` section) and answers each connection from an allowed peer (the
-enclave's CID) with one frame of the shared wire protocol (:mod:`attested.kms._credproto`),
-which the enclave's :class:`attested.kms.credentials.ParentCredentials` reads. Where the
-credentials come from is a :data:`CredentialSource`: :func:`imds_source` (IMDSv2) or
-:func:`botocore_source`.
-
-Credentials never appear in a log or a ``repr``. This module used to be part of
-``attested.kms.credentials`` (the enclave side), which re-exports it for one release.
+:class:`CredentialServer` answers each allowed peer (the enclave's CID) with one frame of
+the shared protocol (:mod:`attested.kms._credproto`) that the enclave's
+:class:`attested.kms.credentials.ParentCredentials` reads; :func:`imds_source` and
+:func:`botocore_source` are where the credentials come from. Never logged, never in a
+``repr``. Moved from ``attested.kms.credentials``, which re-exports it for one release.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, Self
 
 import botocore.session
@@ -32,6 +28,7 @@ from botocore.credentials import Credentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError
 from botocore.utils import InstanceMetadataFetcher
 
+from attested._runtime.lifecycle import Scoped
 from attested._runtime.listen import Listener, open_listener
 from attested.errors import ConfigurationError, CredentialsUnavailable, MalformedError
 from attested.kms import _credproto
@@ -173,7 +170,7 @@ class _Connection:
     lingering: bool = False
 
 
-class CredentialServer:
+class CredentialServer(Scoped):
     """The parent side: hands role credentials to the enclave, on request.
 
     Listens on ``address`` and answers each connection from an allowed peer with one
@@ -332,17 +329,6 @@ class CredentialServer:
             self._listener.close()
             self._listener = None
         return not late
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- the serving loop (one thread) ---------------------------------------------------
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Self
 
-from attested._runtime.lifecycle import stop_all
+from attested._runtime.lifecycle import Scoped, stop_all
 from attested.net import Address
 from attested.parent._config import CredentialsConfig, EgressConfig, ParentConfig
 from attested.parent._credentials import (
@@ -34,12 +34,12 @@ __all__ = ["Parent"]
 _LOG = logging.getLogger("attested.parent")
 
 
-class Parent:
+class Parent(Scoped):
     """The parent instance's companion: egress relay, credentials, ingress, log sink.
 
     Each part runs on its own thread (one relay event loop per listener, so that a slow
     log disk or a busy ingress never delays the enclave's egress), and all of them
-    start and stop together::
+    start and stop together (a :class:`attested._runtime.Lifecycle` of them)::
 
         config = load_parent_config("/etc/attested/parent.toml")
         with Parent(config) as parent:
@@ -78,9 +78,6 @@ class Parent:
 
     def start(self) -> Self:
         """Bind every listener and start serving; all or nothing.
-
-        The parent is a long-running part (:class:`attested._runtime.Lifecycle`) made
-        of others: one relay per listener and the credential server.
 
         Returns:
             This object.
@@ -145,17 +142,6 @@ class Parent:
     def credentials_refused(self) -> int:
         """Connections to the credential server refused because of their peer."""
         return 0 if self._credentials is None else self._credentials.refused
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"Parent({', '.join(self._config.listener_names())})"

@@ -9,10 +9,10 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from types import MappingProxyType
+from typing import Any
 
-from attested._runtime.lifecycle import stop_all
+from attested._runtime.lifecycle import Scoped, stop_all
 from attested.enclave import open_provider
 from attested.errors import ConfigurationError, RelayUnavailable
 from attested.kms import DataKey, KmsClient, NetworkSettings
@@ -32,12 +32,8 @@ log = logging.getLogger("attested.service")
 _KMS_POOL = 16  # concurrent HTTPS connections to KMS (through the egress relay)
 
 
-class Service:
-    """``attested serve`` as an object: :meth:`start`, :meth:`stop`, or ``with``.
-
-    A long-running part (:class:`attested._runtime.Lifecycle`): ``start()`` is all or
-    nothing, ``stop(deadline)`` drains every listener at once, ``running`` and
-    ``listeners`` say what serves where.
+class Service(Scoped):
+    """``attested serve`` as an object, a :class:`attested._runtime.Lifecycle` part.
 
     Args:
         config: the checked configuration.
@@ -68,11 +64,7 @@ class Service:
 
     @property
     def listeners(self) -> Mapping[str, Address]:
-        """Every listener's bound address by kind, with the real port when 0 was configured.
-
-        Kinds: ``unix``, ``tcp``, ``vsock``, and ``egress`` for the in-process egress
-        relay. Empty until started and after stopping.
-        """
+        """Bound addresses (real ports) by kind: ``unix``, ``tcp``, ``vsock``, ``egress``."""
         return self._listeners
 
     @property
@@ -240,18 +232,6 @@ class Service:
         self._egress = None
         self._listeners = MappingProxyType({})
         return clean
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def app_for_listener(
