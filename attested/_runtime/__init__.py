@@ -29,7 +29,7 @@ from attested._runtime.http import (
     ServerStats,
     json_error_page,
 )
-from attested._runtime.lifecycle import Lifecycle, Stoppable, stop_all
+from attested._runtime.lifecycle import Lifecycle, Scoped, Stoppable, stop_all
 from attested._runtime.listen import Listener, open_listener, remove_stale_socket
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "Listener",
     "Request",
     "Response",
+    "Scoped",
     "ServerStats",
     "Stoppable",
     "json_error_page",

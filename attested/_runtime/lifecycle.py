@@ -5,7 +5,8 @@ A *part* is anything that listens and serves in background threads: the local AP
 the KMS emulator. They all look the same from outside:
 
 * ``start()`` binds every listener and starts serving, all or nothing: on failure it
-  raises (an :class:`~attested.errors.AttestedError`) with nothing left running;
+  raises (an :class:`~attested.errors.AttestedError`, or an ``OSError`` from the
+  emulator) with nothing left running;
 * ``stop(deadline)`` stops accepting at once, lets work in flight finish for up to
   ``deadline`` seconds, then cuts it; it returns ``True`` when everything ended in time.
   It is safe to call twice, and before ``start``;
@@ -25,11 +26,11 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from attested.net import Address
 
-__all__ = ["Lifecycle", "Stoppable", "stop_all"]
+__all__ = ["Lifecycle", "Scoped", "Stoppable", "stop_all"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,20 @@ class Lifecycle(Stoppable, Protocol):
     def listeners(self) -> Mapping[str, Address]:
         """Listener name to bound address; empty before start and after stop."""
         ...
+
+
+_Part = TypeVar("_Part", bound=Lifecycle)
+
+
+class Scoped:
+    """Mixin for a :class:`Lifecycle` part: ``with part:`` starts it, and stops it after."""
+
+    def __enter__(self: _Part) -> _Part:
+        self.start()
+        return self
+
+    def __exit__(self: Lifecycle, *exc_info: object) -> None:
+        self.stop()
 
 
 def stop_all(parts: Mapping[str, Stoppable], deadline: float) -> bool:

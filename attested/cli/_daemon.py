@@ -1,4 +1,10 @@
-"""What the long-running subcommands share: diagnostics, file limits, signals, ready files."""
+"""The one daemon wrapper: how every long-running subcommand runs its part.
+
+``attested serve``, ``parent``, ``relay`` and ``emulator kms`` build a part (an
+:class:`attested._runtime.Lifecycle`) and hand it to :func:`run_part`: signals (SIGTERM
+and SIGINT stop gracefully, SIGHUP reopens log files), the ready file, systemd
+notification and watchdog, and the exit statuses are the same for all of them.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +17,25 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from attested.cli._common import env_error
+from attested._runtime.lifecycle import Lifecycle
+from attested.cli._common import EXIT_ENV, EXIT_OK, EXIT_USAGE, CliError, env_error
+from attested.cli._systemd import Notifier
+from attested.errors import AttestedError
 from attested.net import Address
 
-__all__ = [
-    "LOG_LEVELS",
-    "diagnostics_on_stderr",
-    "raise_nofile",
-    "wait_for_stop_signal",
-    "write_ready_file",
-]
+__all__ = ["LOG_LEVELS", "diagnostics_on_stderr", "run_part", "write_ready_file"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _NOFILE_WANTED = 65536
+_POLL = 0.2  # seconds between looks at the part's running
+
+log = logging.getLogger("attested.cli")
 
 
 @contextmanager
@@ -47,7 +54,7 @@ def diagnostics_on_stderr(level: str) -> Iterator[None]:
         library.setLevel(previous_level)
 
 
-def raise_nofile() -> None:
+def _raise_nofile() -> None:
     """Raise the soft open-file limit: each tunnel holds 2-6 descriptors, 1024 is too few."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = _NOFILE_WANTED if hard == resource.RLIM_INFINITY else min(hard, _NOFILE_WANTED)
@@ -58,47 +65,113 @@ def raise_nofile() -> None:
             logging.getLogger("attested").warning("cannot raise the open-file limit")
 
 
-def wait_for_stop_signal(
+def run_part(
+    part: Lifecycle,
     *,
-    running: Callable[[], bool],
-    reopen: Callable[[], None],
+    command: str,
     what: str,
+    ready_file: Path | None = None,
+    deadline: float = 10.0,
+    reopen: Callable[[], None] | None = None,
+    usage_errors: tuple[type[Exception], ...] = (),
     on_ready: Callable[[], None] | None = None,
-) -> None:
-    """Block until SIGTERM or SIGINT; SIGHUP calls ``reopen``. Restores the old handlers.
+) -> int:
+    """Run a part until SIGTERM or SIGINT: the one way every daemon runs (ADR 0072).
 
-    ``on_ready`` runs once the handlers are installed: announce readiness there (print
-    the listeners, write a ready file), so that whoever reacts to it with a signal gets
-    a graceful stop, not the default action.
+    Handlers first, then: start, the ready file, ``attested COMMAND: NAME listening on
+    ADDRESS`` on stderr, ``on_ready``, systemd's ``READY=1``; then ``running`` is watched
+    and the watchdog fed until a stop signal; then ``STOPPING=1``, ``stop(deadline)``, the
+    ready file removed.
+
+    Args:
+        part: what to run.
+        command: the subcommand, for the lines on stderr (``parent``, ``serve``, ...).
+        what: the part in messages (``the relay``).
+        ready_file: where to write ``{"pid": N, "listeners": {NAME: ADDRESS}}``.
+        deadline: seconds work in flight gets when stopping.
+        reopen: what SIGHUP does (reopen log files); without it SIGHUP is only logged.
+        usage_errors: errors of ``start`` that are the user's arguments (exit 2).
+        on_ready: the command's own announcement, after the ready file.
 
     Raises:
-        CliError: ``running()`` turned false first (exit 3: ``what`` stopped unexpectedly).
+        CliError: ``start`` failed (exit 2 for ``usage_errors``, 3 for other
+            ``AttestedError`` and ``OSError``), or ``running`` turned false (exit 3).
     """
-    stop = threading.Event()
+    _raise_nofile()
+    systemd = Notifier()
+    signalled: list[int] = []
+    wake = threading.Event()
 
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signalled.append(signum)
+        wake.set()
 
-    def on_hup(signum: int, frame: FrameType | None) -> None:
-        reopen()
-
-    previous = {
-        sig: signal.signal(sig, handler)
-        for sig, handler in (
-            (signal.SIGTERM, on_stop),
-            (signal.SIGINT, on_stop),
-            (signal.SIGHUP, on_hup),
-        )
-    }
+    watched = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in watched}
     try:
-        if on_ready is not None:
-            on_ready()
-        while not stop.wait(0.2):
-            if not running():
-                raise env_error(f"{what} stopped unexpectedly")
+        if ready_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                ready_file.unlink()  # a stale file from an earlier run must not look ready
+        _start(part, usage_errors)
+        try:
+            listeners = dict(part.listeners)
+            if ready_file is not None:  # first: whoever sees the lines may read the file
+                write_ready_file(ready_file, listeners)
+            for name, address in listeners.items():
+                print(f"attested {command}: {name} listening on {address}", file=sys.stderr)
+            if on_ready is not None:
+                on_ready()
+            serving = ", ".join(f"{name} on {address}" for name, address in listeners.items())
+            systemd.notify("READY=1", f"STATUS={what} serving: {serving}")
+            _serve(part, what, systemd, wake, signalled, reopen)
+        finally:
+            systemd.notify("STOPPING=1", f"STATUS={what} stopping")
+            part.stop(max(deadline, 0.0))
+            if ready_file is not None:
+                with contextlib.suppress(OSError):
+                    ready_file.unlink()
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+    print(f"attested {command}: stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+def _start(part: Lifecycle, usage_errors: tuple[type[Exception], ...]) -> None:
+    try:
+        part.start()
+    except (AttestedError, OSError) as exc:
+        status = EXIT_USAGE if isinstance(exc, usage_errors) else EXIT_ENV
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CliError(f"cannot start: {detail}", status) from exc
+
+
+def _serve(
+    part: Lifecycle,
+    what: str,
+    systemd: Notifier,
+    wake: threading.Event,
+    signalled: list[int],
+    reopen: Callable[[], None] | None,
+) -> None:
+    interval = systemd.watchdog_interval
+    fed = time.monotonic()
+    while True:
+        wake.wait(_POLL if interval is None else min(_POLL, interval))
+        wake.clear()
+        while signalled:
+            if signalled.pop(0) != signal.SIGHUP:
+                log.info("stopping (signal received)")
+                return
+            if reopen is None:
+                log.info("SIGHUP: %s has no file to reopen", what)
+            else:
+                reopen()
+        if not part.running:
+            raise env_error(f"{what} stopped unexpectedly")
+        if interval is not None and time.monotonic() - fed >= interval:
+            systemd.notify("WATCHDOG=1")
+            fed = time.monotonic()
 
 
 def write_ready_file(path: Path, listeners: Mapping[str, Address]) -> None:

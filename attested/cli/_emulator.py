@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
-from attested.cli._common import EXIT_ENV, EXIT_OK, CliError, env_error, read_input, usage_error
+from attested.cli._common import env_error, read_input, usage_error
+from attested.cli._daemon import LOG_LEVELS, diagnostics_on_stderr, run_part
 from attested.emulator import (
     DEV_ACCESS_KEY_ID,
     DEV_ARN,
@@ -23,8 +20,6 @@ from attested.emulator._config import dev_identities, is_loopback
 from attested.errors import ConfigurationError, MalformedError
 from attested.simulator import ROOT_CERT_FILE, read_root_certificate
 from attested.trust import TrustRoot
-
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "verifies Recipient attestation documents against a trust root, evaluates key "
         "policies with kms:RecipientAttestation:* condition keys, and answers with KMS's "
         "CMS envelope. Prints the endpoint URL as the first line of stdout, logs to stderr, "
-        "and runs until SIGINT or SIGTERM. DEVELOPMENT ONLY: see docs/emulator.md.",
+        "and runs until SIGINT or SIGTERM (SIGHUP is harmless). DEVELOPMENT ONLY: see "
+        "docs/emulator.md.",
     )
     kms.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
     kms.add_argument("--port", type=_port, default=0, help="TCP port (default: a free one)")
@@ -84,7 +80,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     faults.add_argument("--drop-rate", type=float, default=0.0, metavar="P")
     faults.add_argument("--fault-seed", type=int, default=0, metavar="N")
     faults.add_argument("--max-faults", type=int, default=None, metavar="N")
-    kms.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    kms.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        type=Path,
+        help='once listening, write {"pid": N, "listeners": {"kms": ADDRESS}} here '
+        "(atomically); removed on exit",
+    )
+    kms.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
     kms.set_defaults(handler=_run_kms)
 
 
@@ -157,55 +160,37 @@ def _config(args: argparse.Namespace) -> EmulatorConfig:
 
 
 def _run_kms(args: argparse.Namespace) -> int:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-    log = logging.getLogger("attested")
-    log.addHandler(handler)
-    log.setLevel(args.log_level)
-    try:
-        return _serve(args)
-    finally:
-        log.removeHandler(handler)
+    with diagnostics_on_stderr(args.log_level):
+        config = _config(args)
+        try:
+            emulator = KmsEmulator(config)
+        except ConfigurationError as exc:
+            raise usage_error(str(exc)) from exc
 
+        def announce() -> None:
+            print(emulator.endpoint_url, flush=True)
+            if args.identities is None:
+                print(
+                    f"attested emulator kms: built-in development identity {DEV_ARN}, access "
+                    f"key id {DEV_ACCESS_KEY_ID} (secret: attested.emulator."
+                    "DEV_SECRET_ACCESS_KEY, see docs/emulator.md). Development only.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if not is_loopback(config.host):
+                print(
+                    f"attested emulator kms: WARNING: listening on {config.host}, reachable "
+                    "from other machines. This is a development tool with development "
+                    "credentials.",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
-def _serve(args: argparse.Namespace) -> int:
-    config = _config(args)
-    try:
-        emulator = KmsEmulator(config)
-        emulator.start()
-    except ConfigurationError as exc:
-        raise usage_error(str(exc)) from exc
-    except OSError as exc:
-        raise CliError(
-            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", EXIT_ENV
-        ) from exc
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        print(emulator.endpoint_url, flush=True)
-        if args.identities is None:
-            print(
-                f"attested emulator kms: built-in development identity {DEV_ARN}, access key "
-                f"id {DEV_ACCESS_KEY_ID} (secret: attested.emulator.DEV_SECRET_ACCESS_KEY, "
-                "see docs/emulator.md). Development only.",
-                file=sys.stderr,
-                flush=True,
-            )
-        if not is_loopback(config.host):
-            print(
-                f"attested emulator kms: WARNING: listening on {config.host}, reachable from "
-                "other machines. This is a development tool with development credentials.",
-                file=sys.stderr,
-                flush=True,
-            )
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-        emulator.stop()
-    return EXIT_OK
+        return run_part(
+            emulator,
+            command="emulator kms",
+            what="the emulator",
+            ready_file=args.ready_file,
+            usage_errors=(ConfigurationError,),
+            on_ready=announce,
+        )

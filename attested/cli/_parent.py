@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
-from attested.cli._common import EXIT_ENV, EXIT_OK, EXIT_USAGE, env_error
-from attested.cli._daemon import (
-    LOG_LEVELS,
-    diagnostics_on_stderr,
-    raise_nofile,
-    wait_for_stop_signal,
-    write_ready_file,
-)
-from attested.errors import ConfigError, UnavailableError
-from attested.parent import Parent, ParentConfig, load_parent_config
+from attested.cli._common import EXIT_ENV, EXIT_OK, EXIT_USAGE
+from attested.cli._daemon import LOG_LEVELS, diagnostics_on_stderr, run_part
+from attested.errors import ConfigError
+from attested.parent import Parent, load_parent_config
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,35 +65,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"attested parent: {args.config}: valid ({names})")
         return EXIT_OK
     with diagnostics_on_stderr(args.log_level):
-        return _serve(args, config)
-
-
-def _serve(args: argparse.Namespace, config: ParentConfig) -> int:
-    raise_nofile()
-    parent = Parent(config)
-    try:
-        parent.start()
-    except UnavailableError as exc:
-        raise env_error(str(exc)) from exc
-    ready: Path | None = args.ready_file
-
-    def announce() -> None:
-        for name, address in parent.listeners.items():
-            print(f"attested parent: {name} listening on {address}", file=sys.stderr, flush=True)
-        if ready is not None:
-            write_ready_file(ready, parent.listeners)
-
-    try:
-        wait_for_stop_signal(
-            running=lambda: parent.running,
-            reopen=parent.reopen,
+        parent = Parent(config)
+        return run_part(
+            parent,
+            command="parent",
             what="a part of the parent",
-            on_ready=announce,
+            ready_file=args.ready_file,
+            deadline=args.shutdown_timeout,
+            reopen=parent.reopen,
         )
-    finally:
-        parent.stop(max(args.shutdown_timeout, 0.0))
-        if ready is not None:
-            with contextlib.suppress(OSError):
-                ready.unlink()
-    print("attested parent: stopped", file=sys.stderr, flush=True)
-    return EXIT_OK

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from attested.cli._common import EXIT_ENV, EXIT_OK, CliError, env_error, usage_error
-from attested.cli._daemon import (
-    LOG_LEVELS,
-    diagnostics_on_stderr,
-    raise_nofile,
-    wait_for_stop_signal,
-    write_ready_file,
-)
-from attested.errors import ConfigurationError, RelayUnavailable
+from attested.cli._common import EXIT_ENV, CliError, usage_error
+from attested.cli._daemon import LOG_LEVELS, diagnostics_on_stderr, run_part
+from attested.errors import ConfigurationError
 from attested.net import Address, parse_address
 from attested.relay import (
     Allowlist,
@@ -285,39 +277,33 @@ def _forwards(forwards: Sequence[tuple[Address, Address, Allowlist | None]]) -> 
 
 def _serve(args: argparse.Namespace, roles: list[Role], *, resolver: SystemResolver | None) -> int:
     with diagnostics_on_stderr(args.log_level):
-        return _serve_until_signalled(args, roles, resolver)
-
-
-def _serve_until_signalled(
-    args: argparse.Namespace, roles: list[Role], resolver: SystemResolver | None
-) -> int:
-    raise_nofile()
-    relay = Relay(roles, options=_options(args), resolver=resolver)
-    try:
-        bound = relay.start()
-    except RelayUnavailable as exc:
-        raise env_error(str(exc)) from exc
-
-    def announce() -> None:
-        if args.ready_file is not None:  # first: whoever sees the lines may read the file
-            # Relay() refuses duplicate role names, so they key the listeners as they are.
-            write_ready_file(
-                args.ready_file,
-                {role.name: address for role, address in zip(roles, bound, strict=True)},
-            )
-        for role, address in zip(roles, bound, strict=True):
-            print(
-                f"attested relay: {role.name} listening on {address}", file=sys.stderr, flush=True
-            )
-
-    try:
-        wait_for_stop_signal(
-            running=lambda: relay.running, reopen=relay.reopen, what="the relay", on_ready=announce
+        relay = Relay(roles, options=_options(args), resolver=resolver)
+        return run_part(
+            _Named(relay, roles),
+            command="relay",
+            what="the relay",
+            ready_file=args.ready_file,
+            deadline=args.shutdown_timeout,
+            reopen=relay.reopen,
         )
-    finally:
-        relay.stop(max(args.shutdown_timeout, 0.0))
-        if args.ready_file is not None:
-            with contextlib.suppress(OSError):
-                args.ready_file.unlink()
-    print("attested relay: stopped", file=sys.stderr, flush=True)
-    return EXIT_OK
+
+
+class _Named:
+    """A :class:`Relay` with ``listeners`` named by role; goes once Relay has its own."""
+
+    def __init__(self, relay: Relay, roles: Sequence[Role]) -> None:
+        self._relay, self._roles = relay, roles
+        self.listeners: Mapping[str, Address] = {}
+
+    def start(self) -> None:
+        # Relay() refuses duplicate role names, so they key the listeners as they are.
+        bound = self._relay.start()
+        self.listeners = {role.name: a for role, a in zip(self._roles, bound, strict=True)}
+
+    def stop(self, deadline: float = 10.0) -> bool:
+        self.listeners = {}
+        return self._relay.stop(deadline)
+
+    @property
+    def running(self) -> bool:
+        return self._relay.running

@@ -29,6 +29,7 @@ from attested._runtime.http import (
     Request,
     Response,
 )
+from attested._runtime.lifecycle import Scoped
 from attested._runtime.listen import open_listener
 from attested.emulator._config import EmulatorConfig
 from attested.emulator._faults import Fault, FaultInjector
@@ -72,7 +73,7 @@ _HTTP_ERRORS = {
 }
 
 
-class KmsEmulator:
+class KmsEmulator(Scoped):
     """A local KMS that enforces attestation, served over real HTTP on a background thread.
 
     >>> with KmsEmulator(EmulatorConfig(trust_root=root)) as emu:        # doctest: +SKIP
@@ -118,7 +119,7 @@ class KmsEmulator:
 
         Raises:
             ConfigurationError: the state file or the TLS files cannot be used.
-            OSError: the address cannot be bound.
+            OSError: the address cannot be bound (``strerror`` names it).
             RuntimeError: already started.
         """
         if self._server is not None:
@@ -136,6 +137,10 @@ class KmsEmulator:
                 partition=config.partition,
             )
             listener = open_listener(Address(kind="tcp", host=config.host, port=config.port))
+        except OSError as exc:
+            store.close()
+            where = f"{config.host}:{config.port}"
+            raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from exc
         except BaseException:
             store.close()
             raise
@@ -178,26 +183,36 @@ class KmsEmulator:
             raise ConfigurationError(f"cannot load the TLS certificate and key: {exc}") from exc
         return context
 
-    def stop(self) -> None:
-        """Stop serving: finish answers in flight, close connections, join threads.
+    def stop(self, deadline: float = _STOP_DEADLINE) -> bool:
+        """Stop serving: answers in flight get ``deadline`` seconds, then connections close.
 
-        Idempotent.
+        Idempotent, and safe before :meth:`start`.
+
+        Returns:
+            ``True`` if every connection ended in time.
         """
         server = self._server
         if server is None:
-            return
+            return True
         self._stopping.set()  # injected latency ends at once
-        server.stop(_STOP_DEADLINE)
+        clean = server.stop(deadline)
         if self._store is not None:
             self._store.close()
         self._server = self._store = None
         logger.info("KMS emulator stopped")
+        return clean
 
-    def __enter__(self) -> Self:
-        return self.start()
+    @property
+    def running(self) -> bool:
+        """Whether the emulator is serving (started and not stopping)."""
+        server = self._server
+        return server is not None and not server.stopping
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    @property
+    def listeners(self) -> Mapping[str, Address]:
+        """``{"kms": ADDRESS}`` (``tcp:HOST:PORT``) while started; empty otherwise."""
+        server = self._server
+        return types.MappingProxyType({} if server is None else {"kms": server.address})
 
     # --- introspection ---------------------------------------------------------------
 

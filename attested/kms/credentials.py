@@ -1,63 +1,49 @@
 """AWS credentials for the KMS client: static, environment, or handed over by the parent.
 
 Inside an enclave there is no instance metadata service. The parent instance holds the
-role credentials (IMDSv2); :class:`CredentialServer` runs on the parent and hands them,
-with their ``Expiration``, to the enclave's :class:`ParentCredentials` over vsock. The
-enclave side is a botocore refreshable credential: it asks the parent again before the
-credentials expire (15 minutes before by default, blocking from 5 minutes before).
+role credentials (IMDSv2); its credential server (:class:`attested.parent.CredentialServer`)
+hands them, with their ``Expiration``, to the enclave's :class:`ParentCredentials` over
+vsock. The enclave side is a botocore refreshable credential: it asks the parent again
+before the credentials expire (15 minutes before by default, blocking from 5 minutes
+before).
 
-Credentials never appear on a command line, in a log, or in a ``repr``. The credential
-channel carries the parent's own role credentials; it accepts connections only from
-the configured peers (the enclave's CID; loopback IPs in tests).
+Credentials never appear on a command line, in a log, or in a ``repr``.
+
+Deprecated here: ``CredentialServer``, ``CredentialSource``, ``DEFAULT_MAX_CONNECTIONS``,
+``imds_source`` and ``botocore_source`` moved to :mod:`attested.parent` (they run on the
+parent); importing them from this module still works for one release, with a
+``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import ipaddress
 import logging
 import os
-import selectors
 import socket
 import threading
-import time
-from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, NoReturn, Protocol, Self, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
-import botocore.session
 from botocore.credentials import (
     Credentials,
     DeferredRefreshableCredentials,
     EnvProvider,
     RefreshableCredentials,
 )
-from botocore.exceptions import BotoCoreError
-from botocore.utils import InstanceMetadataFetcher
 
-from attested.errors import (
-    ConfigurationError,
-    CredentialsUnavailable,
-    MalformedError,
-)
+from attested.errors import CredentialsUnavailable
 from attested.kms import _credproto
 from attested.kms._credproto import AwsCredentials
 from attested.net import Address, parse_address
 
 __all__ = [
     "AwsCredentials",
-    "CredentialServer",
-    "CredentialSource",
     "CredentialsProvider",
-    "DEFAULT_MAX_CONNECTIONS",
     "EnvironmentCredentials",
     "ParentCredentials",
     "StaticCredentials",
-    "botocore_source",
-    "imds_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,8 +51,27 @@ logger = logging.getLogger(__name__)
 DEFAULT_PARENT_ADDRESS = "vsock:3:8001"
 """Where the enclave finds the parent's credential server by default."""
 
-CredentialSource = Callable[[], AwsCredentials]
-"""What the parent's credential server hands out: called once per request."""
+
+def __getattr__(name: str) -> Any:
+    """The parent-side names that moved to :mod:`attested.parent`, for one release."""
+    from attested.parent import _credentials
+
+    if name not in _credentials.__all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"attested.kms.credentials.{name} moved to attested.parent.{name}; the old import "
+        "goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(_credentials, name)
+
+
+def _normalise_peer(peer: str | int, kind: str) -> str | int:
+    """For ``attested.parent._config`` until it imports it from ``parent._credentials``."""
+    from attested.parent._credentials import _normalise_peer as moved
+
+    return moved(peer, kind)
 
 
 @runtime_checkable
@@ -185,7 +190,7 @@ def _utc_now() -> datetime:
 
 
 class ParentCredentials:
-    """Credentials asked from the parent's :class:`CredentialServer`, refreshed before expiry.
+    """Credentials asked from the parent's credential server, refreshed before expiry.
 
     Nothing is fetched until the first KMS call. After that, botocore asks again when
     the credentials are within ``advisory_refresh`` of their expiration (a failure is
@@ -311,505 +316,3 @@ class ParentCredentials:
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("ParentCredentials cannot be pickled")
-
-
-# --- parent side -------------------------------------------------------------------------
-
-
-def imds_source(
-    *, base_url: str | None = None, timeout: int = 1, attempts: int = 2
-) -> CredentialSource:
-    """The instance role's credentials from IMDSv2 (token first; IMDSv1 is not used).
-
-    Args:
-        base_url: the metadata service (default ``http://169.254.169.254/``; tests
-            point it at a loopback server).
-        timeout: seconds per IMDS request.
-        attempts: tries per IMDS request.
-    """
-    config = {"ec2_metadata_v1_disabled": True}
-    if base_url is None:
-        fetcher = InstanceMetadataFetcher(timeout=timeout, num_attempts=attempts, config=config)
-    else:
-        fetcher = InstanceMetadataFetcher(
-            timeout=timeout, num_attempts=attempts, base_url=base_url, config=config
-        )
-
-    def source() -> AwsCredentials:
-        try:
-            data = fetcher.retrieve_iam_role_credentials()
-        except BotoCoreError as exc:
-            raise CredentialsUnavailable(
-                f"the instance metadata service did not answer with IMDSv2 ({exc}): check that "
-                "IMDS is enabled on the instance and reachable from this process"
-            ) from None
-        if not data:
-            raise CredentialsUnavailable(
-                "the instance metadata service gave no role credentials: check that an IAM "
-                "role (instance profile) is attached, that IMDS is enabled, and that its "
-                "hop limit allows this process (2 or more inside a container)"
-            )
-        try:
-            expiration = datetime.fromisoformat(str(data["expiry_time"]))
-            return AwsCredentials(
-                access_key_id=data["access_key"],
-                secret_access_key=data["secret_key"],
-                session_token=data["token"],
-                expiration=expiration,
-            )
-        except (ValueError, KeyError) as exc:
-            raise MalformedError(f"unexpected IMDS credentials ({type(exc).__name__})") from None
-
-    return source
-
-
-def botocore_source(credentials: Credentials | None = None) -> CredentialSource:
-    """Credentials from botocore: the given object, or botocore's default chain.
-
-    The default chain (environment, config files, container, IMDSv2) is resolved on
-    first use.
-    Refreshable credentials (instance role, assumed role) are sent with their
-    expiration; other credentials are sent without one.
-    """
-    resolved: list[Credentials] = [] if credentials is None else [credentials]
-    lock = threading.Lock()
-
-    def source() -> AwsCredentials:
-        with lock:
-            if not resolved:
-                found = botocore.session.Session().get_credentials()
-                if found is None:
-                    raise CredentialsUnavailable(
-                        "botocore found no credentials on the parent (environment, config "
-                        "files, container or instance role)"
-                    )
-                resolved.append(found)
-        current = resolved[0]
-        expiry: datetime | None = None
-        if isinstance(current, RefreshableCredentials):
-            current.get_frozen_credentials()  # refresh now if due
-            # botocore keeps the expiry private; read it BEFORE the values, so that a
-            # refresh in between can only make the expiry we send too early, not late.
-            private: Any = current
-            expiry = private._expiry_time
-        frozen = current.get_frozen_credentials()
-        if frozen.access_key is None or frozen.secret_key is None:
-            raise CredentialsUnavailable("botocore credentials are incomplete")
-        return AwsCredentials(
-            access_key_id=frozen.access_key,
-            secret_access_key=frozen.secret_key,
-            session_token=frozen.token,
-            expiration=expiry,
-        )
-
-    return source
-
-
-def _normalise_peer(peer: str | int, kind: str) -> str | int:
-    if kind == "vsock":
-        if not isinstance(peer, int) or isinstance(peer, bool) or not 0 <= peer <= 0xFFFFFFFF:
-            raise ConfigurationError(f"allowed vsock peer {peer!r} must be a CID (integer)")
-        return peer
-    try:
-        return str(ipaddress.ip_address(str(peer)))
-    except ValueError:
-        raise ConfigurationError(f"allowed tcp peer {peer!r} must be an IP address") from None
-
-
-DEFAULT_MAX_CONNECTIONS = 16
-"""Connections the credential server holds at once, by default; more are refused as busy."""
-
-_MAX_LINGERING = 64  # busy refusals waiting for their peer to close, at most
-_LINGER_SECONDS = 1.0
-_ANSWER_THREADS = 4
-_ACCEPTS_PER_WAKEUP = 64
-
-
-@dataclasses.dataclass(slots=True, eq=False)
-class _Connection:
-    """A connection the serving loop holds: reading a request, or refused and lingering."""
-
-    sock: socket.socket
-    peer: object
-    deadline: float
-    buffer: bytearray = dataclasses.field(default_factory=bytearray)
-    length: int | None = None  # the payload length, once the header is in
-    lingering: bool = False
-
-
-class CredentialServer:
-    """The parent side: hands role credentials to the enclave, on request.
-
-    Listens on ``address`` and answers each connection from an allowed peer with one
-    credentials frame (or an error frame). Connections from other peers are closed
-    without an answer and logged.
-
-    Connections are served concurrently: one thread reads every request (a selector
-    loop), and a few threads call ``source`` and send the answers. Each connection must
-    deliver its whole request frame within ``timeout`` of being accepted, however it
-    dribbles it in, or it is closed; so a slow peer never delays another. At most
-    ``max_connections`` are held at once; past that, a connection is answered with an
-    error frame saying the server is busy (the enclave sees ``CredentialsUnavailable``).
-
-    Args:
-        address: where to listen: ``vsock:ANY:8001`` in production,
-            ``tcp:127.0.0.1:0`` in tests (port 0 picks a free port).
-        source: where credentials come from (:func:`imds_source`,
-            :func:`botocore_source`, or any callable returning :class:`AwsCredentials`).
-        allowed_peers: vsock CIDs (the enclave's ``--enclave-cid``) or, for tcp, IP
-            addresses allowed to connect. Required for vsock; for tcp the default is
-            loopback only.
-        timeout: seconds for a whole request to arrive (from accept), and again for the
-            answer to be sent.
-        max_connections: connections held at once (reading a request or being
-            answered); at least 1.
-
-    Raises:
-        ConfigurationError: a unix address, no/invalid allowed peers for vsock, or a
-            bad timeout or connection cap.
-    """
-
-    def __init__(
-        self,
-        address: Address | str,
-        *,
-        source: CredentialSource,
-        allowed_peers: Collection[str | int] | None = None,
-        timeout: float = 5.0,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    ) -> None:
-        self._address = parse_address(address) if isinstance(address, str) else address
-        kind = self._address.kind
-        if kind == "unix":
-            raise ConfigurationError("the credential server listens on vsock or tcp")
-        if allowed_peers is None:
-            if kind == "vsock":
-                raise ConfigurationError(
-                    "a vsock credential server needs allowed_peers: the enclave CID(s)"
-                )
-            allowed_peers = ("127.0.0.1", "::1")
-        if not allowed_peers:
-            raise ConfigurationError("allowed_peers is empty: nobody could connect")
-        if not timeout > 0:
-            raise ConfigurationError("the credential server's timeout must be positive")
-        cap: object = max_connections
-        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-            raise ConfigurationError("max_connections must be an integer of at least 1")
-        self._allowed = frozenset(_normalise_peer(p, kind) for p in allowed_peers)
-        self._source = source
-        self._timeout = timeout
-        self._max_connections = max_connections
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._wake: tuple[socket.socket, socket.socket] | None = None
-        self._answers: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self._held = 0  # connections reading a request or being answered
-        self.served = 0
-        """Connections answered (with credentials or an error frame)."""
-        self.refused = 0
-        """Connections closed because the peer is not allowed."""
-        self.busy = 0
-        """Connections refused because ``max_connections`` were held."""
-        self.timed_out = 0
-        """Connections closed because their request did not arrive within ``timeout``."""
-
-    @property
-    def address(self) -> Address:
-        """The listening address (with the actual port once started)."""
-        if self._sock is None:
-            return self._address
-        name = self._sock.getsockname()
-        if self._address.kind == "vsock":
-            return Address(kind="vsock", cid=self._address.cid, port=name[1])
-        return Address(kind="tcp", host=self._address.host, port=name[1])
-
-    def start(self) -> Self:
-        """Bind, listen, and serve in background threads.
-
-        Raises:
-            UnavailableError: the address cannot be bound (``CredentialsUnavailable``).
-        """
-        if self._thread is not None:
-            raise RuntimeError("the credential server is already running")
-        sock = socket.socket(self._address.family, socket.SOCK_STREAM)
-        try:
-            if self._address.kind == "tcp":
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(self._address.sockaddr())
-            sock.listen(min(self._max_connections, 128))
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise CredentialsUnavailable(
-                f"the credential server cannot listen on {self._address}: {exc.strerror or exc}"
-            ) from None
-        self._sock = sock
-        self._wake = socket.socketpair()
-        for end in self._wake:
-            end.setblocking(False)
-        self._answers = ThreadPoolExecutor(
-            max_workers=min(_ANSWER_THREADS, self._max_connections),
-            thread_name_prefix="attested-credentials-answer",
-        )
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._serve, name=f"attested-credentials {self.address}", daemon=True
-        )
-        self._thread.start()
-        logger.info("credential server listening on %s", self.address)
-        return self
-
-    @property
-    def running(self) -> bool:
-        """Whether the server's thread is serving."""
-        thread = self._thread
-        return thread is not None and thread.is_alive() and not self._stopping.is_set()
-
-    def stop(self) -> None:
-        """Stop serving and close the sockets (idempotent); answers under way finish."""
-        self._stopping.set()
-        if self._wake is not None:
-            with contextlib.suppress(OSError):
-                self._wake[1].send(b"x")
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._answers is not None:
-            self._answers.shutdown(wait=True)
-            self._answers = None
-        if self._wake is not None:
-            for end in self._wake:
-                end.close()
-            self._wake = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # -- the serving loop (one thread) ---------------------------------------------------
-
-    def _serve(self) -> None:
-        assert self._sock is not None  # noqa: S101
-        assert self._wake is not None  # noqa: S101
-        listener, wake = self._sock, self._wake[0]
-        connections: dict[int, _Connection] = {}
-        with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ)
-            selector.register(wake, selectors.EVENT_READ)
-            try:
-                while not self._stopping.is_set():
-                    now = time.monotonic()
-                    deadlines = [c.deadline for c in connections.values()]
-                    wait = min([1.0, *(max(0.0, d - now) for d in deadlines)])
-                    for key, _ in selector.select(wait):
-                        if key.fileobj is listener:
-                            self._accept(listener, selector, connections)
-                        elif key.fileobj is wake:
-                            with contextlib.suppress(OSError):
-                                wake.recv(64)
-                        else:
-                            self._readable(key.data, selector, connections)
-                    self._expire(selector, connections)
-            finally:
-                for connection in connections.values():
-                    connection.sock.close()
-                    if not connection.lingering:
-                        self._release()
-
-    def _accept(
-        self,
-        listener: socket.socket,
-        selector: selectors.BaseSelector,
-        connections: dict[int, _Connection],
-    ) -> None:
-        for _ in range(_ACCEPTS_PER_WAKEUP):
-            try:
-                conn, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                if not self._stopping.is_set():
-                    logger.exception("credential server: accept failed")
-                return
-            conn.setblocking(False)
-            if not self._peer_allowed(peer):
-                self.refused += 1
-                logger.warning("credential server: refused a connection from %s", peer)
-                conn.close()
-                continue
-            with self._lock:
-                busy = self._held >= self._max_connections
-                if not busy:
-                    self._held += 1
-            if busy:
-                self._refuse_busy(conn, peer, selector, connections)
-                continue
-            connection = _Connection(conn, peer, time.monotonic() + self._timeout)
-            connections[conn.fileno()] = connection
-            selector.register(conn, selectors.EVENT_READ, connection)
-
-    def _refuse_busy(
-        self,
-        conn: socket.socket,
-        peer: object,
-        selector: selectors.BaseSelector,
-        connections: dict[int, _Connection],
-    ) -> None:
-        self.busy += 1
-        logger.warning(
-            "credential server: %d connections are open (the cap); refused %s as busy",
-            self._max_connections,
-            peer,
-        )
-        lingering = sum(1 for c in connections.values() if c.lingering)
-        try:
-            conn.send(
-                _credproto.encode_error(
-                    f"the credential server is busy ({self._max_connections} connections "
-                    "open); try again shortly"
-                )
-            )
-            conn.shutdown(socket.SHUT_WR)
-        except OSError:
-            lingering = _MAX_LINGERING
-        if lingering >= _MAX_LINGERING:
-            conn.close()
-            return
-        # Keep reading what the peer sends until it closes (or briefly), so that closing
-        # with its request unread does not reset the connection before it reads the answer.
-        connection = _Connection(conn, peer, time.monotonic() + _LINGER_SECONDS, lingering=True)
-        connections[conn.fileno()] = connection
-        selector.register(conn, selectors.EVENT_READ, connection)
-
-    def _readable(
-        self,
-        connection: _Connection,
-        selector: selectors.BaseSelector,
-        connections: dict[int, _Connection],
-    ) -> None:
-        want = (
-            _credproto.HEADER_SIZE
-            if connection.length is None
-            else _credproto.HEADER_SIZE + connection.length
-        ) - len(connection.buffer)
-        try:
-            chunk = connection.sock.recv(max(want, 1) if not connection.lingering else 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._drop(connection, selector, connections, f"read failed: {exc}")
-            return
-        if connection.lingering:
-            if not chunk:
-                self._drop(connection, selector, connections, None)
-            return
-        if not chunk:
-            self._drop(connection, selector, connections, "closed before sending a whole request")
-            return
-        connection.buffer += chunk
-        try:
-            if connection.length is None and len(connection.buffer) >= _credproto.HEADER_SIZE:
-                connection.length = _credproto.frame_length(bytes(connection.buffer))
-            if connection.length is None or len(connection.buffer) < (
-                _credproto.HEADER_SIZE + connection.length
-            ):
-                return
-            _credproto.decode_request(bytes(connection.buffer[_credproto.HEADER_SIZE :]))
-        except MalformedError as exc:
-            self._drop(connection, selector, connections, f"bad request: {exc}")
-            return
-        selector.unregister(connection.sock)
-        del connections[connection.sock.fileno()]
-        assert self._answers is not None  # noqa: S101
-        self._answers.submit(self._answer, connection.sock, connection.peer)
-
-    def _expire(
-        self, selector: selectors.BaseSelector, connections: dict[int, _Connection]
-    ) -> None:
-        now = time.monotonic()
-        for connection in [c for c in connections.values() if c.deadline <= now]:
-            if connection.lingering:
-                self._drop(connection, selector, connections, None)
-                continue
-            self.timed_out += 1
-            self._drop(
-                connection,
-                selector,
-                connections,
-                f"did not send a whole request within {self._timeout:g} s; closed",
-            )
-
-    def _drop(
-        self,
-        connection: _Connection,
-        selector: selectors.BaseSelector,
-        connections: dict[int, _Connection],
-        why: str | None,
-    ) -> None:
-        if why is not None:
-            logger.warning("credential server: %s: %s", connection.peer, why)
-        selector.unregister(connection.sock)
-        del connections[connection.sock.fileno()]
-        connection.sock.close()
-        if not connection.lingering:
-            self._release()
-
-    def _release(self) -> None:
-        with self._lock:
-            self._held -= 1
-
-    def _peer_allowed(self, peer: object) -> bool:
-        if not isinstance(peer, tuple) or not peer:
-            return False
-        if self._address.kind == "vsock":
-            return peer[0] in self._allowed
-        try:
-            host = ipaddress.ip_address(str(peer[0]))
-        except ValueError:
-            return False
-        if isinstance(host, ipaddress.IPv6Address) and host.ipv4_mapped is not None:
-            host = host.ipv4_mapped
-        return str(host) in self._allowed
-
-    # -- answering (a few threads) ---------------------------------------------------------
-
-    def _answer(self, conn: socket.socket, peer: object) -> None:
-        try:
-            with conn:
-                self._send_answer(conn, peer)
-        finally:
-            self._release()
-
-    def _send_answer(self, conn: socket.socket, peer: object) -> None:
-        try:
-            answer = _credproto.encode_credentials(self._source())
-        except CredentialsUnavailable as exc:
-            logger.warning("credential server: no credentials to give: %s", exc)
-            answer = _credproto.encode_error(str(exc))
-        except Exception as exc:  # the server outlives any failure of its source
-            logger.warning("credential server: credential source failed (%s)", type(exc).__name__)
-            answer = _credproto.encode_error(
-                f"the parent's credential source failed ({type(exc).__name__}); see its log"
-            )
-        # Counted before sending, so that a client holding the answer sees it counted.
-        with self._lock:
-            self.served += 1
-        try:
-            conn.settimeout(self._timeout)
-            conn.sendall(answer)
-        except OSError as exc:
-            logger.warning("credential server: could not answer %s: %s", peer, exc)
-            return
-        logger.info("credential server: answered %s", peer)

@@ -13,6 +13,8 @@ forwards, and the sink for its log lines. See ``docs/parent.md``::
         ...                       # leaving the block stops everything
 
 The command line is ``attested parent --config FILE [--ready-file PATH] [--check]``.
+:class:`CredentialServer` (with :func:`imds_source` or :func:`botocore_source`) runs on its
+own too; ``attested.kms.credentials`` re-exports them, deprecated, for one release.
 """
 
 from __future__ import annotations
@@ -27,16 +29,28 @@ from attested.parent._config import (
     load_parent_config,
     parse_parent_config,
 )
+from attested.parent._credentials import (
+    DEFAULT_MAX_CONNECTIONS,
+    CredentialServer,
+    CredentialSource,
+    botocore_source,
+    imds_source,
+)
 from attested.parent._parent import Parent
 
 __all__ = [
     "ConfigError",
+    "CredentialServer",
+    "CredentialSource",
     "CredentialsConfig",
+    "DEFAULT_MAX_CONNECTIONS",
     "EgressConfig",
     "IngressConfig",
     "LogsConfig",
     "Parent",
     "ParentConfig",
+    "botocore_source",
+    "imds_source",
     "load_parent_config",
     "parse_parent_config",
 ]

@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Self
 
-from attested.kms.credentials import (
+from attested._runtime.lifecycle import Scoped, stop_all
+from attested.net import Address
+from attested.parent._config import CredentialsConfig, EgressConfig, ParentConfig
+from attested.parent._credentials import (
     CredentialServer,
     CredentialSource,
     botocore_source,
     imds_source,
 )
-from attested.net import Address
-from attested.parent._config import CredentialsConfig, EgressConfig, ParentConfig
 from attested.relay import (
     Forward,
     ListenerStats,
@@ -33,12 +34,12 @@ __all__ = ["Parent"]
 _LOG = logging.getLogger("attested.parent")
 
 
-class Parent:
+class Parent(Scoped):
     """The parent instance's companion: egress relay, credentials, ingress, log sink.
 
     Each part runs on its own thread (one relay event loop per listener, so that a slow
     log disk or a busy ingress never delays the enclave's egress), and all of them
-    start and stop together::
+    start and stop together (a :class:`attested._runtime.Lifecycle` of them)::
 
         config = load_parent_config("/etc/attested/parent.toml")
         with Parent(config) as parent:
@@ -94,7 +95,7 @@ class Parent:
             try:
                 self._start_all()
             except BaseException:
-                self._stop_all(0.0)
+                stop_all(self._parts(), 0.0)
                 self._listeners.clear()
                 raise
         for name, address in self._listeners.items():
@@ -112,15 +113,14 @@ class Parent:
             alive).
         """
         with self._lock:
-            return self._stop_all(deadline)
+            stopped = stop_all(self._parts(), deadline)
+            self._listeners.clear()
+            return stopped
 
     @property
     def running(self) -> bool:
         """Whether every part is serving (``False`` once any of them stopped)."""
-        if not self._listeners:
-            return False
-        relays_up = all(relay.running for relay in self._relays.values())
-        return relays_up and (self._credentials is None or self._credentials.running)
+        return bool(self._listeners) and all(part.running for part in self._parts().values())
 
     def reopen(self) -> None:
         """Reopen the log sink's file (call it on SIGHUP, after rotation)."""
@@ -143,17 +143,6 @@ class Parent:
         """Connections to the credential server refused because of their peer."""
         return 0 if self._credentials is None else self._credentials.refused
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         return f"Parent({', '.join(self._config.listener_names())})"
 
@@ -172,9 +161,9 @@ class Parent:
                 source=self._credential_source or _source(config.credentials),
                 allowed_peers=config.credentials.allowed_peers or None,
             )
-            server.start()
             self._credentials = server
-            self._listeners["credentials"] = server.address
+            server.start()
+            self._listeners.update(server.listeners)
         for index, forward in enumerate(config.ingress):
             name = f"ingress-{index}"
             role_ = Forward(listen=forward.listen, to=forward.to, name=name)
@@ -186,28 +175,12 @@ class Parent:
 
     def _run(self, name: str, relay: Relay) -> None:
         self._relays[name] = relay
-        (address,) = relay.start()
+        (address,) = relay.start()  # one role, named after the listener
         self._listeners[name] = address
 
-    def _stop_all(self, deadline: float) -> bool:
-        stopped = True
-        if self._credentials is not None:
-            self._credentials.stop()
-        results: dict[str, bool] = {}
-
-        def stop(name: str, relay: Relay) -> None:
-            results[name] = relay.stop(deadline)
-
-        threads = [
-            threading.Thread(target=stop, args=(name, relay), name=f"attested-parent-stop {name}")
-            for name, relay in self._relays.items()
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(max(deadline, 0.0) + 30.0)
-            stopped = stopped and not thread.is_alive()
-        return stopped and all(results.get(name, False) for name in self._relays)
+    def _parts(self) -> dict[str, Relay | CredentialServer]:
+        credentials = {} if self._credentials is None else {"credentials": self._credentials}
+        return {**self._relays, **credentials}
 
 
 def _resolver(egress: EgressConfig) -> Resolver:

@@ -98,7 +98,7 @@ class HttpServer:
         """Serve in a background thread."""
         self._server.start()
 
-    def stop(self, *, deadline: float = 10.0) -> bool:
+    def stop(self, deadline: float = 10.0) -> bool:
         """Stop accepting, finish in-flight requests, close the listener.
 
         Returns:

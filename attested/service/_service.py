@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from types import MappingProxyType
+from typing import Any
 
+from attested._runtime.lifecycle import Scoped, stop_all
 from attested.enclave import open_provider
 from attested.errors import ConfigurationError, RelayUnavailable
 from attested.kms import DataKey, KmsClient, NetworkSettings
@@ -31,8 +32,8 @@ log = logging.getLogger("attested.service")
 _KMS_POOL = 16  # concurrent HTTPS connections to KMS (through the egress relay)
 
 
-class Service:
-    """``attested serve`` as an object: :meth:`start`, :meth:`stop`, or ``with``.
+class Service(Scoped):
+    """``attested serve`` as an object, a :class:`attested._runtime.Lifecycle` part.
 
     Args:
         config: the checked configuration.
@@ -40,11 +41,6 @@ class Service:
             embedding); the service does not close it.
         credentials: use these instead of ``config.credentials_source``.
         relays: relays running in this process whose ``stats()`` ``/metrics`` shows.
-
-    Attributes:
-        listeners: the bound address of every listener by kind (``unix``, ``tcp``,
-            ``vsock``, and ``egress`` for the in-process egress relay), with the real port
-            when 0 was configured; empty until started.
     """
 
     def __init__(
@@ -59,11 +55,22 @@ class Service:
         self._given_attestation = attestation
         self._given_credentials = credentials
         self._relays = tuple(relays)
-        self._servers: list[HttpServer] = []
-        self._closers: list[Callable[[], None]] = []
-        self.listeners: Mapping[str, Address] = MappingProxyType({})
+        self._servers: dict[str, HttpServer] = {}
+        self._egress: Relay | None = None
+        self._closers: list[Callable[[], object]] = []
+        self._listeners: Mapping[str, Address] = MappingProxyType({})
         self.metrics: ServiceMetrics | None = None
         self._app: ServiceApp | None = None
+
+    @property
+    def listeners(self) -> Mapping[str, Address]:
+        """Bound addresses (real ports) by kind: ``unix``, ``tcp``, ``vsock``, ``egress``."""
+        return self._listeners
+
+    @property
+    def running(self) -> bool:
+        """Whether the service is serving (and its in-process egress relay, if any, too)."""
+        return bool(self._servers) and (self._egress is None or self._egress.running)
 
     def start(self) -> None:
         """Open the NSM and the KMS client, then bind and serve every listener.
@@ -75,55 +82,19 @@ class Service:
         """
         if self._servers:
             raise RuntimeError("the service is already running")
-        config = self.config
         try:
-            self._start(config)
+            self._start(self.config)
         except BaseException:
-            self._close_all(deadline=1.0)
+            self.stop(deadline=1.0)
             raise
 
     def _start(self, config: ServiceConfig) -> None:
-        if self._given_attestation is not None:
-            provider = self._given_attestation
-            backend = str(getattr(provider, "backend", "custom"))
-        else:
-            opened = (
-                open_provider(
-                    "simulated",
-                    state_dir=config.nsm_simulated_state or None,
-                    pcrs=dict(config.nsm_simulated_pcrs) or None,
-                )
-                if config.nsm_backend == "simulated"
-                else open_provider(config.nsm_backend)
-            )
-            self._closers.append(opened.close)
-            provider, backend = opened, opened.backend
-        relays = list(self._relays)
-        proxy = config.kms_proxy or None
+        provider, backend = self._attestation(config)
         bound: dict[str, Address] = {}
-        if config.egress_listen:
-            egress = Relay(
-                [
-                    EnclaveEgress(
-                        listen=parse_address(config.egress_listen),
-                        parent=parse_address(config.egress_parent),
-                    )
-                ]
-            )
-            try:
-                (egress_address,) = egress.start()
-            except RelayUnavailable as exc:
-                raise ConfigurationError(f"egress.listen: {exc}") from exc
-
-            def stop_egress() -> None:
-                egress.stop(5.0)
-
-            self._closers.append(stop_egress)
-            relays.append(egress)
-            bound["egress"] = egress_address
-            if proxy is None:
-                proxy = f"http://{_url_host(egress_address.host or '')}:{egress_address.port}"
-            log.info("enclave-egress relay on %s -> %s", egress_address, config.egress_parent)
+        egress = self._start_egress(config, bound)
+        proxy = config.kms_proxy or (
+            None if egress is None else f"http://{_url_host(egress.host or '')}:{egress.port}"
+        )
         credentials = self._given_credentials or (
             EnvironmentCredentials()
             if config.credentials_source == "environment"
@@ -141,29 +112,11 @@ class Service:
             ),
         )
         self._closers.append(kms.close)
-        botocore_credentials = credentials.botocore_credentials()
-
-        def expiry() -> float | None:
-            expires: Any = getattr(botocore_credentials, "_expiry_time", None)
-            if not isinstance(expires, datetime):
-                return None
-            return (expires - datetime.now(UTC)).total_seconds()
-
-        cache: DataKeyCache[DataKey] | None = None
-        if config.cache_enabled:
-            cache = DataKeyCache(
-                CacheLimits(
-                    max_age=config.cache_max_age,
-                    max_messages=config.cache_max_messages,
-                    max_bytes=config.cache_max_bytes,
-                ),
-                clock=time.monotonic,
-            )
-            self._closers.append(cache.clear)
+        expiry = _seconds_to_expiry(credentials.botocore_credentials())
+        cache = self._cache(config)
+        relays = [*self._relays, *([self._egress] if self._egress is not None else [])]
         metrics = ServiceMetrics(
-            cache=cache,
-            credentials_expiry=expiry,
-            relay_stats=[relay.stats for relay in relays],
+            cache=cache, credentials_expiry=expiry, relay_stats=[r.stats for r in relays]
         )
         self.metrics = metrics
         app = ServiceApp(
@@ -176,6 +129,64 @@ class Service:
             credentials_expiry=expiry,
         )
         self._app = app
+        self._listen(config, app, bound)
+        self._listeners = MappingProxyType(bound)
+        log.info(
+            "attested service ready: region %s, NSM %s, %d allowed key(s), operations %s",
+            config.region,
+            backend,
+            len(config.allowed_keys),
+            ",".join(sorted(config.operations)),
+        )
+
+    def _attestation(self, config: ServiceConfig) -> tuple[AttestationProvider, str]:
+        if self._given_attestation is not None:
+            given = self._given_attestation
+            return given, str(getattr(given, "backend", "custom"))
+        opened = (
+            open_provider(
+                "simulated",
+                state_dir=config.nsm_simulated_state or None,
+                pcrs=dict(config.nsm_simulated_pcrs) or None,
+            )
+            if config.nsm_backend == "simulated"
+            else open_provider(config.nsm_backend)
+        )
+        self._closers.append(opened.close)
+        return opened, opened.backend
+
+    def _start_egress(self, config: ServiceConfig, bound: dict[str, Address]) -> Address | None:
+        """Start the in-process enclave-egress relay, if configured; its bound address."""
+        if not config.egress_listen:
+            return None
+        listen, parent = parse_address(config.egress_listen), parse_address(config.egress_parent)
+        egress = Relay([EnclaveEgress(listen=listen, parent=parent)])
+        try:
+            (address,) = egress.start()
+        except RelayUnavailable as exc:
+            raise ConfigurationError(f"egress.listen: {exc}") from exc
+        self._egress = egress
+        # After the listeners: requests draining at stop may still need KMS through it.
+        self._closers.append(functools.partial(egress.stop, 5.0))
+        bound["egress"] = address
+        log.info("enclave-egress relay on %s -> %s", address, config.egress_parent)
+        return address
+
+    def _cache(self, config: ServiceConfig) -> DataKeyCache[DataKey] | None:
+        if not config.cache_enabled:
+            return None
+        cache: DataKeyCache[DataKey] = DataKeyCache(
+            CacheLimits(
+                max_age=config.cache_max_age,
+                max_messages=config.cache_max_messages,
+                max_bytes=config.cache_max_bytes,
+            ),
+            clock=time.monotonic,
+        )
+        self._closers.append(cache.clear)
+        return cache
+
+    def _listen(self, config: ServiceConfig, app: ServiceApp, bound: dict[str, Address]) -> None:
         for kind, address in config.addresses().items():
             try:
                 if address.kind == "unix" and address.path:
@@ -193,21 +204,16 @@ class Service:
                 raise ConfigurationError(
                     f"api.{kind}: cannot listen on {address}: {exc.strerror or exc}"
                 ) from exc
-            self._servers.append(server)
+            self._servers[kind] = server
             server.start()
             bound[kind] = server.bound
             log.info("listening on %s", server.bound)
-        self.listeners = MappingProxyType(bound)
-        log.info(
-            "attested service ready: region %s, NSM %s, %d allowed key(s), operations %s",
-            config.region,
-            backend,
-            len(config.allowed_keys),
-            ",".join(sorted(config.operations)),
-        )
 
     def stop(self, deadline: float = 10.0) -> bool:
         """Stop accepting, let in-flight requests finish, remove the socket file.
+
+        Every listener drains at once, within the one deadline; then the egress relay,
+        the KMS client and the NSM are closed. Safe to call twice, and before start.
 
         Args:
             deadline: seconds to wait for in-flight requests.
@@ -215,43 +221,17 @@ class Service:
         Returns:
             ``True`` if every request finished in time.
         """
-        return self._close_all(deadline=deadline)
-
-    def _close_all(self, *, deadline: float) -> bool:
-        end = time.monotonic() + deadline
-        servers, self._servers = self._servers, []
-        results: list[bool] = []
-
-        def stop(server: HttpServer) -> None:
-            results.append(server.stop(deadline=max(0.0, end - time.monotonic())))
-
-        # Every listener drains at once, within one shared deadline.
-        threads = [threading.Thread(target=stop, args=(s,), daemon=True) for s in servers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        clean = all(results) and len(results) == len(servers)
+        servers, self._servers = self._servers, {}
+        clean = stop_all(servers, deadline)
         closers, self._closers = self._closers, []
         for close in reversed(closers):
             with contextlib.suppress(Exception):
                 close()
         if servers:
             log.info("attested service stopped%s", "" if clean else " (requests cut off)")
-        self.listeners = MappingProxyType({})
+        self._egress = None
+        self._listeners = MappingProxyType({})
         return clean
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def app_for_listener(
@@ -273,6 +253,18 @@ def app_for_listener(
         )
         return app
     return OutsideApp(app)
+
+
+def _seconds_to_expiry(credentials: object) -> Callable[[], float | None]:
+    """Seconds until botocore credentials expire (``None``: they do not say)."""
+
+    def expiry() -> float | None:
+        expires: Any = getattr(credentials, "_expiry_time", None)
+        if not isinstance(expires, datetime):
+            return None
+        return (expires - datetime.now(UTC)).total_seconds()
+
+    return expiry
 
 
 def _url_host(host: str) -> str:

@@ -29,7 +29,8 @@ from attested.errors import (
     RecipientIgnored,
 )
 from attested.kms import KmsClient, NetworkSettings, RecipientKey, RetryPolicy
-from attested.kms.credentials import CredentialServer, ParentCredentials, StaticCredentials
+from attested.kms.credentials import ParentCredentials, StaticCredentials
+from attested.parent import CredentialServer
 from tests.kit import PCR0, PCR1, PCR2, PCR8
 from tests.kms.servers import (
     KEY_ARN,

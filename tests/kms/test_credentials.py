@@ -21,14 +21,12 @@ from attested.errors import ConfigurationError, CredentialsUnavailable, Malforme
 from attested.kms import _credproto as proto
 from attested.kms.credentials import (
     AwsCredentials,
-    CredentialServer,
     EnvironmentCredentials,
     ParentCredentials,
     StaticCredentials,
-    botocore_source,
-    imds_source,
 )
 from attested.net import parse_address
+from attested.parent import CredentialServer, botocore_source, imds_source
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 TOKEN = "IQoJb3JpZ2luX2VjEXAMPLETOKEN+/="
@@ -615,3 +613,37 @@ def test_peer_rules_for_vsock_and_mapped_addresses(clock: Clock) -> None:
     assert tcp._peer_allowed(("::ffff:127.0.0.1", 5000, 0, 0))
     assert not tcp._peer_allowed(("::1", 5000, 0, 0))
     assert not tcp._peer_allowed(("not-an-ip", 1))
+
+
+# --- the move to attested.parent -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CredentialServer",
+        "CredentialSource",
+        "DEFAULT_MAX_CONNECTIONS",
+        "botocore_source",
+        "imds_source",
+    ],
+)
+def test_the_server_side_moved_to_parent_and_the_old_import_warns(name: str) -> None:
+    import attested.kms.credentials as old
+    import attested.parent as new
+
+    with pytest.warns(DeprecationWarning, match=f"attested.parent.{name}"):
+        moved = getattr(old, name)
+    assert moved is getattr(new, name)
+    assert name in new.__all__
+    assert name not in old.__all__
+    with pytest.raises(AttributeError):
+        old.NoSuchName  # noqa: B018 - the module's __getattr__ still refuses the unknown
+
+
+def test_from_import_of_the_old_place_warns_and_serves() -> None:
+    with pytest.warns(DeprecationWarning, match="moved to attested.parent.CredentialServer"):
+        from attested.kms.credentials import CredentialServer as Old
+    source = Source(Clock())
+    with Old("tcp:127.0.0.1:0", source=source) as server:
+        assert ParentCredentials(server.address).fetch().access_key_id == "ASIAEXAMPLE000000001"

@@ -79,6 +79,9 @@ def test_the_parent_example_is_valid_and_production_shaped() -> None:
 
 def test_the_parent_unit_is_hardened_and_reloads_with_sighup() -> None:
     service = unit("attested-parent.service")["Service"]
+    assert service["Type"] == "notify"  # run_part sends READY=1 once every listener is up
+    assert service["WatchdogSec"].endswith("s")
+    assert int(service["WatchdogSec"].removesuffix("s")) >= 10
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["Restart"] == "on-failure"
     assert service["NoNewPrivileges"] == "yes"
