@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import datetime
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import attested
 from attested._runtime.config import (
     MAX_SIZE,
     Override,
@@ -412,3 +415,47 @@ def test_any_environment_gives_values_or_problems(env: dict[str, str]) -> None:
     server = Section(problems, None, overrides=values).table("server")
     _read_everything(server)
     assert all(key.startswith("server.") for key in values)
+
+
+# -- there is one configuration reader -----------------------------------------------------
+
+PACKAGE = Path(attested.__file__).parent
+READER = "attested._runtime.config"
+LOADERS = ("attested.service._config", "attested.parent._config", "attested.emulator._config")
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_one_reader_decodes_configuration() -> None:
+    """Only the reader decodes TOML (through the bounded ``attested._toml``)."""
+    allowed = {READER, "attested._toml"}
+    decoders = {"tomllib", "attested._toml", "tomli", "toml"}
+    offenders = sorted(
+        _module(path)
+        for path in PACKAGE.rglob("*.py")
+        if _module(path) not in allowed and _imports(path) & decoders
+    )
+    assert offenders == []
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_the_loaders_read_through_the_reader(loader: str) -> None:
+    path = PACKAGE.parent.joinpath(*loader.split(".")).with_suffix(".py")
+    imports = _imports(path)
+    assert READER in imports
+    assert not any(name.startswith("attested._json") for name in imports)
+    assert os.path.basename(path) == "_config.py"
