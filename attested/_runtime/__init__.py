@@ -10,6 +10,8 @@ once so that every server gets the same hardening:
   a plain ``Request -> Response`` callable;
 * :mod:`.lifecycle`: the one start / stop(deadline) / running / listeners protocol of
   every long-running part, and one parallel stop.
+* :mod:`.config`: the one configuration reader (a bounded TOML or JSON document,
+  ``ATTESTED_*`` overrides, typed getters, every problem at once in one ``ConfigError``).
 
 Boundaries: no application logic here (routes, JSON schemas, KMS, SigV4 and error codes
 belong to the callers, which plug in their own error body); standard library and h11

@@ -8,15 +8,8 @@ from pathlib import Path
 
 from attested.cli._common import env_error, read_input, usage_error
 from attested.cli._daemon import LOG_LEVELS, diagnostics_on_stderr, run_part
-from attested.emulator import (
-    DEV_ACCESS_KEY_ID,
-    DEV_ARN,
-    EmulatorConfig,
-    FaultConfig,
-    KmsEmulator,
-    load_identities,
-)
-from attested.emulator._config import dev_identities, is_loopback
+from attested.emulator import DEV_ACCESS_KEY_ID, DEV_ARN, EmulatorConfig, KmsEmulator
+from attested.emulator._config import emulator_config, is_loopback
 from attested.errors import ConfigurationError, MalformedError
 from attested.simulator import ROOT_CERT_FILE, read_root_certificate
 from attested.trust import TrustRoot
@@ -130,32 +123,23 @@ def _trust_root(args: argparse.Namespace) -> TrustRoot:
 def _config(args: argparse.Namespace) -> EmulatorConfig:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise usage_error("give both --tls-cert and --tls-key, or neither")
-    try:
-        faults = FaultConfig(
-            seed=args.fault_seed,
-            latency=args.latency,
-            latency_jitter=args.latency_jitter,
-            throttle_rate=args.throttle_rate,
-            error_rate=args.error_rate,
-            drop_rate=args.drop_rate,
-            max_faults=args.max_faults,
-        )
-        identities = (
-            dev_identities() if args.identities is None else load_identities(args.identities)
-        )
-        return EmulatorConfig(
+    faults = {"seed": args.fault_seed, "max_faults": args.max_faults}
+    for name in ("latency", "latency_jitter", "throttle_rate", "error_rate", "drop_rate"):
+        faults[name] = getattr(args, name)
+    try:  # every problem of the flags and the identities file at once
+        return emulator_config(
+            faults=faults,
+            identities_file=args.identities,
             trust_root=_trust_root(args),
             host=args.host,
             port=args.port,
             region=args.region,
             account_id=args.account,
             state_path=None if args.state is None else Path(args.state),
-            faults=faults,
             tls=None if args.tls_cert is None else (args.tls_cert, args.tls_key),
             allow_remote=args.allow_remote,
-            identities=identities,
         )
-    except (ValueError, ConfigurationError) as exc:
+    except ConfigurationError as exc:
         raise usage_error(str(exc)) from exc
 
 

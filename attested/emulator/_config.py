@@ -1,21 +1,24 @@
-"""Emulator configuration: identities, fault injection, and everything else in one object."""
+"""Emulator configuration: identities, fault injection, and everything else in one object.
+
+Read by the project's one configuration reader (:mod:`attested._runtime.config`): the
+identities file, and (:func:`emulator_config`) the settings the CLI's flags give, each
+reporting every problem at once.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-import stat
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from attested import _json, _toml
+from attested._runtime.config import Problems, Section, read_file
 from attested.emulator._sigv4 import Identity
-from attested.errors import ConfigurationError, MalformedError
+from attested.errors import ConfigError, ConfigurationError
 from attested.net import is_loopback
 from attested.trust import TrustRoot
 
@@ -26,12 +29,11 @@ __all__ = [
     "EmulatorConfig",
     "FaultConfig",
     "dev_identities",
+    "emulator_config",
     "is_loopback",
     "load_identities",
     "parse_identities",
 ]
-
-logger = logging.getLogger(__name__)
 
 DEV_ACCESS_KEY_ID = "AKIAATTESTEDEXAMPLE1"
 """The built-in development access key id. The digit 1 is outside the base32 alphabet of
@@ -41,10 +43,7 @@ DEV_SECRET_ACCESS_KEY = "attested-emulator-development-secret-not-a-credential" 
 DEV_ARN = "arn:aws:iam::111122223333:role/attested-developer"
 """Who the built-in development identity is (111122223333 is AWS's documentation account)."""
 
-_MAX_IDENTITIES_FILE = 1024 * 1024
-_IDENTITY_FIELDS = frozenset(
-    {"access_key_id", "secret_access_key", "arn", "session_token", "principal_arn"}
-)
+_IDENTITY_FIELDS = ("access_key_id", "secret_access_key", "arn", "session_token", "principal_arn")
 _REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
 _ACCOUNT_RE = re.compile(r"[0-9]{12}")
 _MAX_LATENCY = 30.0
@@ -59,6 +58,10 @@ def dev_identities() -> Mapping[str, Identity]:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class _SettingsError(ConfigError, ValueError):
+    """Bad emulator settings: every problem, and still the ``ValueError`` raised before."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,19 +96,19 @@ class FaultConfig:
     operations: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("throttle_rate", "error_rate", "drop_rate"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
-        if self.throttle_rate + self.error_rate + self.drop_rate > 1.0 + 1e-9:
-            raise ValueError("throttle_rate + error_rate + drop_rate must be at most 1")
-        for name in ("latency", "latency_jitter"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0.0 <= value <= _MAX_LATENCY:
-                raise ValueError(f"{name} must be between 0 and {_MAX_LATENCY:g} seconds")
+        problems = Problems()
+        rates = ("throttle_rate", "error_rate", "drop_rate")
+        for name in (*rates, "latency", "latency_jitter"):
+            value, most = getattr(self, name), 1.0 if name in rates else _MAX_LATENCY
+            if not isinstance(value, int | float) or not 0.0 <= value <= most:
+                unit = "" if name in rates else " seconds"
+                problems.add(name, f"must be between 0 and {most:g}{unit}")
+        if not len(problems) and sum(getattr(self, rate) for rate in rates) > 1.0 + 1e-9:
+            problems.add("throttle_rate + error_rate + drop_rate", "must be at most 1")
         max_faults: object = self.max_faults
         if max_faults is not None and (not isinstance(max_faults, int) or max_faults < 0):
-            raise ValueError("max_faults must be a non-negative integer or None")
+            problems.add("max_faults", "must be a non-negative integer or None")
+        problems.raise_if_any(error=_SettingsError)
         if self.operations is not None:
             object.__setattr__(self, "operations", frozenset(self.operations))
 
@@ -162,25 +165,29 @@ class EmulatorConfig:
         trust_root: object = self.trust_root
         if not isinstance(trust_root, TrustRoot):
             raise TypeError("trust_root must be an attested.TrustRoot")
-        port: object = self.port
-        if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError("port must be between 0 and 65535")
-        if not _REGION_RE.fullmatch(self.region):
-            raise ValueError(f"region {self.region!r:.40} does not look like an AWS region")
-        if self.account_id is not None and not _ACCOUNT_RE.fullmatch(self.account_id):
-            raise ValueError("account_id must be 12 digits")
         entries: object = self.identities
         if not isinstance(entries, Mapping):
             raise TypeError("identities must be a mapping")
         for key_id, identity in entries.items():
             if not isinstance(key_id, str) or not key_id or not isinstance(identity, Identity):
                 raise TypeError("identities must map access key ids to Identity objects")
-        if self.state_path is not None:
-            object.__setattr__(self, "state_path", Path(self.state_path))
-        if self.max_body_size < 1024 or self.max_connections < 1 or self.idle_timeout <= 0:
-            raise ValueError("max_body_size, max_connections and idle_timeout must be positive")
         if not isinstance(self.faults, FaultConfig):
             raise TypeError("faults must be a FaultConfig")
+        problems = Problems()
+        port: object = self.port
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            problems.add("port", "must be between 0 and 65535")
+        if not _REGION_RE.fullmatch(self.region):
+            problems.add("region", f"{self.region!r:.40} does not look like an AWS region")
+        if self.account_id is not None and not _ACCOUNT_RE.fullmatch(self.account_id):
+            problems.add("account_id", "must be 12 digits")
+        if self.max_body_size < 1024 or self.max_connections < 1 or self.idle_timeout <= 0:
+            problems.add(
+                "limits", "max_body_size, max_connections and idle_timeout must be positive"
+            )
+        problems.raise_if_any(error=_SettingsError)
+        if self.state_path is not None:
+            object.__setattr__(self, "state_path", Path(self.state_path))
 
     @property
     def partition(self) -> str:
@@ -209,6 +216,36 @@ class EmulatorConfig:
         return accounts[0] if accounts else "111122223333"
 
 
+def emulator_config(
+    *, faults: Mapping[str, Any], identities_file: str | Path | None = None, **settings: Any
+) -> EmulatorConfig:
+    """An :class:`EmulatorConfig` from plain values (the CLI's flags), every problem at once.
+
+    Args:
+        faults: the :class:`FaultConfig` arguments.
+        identities_file: read with :func:`load_identities`; ``None``: the built-in
+            development identity.
+        settings: the other :class:`EmulatorConfig` arguments.
+
+    Raises:
+        ConfigError: the problems of the faults, the identities file and the settings.
+    """
+    problems = Problems()
+    fault_config = problems.check("", partial(FaultConfig, **faults))
+    identities = dev_identities()
+    if identities_file is not None:
+        identities = problems.check("", partial(load_identities, identities_file)) or identities
+    config = problems.check(
+        "",
+        partial(
+            EmulatorConfig, faults=fault_config or FaultConfig(), identities=identities, **settings
+        ),
+    )
+    problems.raise_if_any()
+    assert config is not None  # noqa: S101 - no problem means it was built
+    return config
+
+
 def parse_identities(document: Any, *, source: str = "identities") -> dict[str, Identity]:
     """Identities from a parsed JSON or TOML document: ``{"identities": [{...}, ...]}``.
 
@@ -216,40 +253,41 @@ def parse_identities(document: Any, *, source: str = "identities") -> dict[str, 
     ``session_token`` and ``principal_arn``.
 
     Raises:
-        ConfigurationError: the document does not have that shape (the message never
-            contains a secret).
+        ConfigError: the document does not have that shape; every problem is listed, and
+            no message contains a secret.
     """
-    if not isinstance(document, dict) or set(document) != {"identities"}:
-        raise ConfigurationError(f"{source}: expected one top-level key 'identities'")
-    entries = document["identities"]
-    if not isinstance(entries, list) or not entries:
-        raise ConfigurationError(f"{source}: 'identities' must be a non-empty list")
+    problems = Problems()
+    identities = _identities(Section(problems, document))
+    problems.raise_if_any(source=source)
+    return identities
+
+
+def _identities(top: Section) -> dict[str, Identity]:
+    top.refuse_unknown(("identities",))
+    if not top.get("identities"):
+        top.problem("identities", "required: a non-empty list of identities")
     result: dict[str, Identity] = {}
-    for n, entry in enumerate(entries):
-        where = f"{source}: identity {n}"
-        if not isinstance(entry, dict):
-            raise ConfigurationError(f"{where} must be a table/object")
-        unknown = sorted(set(entry) - _IDENTITY_FIELDS)
-        if unknown:
-            raise ConfigurationError(f"{where} has unknown fields: {', '.join(unknown)[:200]}")
-        for name in ("access_key_id", "secret_access_key", "arn"):
-            if not isinstance(entry.get(name), str) or not entry[name]:
-                raise ConfigurationError(f"{where}: {name} is required (a non-empty string)")
-        for name in ("session_token", "principal_arn"):
-            if name in entry and not isinstance(entry[name], str):
-                raise ConfigurationError(f"{where}: {name} must be a string")
-        key_id = entry["access_key_id"]
+    for entry in top.tables("identities"):
+        entry.refuse_unknown(_IDENTITY_FIELDS)
+        before = len(entry.problems)
+        key_id, secret, arn, token, principal = (entry.text(f, None) for f in _IDENTITY_FIELDS)
+        for name in _IDENTITY_FIELDS[:3]:
+            if entry.get(name) in (None, ""):
+                entry.problem(None, f"{name} is required (a non-empty string)")
         if key_id in result:
-            raise ConfigurationError(f"{where}: access key id {key_id!r:.40} appears twice")
-        try:
-            result[key_id] = Identity(
-                secret_access_key=entry["secret_access_key"],
-                arn=entry["arn"],
-                session_token=entry.get("session_token"),
-                principal_arn=entry.get("principal_arn"),
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"{where}: {exc}") from None
+            entry.problem("access_key_id", f"{key_id!r:.40} appears twice")
+        if key_id is None or secret is None or arn is None or len(entry.problems) != before:
+            continue
+        make = partial(
+            Identity,
+            secret_access_key=secret,
+            arn=arn,
+            session_token=token,
+            principal_arn=principal,
+        )
+        identity = entry.problems.check(entry.where, make)
+        if identity is not None:
+            result[key_id] = identity
     return result
 
 
@@ -269,33 +307,12 @@ def load_identities(path: str | Path) -> dict[str, Identity]:
         arn = "arn:aws:iam::111122223333:role/parent"
 
     Raises:
-        ConfigurationError: the file cannot be read or has the wrong shape.
+        ConfigError: the file cannot be read or has the wrong shape (every problem).
     """
     path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_IDENTITIES_FILE + 1)
-            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read identities file {path}: {exc.strerror or exc}"
-        ) from exc
-    except ValueError as exc:  # a NUL in the path
-        raise ConfigurationError(f"cannot read identities file {path!r:.200}") from exc
-    if len(data) > _MAX_IDENTITIES_FILE:
-        raise ConfigurationError(f"identities file {path} is larger than 1 MiB")
-    if mode & 0o077:
-        logger.warning("identities file %s is readable by others (mode %o)", path, mode)
-    # Both decoders are bounded (size, nesting, numbers) and never repeat the input, which
-    # holds secrets.
-    kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
-    try:
-        if kind == "TOML":
-            document: Any = _toml.loads(data, max_size=_MAX_IDENTITIES_FILE)
-        else:
-            document = _json.loads(
-                data, what="the document", max_size=_MAX_IDENTITIES_FILE, max_depth=8
-            )
-    except MalformedError as exc:
-        raise ConfigurationError(f"identities file {path} is not valid {kind}") from exc
-    return parse_identities(document, source=str(path))
+    problems = Problems()
+    json = path.suffix.lower() != ".toml"
+    document = read_file(path, problems, name="identities file", json=json, secret=True)
+    identities = {} if document is None else _identities(Section(problems, document))
+    problems.raise_if_any(source=path)
+    return identities

@@ -83,6 +83,19 @@ class NetworkSettings:
         if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
             raise ConfigurationError("max_pool_connections must be a positive integer")
 
+    def check_files(self) -> None:
+        """Check what only this machine can tell: the CA bundle file exists.
+
+        Done when a client is built; a configuration loader calls it earlier.
+
+        Raises:
+            ConfigurationError: ``ca_bundle`` is not a file.
+        """
+        if self.ca_bundle is not None and not os.path.isfile(self.ca_bundle):
+            raise ConfigurationError(
+                f"CA bundle {self.ca_bundle!r:.200} does not exist or is not a file"
+            )
+
 
 def _split(url: object) -> SplitResult | None:
     """``url`` split into its parts, or ``None`` when it is not a URL with a valid port.
@@ -133,8 +146,7 @@ def make_boto_client(
     Raises:
         ConfigurationError: the CA bundle file does not exist.
     """
-    if network.ca_bundle is not None and not os.path.isfile(network.ca_bundle):
-        raise ConfigurationError(f"CA bundle {network.ca_bundle!r} does not exist or is not a file")
+    network.check_files()
     core = botocore.session.Session()
     core.register_component(
         "credential_provider", CredentialResolver(providers=[_GivenCredentials(credentials)])

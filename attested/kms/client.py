@@ -39,6 +39,7 @@ __all__ = [
     "KmsClient",
     "NetworkSettings",
     "RetryPolicy",
+    "check_region",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,18 @@ ENCRYPTION_ALGORITHMS = frozenset(
 CHINA_REGIONS_ONLY = frozenset({"SM2", "SM2PKE"})
 """Specs and algorithms KMS offers only in the China Regions (region names ``cn-*``)."""
 _REGION = re.compile(r"[a-z]{2,5}(-[a-z0-9]+){1,3}-[0-9]{1,2}")
+
+
+def check_region(region: str) -> None:
+    """Check a region name by the rule :class:`KmsClient` applies (for configuration loaders).
+
+    Raises:
+        ConfigurationError: ``region`` is not an AWS region name (``us-east-1``).
+    """
+    if not _REGION.fullmatch(str(region)):
+        raise ConfigurationError(f"region {region!r:.40} is not an AWS region name")
+
+
 _MAX_CIPHERTEXT = 6144
 _MAX_RANDOM = 1024
 _MAX_PUBLIC_KEY = 8192
@@ -148,8 +161,7 @@ class KmsClient:
         sleep: Callable[[float], None] = time.sleep,
         uniform: Callable[[], float] = random.random,
     ) -> None:
-        if not _REGION.fullmatch(str(region)):
-            raise ConfigurationError(f"region {region!r:.40} is not an AWS region name")
+        check_region(region)
         if not isinstance(attestation, AttestationProvider):
             raise TypeError("attestation must provide get_attestation_document(...)")
         if not isinstance(credentials, CredentialsProvider):

@@ -67,13 +67,6 @@ def __getattr__(name: str) -> Any:
     return getattr(_credentials, name)
 
 
-def _normalise_peer(peer: str | int, kind: str) -> str | int:
-    """For ``attested.parent._config`` until it imports it from ``parent._credentials``."""
-    from attested.parent._credentials import _normalise_peer as moved
-
-    return moved(peer, kind)
-
-
 @runtime_checkable
 class CredentialsProvider(Protocol):
     """Something that gives the KMS client botocore credentials."""

@@ -9,20 +9,20 @@ directory. See ``docs/parent.md`` for the reference.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import math
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
-from attested import _toml
-from attested.errors import ConfigError, ConfigurationError, MalformedError
-from attested.kms.credentials import _normalise_peer
-from attested.net import Address, parse_address
+from attested._runtime.config import Problems, Section, parse, read_file
+from attested.errors import ConfigError
+from attested.net import Address
+from attested.parent._credentials import normalise_peer
 from attested.relay import AllowEntry, Allowlist, RelayOptions, load_allowlist
 from attested.relay._allowlist import _entry, normalize_host
 from attested.relay._logs import DEFAULT_MAX_LINE
@@ -37,8 +37,6 @@ __all__ = [
     "parse_parent_config",
 ]
 
-MAX_CONFIG_SIZE = 1024 * 1024
-"""A configuration file larger than this is refused unread."""
 MIN_MAX_LINE = 128
 MAX_DNS_CACHE = 60.0
 MAX_INGRESS = 64
@@ -51,6 +49,7 @@ _INGRESS_KEYS = ("listen", "to", "allow_parent_target", *_OPTION_KEYS)
 _FIRST_ENCLAVE_CID = 4  # 0-2 are reserved by vsock, 3 is the parent instance itself
 _LOGS_KEYS = ("listen", "out", "max_line")
 CredentialSourceName = Literal["imds", "environment"]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,18 +222,9 @@ def load_parent_config(path: str | Path) -> ParentConfig:
             ``OSError``.
     """
     path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CONFIG_SIZE + 1)
-    except OSError as exc:
-        raise ConfigError(
-            [f"cannot read the configuration file: {exc.strerror or exc}"], source=str(path)
-        ) from exc
-    except ValueError as exc:  # a NUL in the path
-        raise ConfigError(
-            ["cannot read the configuration file: the path holds a NUL"], source=str(path)
-        ) from exc
-    return _parse(data, base=path.parent, source=path)
+    problems = Problems()
+    document = read_file(path, problems, name="the configuration file")
+    return _build(document, problems, base=path.parent, source=path)
 
 
 def parse_parent_config(
@@ -250,374 +240,242 @@ def parse_parent_config(
     Raises:
         ConfigError: the text is not TOML or has problems (all of them are listed).
     """
-    return _parse(text, base=base, source=source)
+    problems = Problems()
+    document = parse(text, problems, name="the configuration file")
+    return _build(document, problems, base=base, source=source)
 
 
-def _parse(data: bytes | str, *, base: Path | None, source: Path | None) -> ParentConfig:
-    where = None if source is None else str(source)
-    try:
-        document = _toml.loads(data, max_size=MAX_CONFIG_SIZE)
-    except MalformedError as exc:
-        raise ConfigError([f"the configuration file is {exc}"], source=where) from None
-    problems: list[str] = []
-    config = _Reader(problems, base or Path()).parent(document, source)
-    if problems or config is None:
-        raise ConfigError(problems or ["nothing to run"], source=where)
+def _build(
+    document: object, problems: Problems, *, base: Path | None, source: Path | None
+) -> ParentConfig:
+    config = None
+    if document is not None:
+        config = _parent(Section(problems, document, base=base), source)
+    problems.raise_if_any(source=source)
+    assert config is not None  # noqa: S101 - no problem means it was built
     return config
 
 
-class _Reader:
-    """Reads the document section by section, appending every problem it finds."""
+def _parent(top: Section, source: Path | None) -> ParentConfig | None:
+    top.refuse_unknown(_SECTIONS)
+    if not any(top.has(name) for name in _SECTIONS):
+        top.problem(
+            None,
+            "nothing to run: give at least one of [egress], [credentials], [[ingress]], [logs]",
+        )
+        return None
+    egress = _optional(top, "egress", _egress)
+    credentials = _optional(top, "credentials", _credentials)
+    logs = _optional(top, "logs", _logs)
+    ingress = [_ingress(section) for section in top.tables("ingress", max_items=MAX_INGRESS)]
+    forwards = [forward for forward in ingress if forward is not None]
+    _distinct_listeners(top, egress, credentials, forwards, logs)
+    if len(top.problems):
+        return None
+    return ParentConfig(
+        egress=egress, credentials=credentials, ingress=tuple(forwards), logs=logs, source=source
+    )
 
-    def __init__(self, problems: list[str], base: Path) -> None:
-        self.problems = problems
-        self.base = base
 
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{key}: {message}")
+def _optional(top: Section, name: str, read: Callable[[Section], _T | None]) -> _T | None:
+    section = top.table(name)
+    return read(section) if section.given else None
 
-    # -- the document ------------------------------------------------------------------
 
-    def parent(self, document: Mapping[str, Any], source: Path | None) -> ParentConfig | None:
-        self.unknown_keys("", document, _SECTIONS)
-        if not any(name in document for name in _SECTIONS):
-            self.problems.append(
-                "nothing to run: give at least one of [egress], [credentials], [[ingress]], [logs]"
+def _egress(section: Section) -> EgressConfig | None:
+    section.refuse_unknown(_EGRESS_KEYS)
+    before = len(section.problems)
+    listen = section.address("listen")
+    entries: set[AllowEntry] = set()
+    allowlist_file = section.path("allowlist")
+    if not section.has("allowlist") and not section.has("allow"):
+        section.problem(
+            None,
+            "give allowlist (a vsock-proxy YAML file) and/or allow entries: "
+            "egress is deny by default",
+        )
+    if allowlist_file is not None:
+        listed = section.problems.check(
+            section.key("allowlist"), partial(load_allowlist, allowlist_file)
+        )
+        entries |= listed.entries if listed is not None else set()
+    if section.has("allow"):
+        entries |= _allow(section)
+    hosts = _hosts(section)
+    dns_cache = section.number("dns_cache", 0.0, minimum=0.0, maximum=MAX_DNS_CACHE)
+    ip_version = section.read("ip_version", None, _ip_version)
+    options = _options(section)
+    if not entries and len(section.problems) == before:
+        section.problem(None, "the allowlist is empty: the relay would refuse everything")
+    if listen is None or options is None or len(section.problems) != before:
+        return None
+    return EgressConfig(
+        listen=listen,
+        allowlist=Allowlist.from_entries(entries),
+        allowlist_file=allowlist_file,
+        hosts=MappingProxyType(hosts),
+        dns_cache=dns_cache,
+        ip_version=ip_version,
+        options=options,
+    )
+
+
+def _ip_version(value: object) -> Literal[4, 6]:
+    if value in (4, 6) and not isinstance(value, bool):
+        return 4 if value == 4 else 6
+    raise ValueError(f"must be 4 or 6, not {value!r:.40}")
+
+
+def _credentials(section: Section) -> CredentialsConfig | None:
+    section.refuse_unknown(_CREDENTIALS_KEYS)
+    before = len(section.problems)
+    listen = section.address("listen", kinds=("vsock", "tcp"))
+    source = section.text("source", "imds", choices=("imds", "environment"))
+    imds_url = section.text("imds_url", None)
+    if imds_url is not None:
+        if not _is_http_url(imds_url):
+            section.problem("imds_url", "must be an http:// URL (IMDS is plain HTTP)")
+        elif source != "imds":
+            section.problem("imds_url", "only applies to source = 'imds'")
+    peers: list[str | int | None] = []
+    raw = section.get("allowed_peers")
+    if raw is None:
+        if listen is not None and listen.kind == "vsock":
+            section.problem(
+                "allowed_peers", "required for a vsock listener: the enclave CID(s), e.g. [16]"
             )
-            return None
-        egress = self.section(document, "egress", self.egress)
-        credentials = self.section(document, "credentials", self.credentials)
-        logs = self.section(document, "logs", self.logs)
-        ingress: list[IngressConfig] = []
-        raw = document.get("ingress", [])
-        if isinstance(raw, Mapping):
-            self.problem("ingress", "a list of forwards: write [[ingress]], not [ingress]")
-        elif not isinstance(raw, list) or not all(isinstance(item, Mapping) for item in raw):
-            self.problem("ingress", "must be [[ingress]] tables with listen and to")
-        elif len(raw) > MAX_INGRESS:
-            self.problem("ingress", f"at most {MAX_INGRESS} forwards")
-        else:
-            for index, item in enumerate(raw):
-                forward = self.ingress(f"ingress[{index}]", item)
-                if forward is not None:
-                    ingress.append(forward)
-        self.distinct_listeners(egress, credentials, ingress, logs)
-        if self.problems:
-            return None
-        return ParentConfig(
-            egress=egress,
-            credentials=credentials,
-            ingress=tuple(ingress),
-            logs=logs,
-            source=source,
-        )
+    elif not isinstance(raw, list) or not raw:
+        section.problem("allowed_peers", "must be a non-empty list")
+    elif listen is not None:
+        for index, peer in enumerate(raw):
+            where = f"{section.key('allowed_peers')}[{index}]"
+            peers.append(section.problems.check(where, partial(normalise_peer, peer, listen.kind)))
+    if listen is None or len(section.problems) != before:
+        return None
+    return CredentialsConfig(
+        listen=listen,
+        source="imds" if source == "imds" else "environment",
+        allowed_peers=tuple(peer for peer in peers if peer is not None),
+        imds_url=imds_url,
+    )
 
-    def section(self, document: Mapping[str, Any], name: str, read: Any) -> Any:
-        if name not in document:
-            return None
-        table = document[name]
-        if not isinstance(table, Mapping):
-            self.problem(name, f"must be a table: write [{name}]")
-            return None
-        return read(name, table)
 
-    def egress(self, name: str, table: Mapping[str, Any]) -> EgressConfig | None:
-        self.unknown_keys(name, table, _EGRESS_KEYS)
-        start = len(self.problems)
-        listen = self.address(name, table, "listen")
-        entries: set[AllowEntry] = set()
-        allowlist_file: Path | None = None
-        if "allowlist" not in table and "allow" not in table:
-            self.problem(
-                name,
-                "give allowlist (a vsock-proxy YAML file) and/or allow entries: "
-                "egress is deny by default",
-            )
-        if "allowlist" in table:
-            allowlist_file = self.path(name, table, "allowlist")
-            if allowlist_file is not None:
-                try:
-                    entries |= load_allowlist(allowlist_file).entries
-                except ConfigurationError as exc:
-                    self.problem(f"{name}.allowlist", str(exc))
-        if "allow" in table:
-            entries |= self.allow(f"{name}.allow", table["allow"])
-        hosts = self.hosts(f"{name}.hosts", table.get("hosts", {}))
-        dns_cache = self.number(name, table, "dns_cache", 0.0, minimum=0.0, maximum=MAX_DNS_CACHE)
-        ip_version: Literal[4, 6] | None = None
-        if "ip_version" in table:
-            value = table["ip_version"]
-            if value == 4 and not isinstance(value, bool):
-                ip_version = 4
-            elif value == 6 and not isinstance(value, bool):
-                ip_version = 6
+def _ingress(section: Section) -> IngressConfig | None:
+    section.refuse_unknown(_INGRESS_KEYS)
+    before = len(section.problems)
+    listen = section.address("listen")
+    to = section.address("to")
+    allow_parent_target = section.flag("allow_parent_target", False)
+    if to is not None:
+        for key, message in _ingress_problems(listen, to, allow_parent_target):
+            section.problem(key, message)
+        if to.port == 0:
+            section.problem("to", "a destination needs a port other than 0")
+    options = _options(section)
+    if listen is None or to is None or options is None or len(section.problems) != before:
+        return None
+    return IngressConfig(
+        listen=listen, to=to, options=options, allow_parent_target=allow_parent_target
+    )
+
+
+def _logs(section: Section) -> LogsConfig | None:
+    section.refuse_unknown(_LOGS_KEYS)
+    before = len(section.problems)
+    listen = section.address("listen")
+    out: Path | None = None
+    if not section.has("out"):
+        section.problem("out", "required: a file, or '-' for standard output")
+    elif section.get("out") != "-":
+        out = section.path("out")
+        if out is not None and os.path.isdir(out):  # False, not OSError, for a too long name
+            section.problem("out", f"{str(out)!r:.200} is a directory")
+    max_line = section.integer("max_line", DEFAULT_MAX_LINE, minimum=MIN_MAX_LINE)
+    if listen is None or len(section.problems) != before:
+        return None
+    return LogsConfig(listen=listen, out=out, max_line=max_line)
+
+
+def _allow(section: Section) -> set[AllowEntry]:
+    raw = section.get("allow")
+    if not isinstance(raw, list):
+        section.problem("allow", "must be a list of {address = HOST, port = N} entries")
+        return set()
+    where = section.key("allow")
+    entries = [
+        section.problems.check(where, partial(_entry, i, item)) for i, item in enumerate(raw)
+    ]
+    return {entry for entry in entries if entry is not None}
+
+
+def _hosts(section: Section) -> dict[str, tuple[str, ...]]:
+    raw = section.get("hosts", {})
+    where = section.key("hosts")
+    if not isinstance(raw, Mapping):
+        section.problem("hosts", 'must be a table of name = "IP" or name = ["IP", ...]')
+        return {}
+    hosts: dict[str, tuple[str, ...]] = {}
+    for name, value in raw.items():
+        host = section.problems.check(where, partial(normalize_host, str(name)))
+        if host is None:
+            continue
+        if ipaddress_or_none(host) is not None:
+            section.problem("hosts", f"{name!r:.80} is an IP address, not a name")
+            continue
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not values:
+            section.problems.add(f"{where}.{host}", "must be an IP address or a list of them")
+            continue
+        addresses: list[str] = []
+        for item in values:
+            ip = ipaddress_or_none(item) if isinstance(item, str) else None
+            if ip is None:
+                section.problems.add(f"{where}.{host}", f"{item!r:.80} is not an IP address")
             else:
-                self.problem(f"{name}.ip_version", f"must be 4 or 6, not {value!r:.40}")
-        options = self.options(name, table)
-        if not entries and len(self.problems) == start:
-            self.problem(name, "the allowlist is empty: the relay would refuse everything")
-        if listen is None or options is None or len(self.problems) != start:
-            return None
-        return EgressConfig(
-            listen=listen,
-            allowlist=Allowlist.from_entries(entries),
-            allowlist_file=allowlist_file,
-            hosts=MappingProxyType(hosts),
-            dns_cache=dns_cache,
-            ip_version=ip_version,
-            options=options,
-        )
+                addresses.append(ip.compressed)
+        hosts[host] = tuple(addresses)
+    return hosts
 
-    def credentials(self, name: str, table: Mapping[str, Any]) -> CredentialsConfig | None:
-        self.unknown_keys(name, table, _CREDENTIALS_KEYS)
-        before = len(self.problems)
-        listen = self.address(name, table, "listen", kinds=("vsock", "tcp"))
-        source = table.get("source", "imds")
-        if source not in ("imds", "environment"):
-            self.problem(f"{name}.source", f"must be 'imds' or 'environment', not {source!r:.40}")
-        imds_url = table.get("imds_url")
-        if imds_url is not None:
-            if not _is_http_url(imds_url):
-                self.problem(f"{name}.imds_url", "must be an http:// URL (IMDS is plain HTTP)")
-            elif source != "imds":
-                self.problem(f"{name}.imds_url", "only applies to source = 'imds'")
-        peers: list[str | int] = []
-        raw = table.get("allowed_peers")
-        if raw is None:
-            if listen is not None and listen.kind == "vsock":
-                self.problem(
-                    f"{name}.allowed_peers",
-                    "required for a vsock listener: the enclave CID(s), e.g. [16]",
-                )
-        elif not isinstance(raw, list) or not raw:
-            self.problem(f"{name}.allowed_peers", "must be a non-empty list")
-        elif listen is not None:
-            for index, peer in enumerate(raw):
-                try:
-                    peers.append(_normalise_peer(peer, listen.kind))
-                except ConfigurationError as exc:
-                    self.problem(f"{name}.allowed_peers[{index}]", str(exc))
-        if listen is None or len(self.problems) != before:
-            return None
-        return CredentialsConfig(
-            listen=listen,
-            source=source,
-            allowed_peers=tuple(peers),
-            imds_url=imds_url,
-        )
 
-    def ingress(self, name: str, table: Mapping[str, Any]) -> IngressConfig | None:
-        self.unknown_keys(name, table, _INGRESS_KEYS)
-        before = len(self.problems)
-        listen = self.address(name, table, "listen")
-        to = self.address(name, table, "to")
-        allow_parent_target = table.get("allow_parent_target", False)
-        if not isinstance(allow_parent_target, bool):
-            self.problem(f"{name}.allow_parent_target", "must be true or false")
-            allow_parent_target = False
-        if to is not None:
-            for key, message in _ingress_problems(listen, to, allow_parent_target):
-                self.problem(f"{name}.{key}", message)
-        if to is not None and to.port == 0:
-            self.problem(f"{name}.to", "a destination needs a port other than 0")
-        options = self.options(name, table)
-        if listen is None or to is None or options is None or len(self.problems) != before:
-            return None
-        return IngressConfig(
-            listen=listen, to=to, options=options, allow_parent_target=allow_parent_target
-        )
+def _options(section: Section) -> RelayOptions | None:
+    defaults = RelayOptions()
+    before = len(section.problems)
+    max_connections = section.integer("max_connections", defaults.max_connections, minimum=1)
+    connect_timeout = section.number(
+        "connect_timeout", defaults.connect_timeout, minimum=0.0, exclusive=True
+    )
+    idle = section.number("idle_timeout", defaults.idle_timeout or 0.0, minimum=0.0)
+    if len(section.problems) != before:
+        return None
+    return RelayOptions(
+        max_connections=max_connections, connect_timeout=connect_timeout, idle_timeout=idle or None
+    )
 
-    def logs(self, name: str, table: Mapping[str, Any]) -> LogsConfig | None:
-        self.unknown_keys(name, table, _LOGS_KEYS)
-        before = len(self.problems)
-        listen = self.address(name, table, "listen")
-        out: Path | None = None
-        if "out" not in table:
-            self.problem(f"{name}.out", "required: a file, or '-' for standard output")
-        elif table["out"] != "-":
-            out = self.path(name, table, "out")
-            if out is not None and out.is_dir():
-                self.problem(f"{name}.out", f"{str(out)!r} is a directory")
-        max_line = self.integer(name, table, "max_line", DEFAULT_MAX_LINE, minimum=MIN_MAX_LINE)
-        if listen is None or len(self.problems) != before:
-            return None
-        return LogsConfig(listen=listen, out=out, max_line=max_line)
 
-    # -- pieces ------------------------------------------------------------------------
-
-    def unknown_keys(self, name: str, table: Mapping[str, Any], known: tuple[str, ...]) -> None:
-        for key in table:
-            if key in known:
-                continue
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            if name:
-                self.problem(name, f"unknown key {key!r:.80}{hint}")
-            else:
-                self.problems.append(f"unknown top-level key {key!r:.80}{hint}")
-
-    def address(
-        self,
-        name: str,
-        table: Mapping[str, Any],
-        key: str,
-        *,
-        kinds: tuple[str, ...] = ("vsock", "tcp", "unix"),
-    ) -> Address | None:
-        where = f"{name}.{key}"
-        if key not in table:
-            self.problem(where, "required (vsock:CID:PORT, tcp:HOST:PORT or unix:PATH)")
-            return None
-        value = table[key]
-        if not isinstance(value, str):
-            self.problem(where, "must be a string such as 'vsock:ANY:8000'")
-            return None
-        try:
-            address = parse_address(value)
-        except ValueError as exc:
-            self.problem(where, str(exc))
-            return None
-        if address.kind not in kinds:
-            self.problem(where, f"must be {' or '.join(kinds)}, not {address.kind}")
-            return None
-        return address
-
-    def path(self, name: str, table: Mapping[str, Any], key: str) -> Path | None:
-        value = table[key]
-        if not isinstance(value, str) or not value or "\x00" in value:
-            self.problem(f"{name}.{key}", "must be a file path")
-            return None
-        try:
-            return self.base / Path(value).expanduser()
-        except RuntimeError:  # ~user with no such user, or ~ with no home directory
-            self.problem(f"{name}.{key}", f"{value!r:.80}: cannot find the home directory")
-            return None
-
-    def allow(self, where: str, raw: object) -> set[AllowEntry]:
-        if not isinstance(raw, list):
-            self.problem(where, "must be a list of {address = HOST, port = N} entries")
-            return set()
-        entries: set[AllowEntry] = set()
-        for index, item in enumerate(raw):
-            try:
-                entries.add(_entry(index, item))
-            except ConfigurationError as exc:
-                self.problem(where, str(exc))
-        return entries
-
-    def hosts(self, where: str, raw: object) -> dict[str, tuple[str, ...]]:
-        if not isinstance(raw, Mapping):
-            self.problem(where, 'must be a table of name = "IP" or name = ["IP", ...]')
-            return {}
-        hosts: dict[str, tuple[str, ...]] = {}
-        for name, value in raw.items():
-            try:
-                host = normalize_host(str(name))
-            except ValueError as exc:
-                self.problem(where, str(exc))
-                continue
-            if ipaddress_or_none(host) is not None:
-                self.problem(where, f"{name!r:.80} is an IP address, not a name")
-                continue
-            values = [value] if isinstance(value, str) else value
-            if not isinstance(values, list) or not values:
-                self.problem(f"{where}.{host}", "must be an IP address or a list of them")
-                continue
-            addresses: list[str] = []
-            for item in values:
-                ip = ipaddress_or_none(item) if isinstance(item, str) else None
-                if ip is None:
-                    self.problem(f"{where}.{host}", f"{item!r:.80} is not an IP address")
-                else:
-                    addresses.append(ip.compressed)
-            hosts[host] = tuple(addresses)
-        return hosts
-
-    def number(
-        self,
-        name: str,
-        table: Mapping[str, Any],
-        key: str,
-        default: float,
-        *,
-        minimum: float,
-        maximum: float = math.inf,
-        exclusive: bool = False,
-    ) -> float:
-        if key not in table:
-            return default
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problem(f"{name}.{key}", f"must be a number, not {value!r:.40}")
-        elif not (
-            (value > minimum if exclusive else value >= minimum)
-            and value <= maximum
-            and math.isfinite(value)
-        ):
-            bound = f"more than {minimum:g}" if exclusive else f"at least {minimum:g}"
-            if maximum != math.inf:
-                bound += f" and at most {maximum:g}"
-            self.problem(f"{name}.{key}", f"must be {bound}, not {value!r}")
+def _distinct_listeners(
+    top: Section,
+    egress: EgressConfig | None,
+    credentials: CredentialsConfig | None,
+    ingress: list[IngressConfig],
+    logs: LogsConfig | None,
+) -> None:
+    listeners: list[tuple[str, Address]] = []
+    if egress:
+        listeners.append(("egress.listen", egress.listen))
+    if credentials:
+        listeners.append(("credentials.listen", credentials.listen))
+    listeners += [(f"ingress[{i}].listen", f.listen) for i, f in enumerate(ingress)]
+    if logs:
+        listeners.append(("logs.listen", logs.listen))
+    seen: dict[str, str] = {}
+    for key, address in listeners:
+        if address.port == 0:
+            continue  # the system picks distinct ports
+        text = str(address)
+        if text in seen:
+            top.problems.add(key, f"{text} is also {seen[text]}")
         else:
-            return float(value)
-        return default
-
-    def integer(
-        self, name: str, table: Mapping[str, Any], key: str, default: int, *, minimum: int
-    ) -> int:
-        if key not in table:
-            return default
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(f"{name}.{key}", f"must be an integer, not {value!r:.40}")
-        elif value < minimum:
-            self.problem(f"{name}.{key}", f"must be at least {minimum}, not {value}")
-        else:
-            return value
-        return default
-
-    def options(self, name: str, table: Mapping[str, Any]) -> RelayOptions | None:
-        defaults = RelayOptions()
-        before = len(self.problems)
-        max_connections = self.integer(
-            name, table, "max_connections", defaults.max_connections, minimum=1
-        )
-        connect_timeout = self.number(
-            name, table, "connect_timeout", defaults.connect_timeout, minimum=0.0, exclusive=True
-        )
-        idle = self.number(name, table, "idle_timeout", defaults.idle_timeout or 0.0, minimum=0.0)
-        if len(self.problems) != before:
-            return None
-        return RelayOptions(
-            max_connections=max_connections,
-            connect_timeout=connect_timeout,
-            idle_timeout=idle or None,
-        )
-
-    def distinct_listeners(
-        self,
-        egress: EgressConfig | None,
-        credentials: CredentialsConfig | None,
-        ingress: list[IngressConfig],
-        logs: LogsConfig | None,
-    ) -> None:
-        listeners: list[tuple[str, Address]] = []
-        if egress:
-            listeners.append(("egress.listen", egress.listen))
-        if credentials:
-            listeners.append(("credentials.listen", credentials.listen))
-        listeners += [(f"ingress[{i}].listen", f.listen) for i, f in enumerate(ingress)]
-        if logs:
-            listeners.append(("logs.listen", logs.listen))
-        seen: dict[str, str] = {}
-        for key, address in listeners:
-            if address.port == 0:
-                continue  # the system picks distinct ports
-            text = str(address)
-            if text in seen:
-                self.problem(key, f"{text} is also {seen[text]}")
-            else:
-                seen[text] = key
+            seen[text] = key
 
 
 def _is_http_url(value: object) -> bool:

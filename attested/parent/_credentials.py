@@ -138,7 +138,7 @@ def botocore_source(credentials: Credentials | None = None) -> CredentialSource:
     return source
 
 
-def _normalise_peer(peer: str | int, kind: str) -> str | int:
+def normalise_peer(peer: str | int, kind: str) -> str | int:
     if kind == "vsock":
         if not isinstance(peer, int) or isinstance(peer, bool) or not 0 <= peer <= 0xFFFFFFFF:
             raise ConfigurationError(f"allowed vsock peer {peer!r} must be a CID (integer)")
@@ -228,7 +228,7 @@ class CredentialServer(Scoped):
         cap: object = max_connections
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
             raise ConfigurationError("max_connections must be an integer of at least 1")
-        self._allowed = frozenset(_normalise_peer(p, kind) for p in allowed_peers)
+        self._allowed = frozenset(normalise_peer(p, kind) for p in allowed_peers)
         self._source = source
         self._timeout = timeout
         self._max_connections = max_connections

@@ -38,7 +38,7 @@ def test_check_prints_every_problem_and_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["parent", "--config", str(path), "--check"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        f"attested parent: {path}: logs: unknown key 'extra'",
+        f"attested parent: {path}: logs.extra: unknown key (known: listen, out, max_line)",
         f"attested parent: {path}: logs.listen: 'nope': expected vsock:CID:PORT, "
         "tcp:HOST:PORT or unix:PATH",
         f"attested parent: {path}: logs.out: required: a file, or '-' for standard output",

@@ -125,9 +125,9 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         tmp_path,
     )
     expected = [
-        "unknown top-level key 'region'",
-        "unknown top-level key 'egres' (did you mean 'egress'?)",
-        "egress: unknown key 'lisen' (did you mean 'listen'?)",
+        "region: unknown key or section",
+        "egres: unknown key or section (did you mean 'egress'?)",
+        "egress.lisen: unknown key (did you mean 'listen'?)",
         "egress.listen: required",
         "egress.allowlist: cannot read allowlist",
         "egress.allow: allowlist entry 1: wildcards are not supported",
@@ -336,3 +336,13 @@ def test_addresses_take_ascii_digits_only(address: str, problem: str) -> None:
     (found,) = problems_of(f"[logs]\nlisten = '{address}'\nout = '-'\n")
     assert found.startswith("logs.listen: ")
     assert problem in found
+
+
+def test_a_file_name_too_long_for_the_system_is_no_crash(tmp_path: Path) -> None:
+    """``Path.is_dir()`` raised ``OSError`` (ENAMETOOLONG) for ``out``: a traceback, not a list."""
+    name = "a" * 5000
+    config = parse_parent_config(
+        f"[logs]\nlisten = 'tcp:127.0.0.1:0'\nout = '{name}'\n", base=tmp_path
+    )
+    assert config.logs is not None
+    assert config.logs.out == tmp_path / name

@@ -31,13 +31,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attested.emulator import load_identities
-from attested.emulator._config import _IDENTITY_FIELDS, parse_identities
+from attested.emulator import EmulatorConfig, load_identities
+from attested.emulator._config import _IDENTITY_FIELDS, emulator_config, parse_identities
 from attested.errors import ConfigError, ConfigurationError
 from attested.parent import ParentConfig, parse_parent_config
 from attested.parent._config import load_parent_config
 from attested.service import ENV_VARS, ServiceConfig, load_config
 from attested.service._config import _SCHEMA
+from attested.trust import TrustRoot
 
 _F = TypeVar("_F", bound=Callable[..., None])
 _T = TypeVar("_T")
@@ -152,7 +153,7 @@ _words = st.sampled_from(
         "~",
         "~nobody/x",
     ]
-)
+) | st.sampled_from([300, 5000]).map(lambda n: "x" * n)  # longer than a name may be
 _strings = st.one_of(_odd_text, _shaped, _words)
 
 
@@ -518,3 +519,54 @@ def test_emulator_identities_hostile_files(tmp_path: Path, name: str, data: byte
     kind = "TOML" if name.endswith(".toml") else "JSON"
     with pytest.raises(ConfigurationError, match=f"is not valid {kind}"):
         load_identities(path)
+
+
+# The emulator's settings as the CLI's flags give them, with an identities file: only
+# ConfigError, listing every problem.
+
+_floats = st.one_of(st.floats(), st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0, 30.0, 31.0]))
+
+
+@_fuzz(200)
+@given(
+    faults=st.fixed_dictionaries(
+        {
+            "seed": st.integers(),
+            "max_faults": st.none() | st.integers(min_value=-2, max_value=5),
+            **{
+                name: _floats
+                for name in (
+                    "latency",
+                    "latency_jitter",
+                    "throttle_rate",
+                    "error_rate",
+                    "drop_rate",
+                )
+            },
+        }
+    ),
+    region=_strings,
+    account=st.none() | _strings,
+    port=st.integers(min_value=-1, max_value=70000),
+    identities=st.none() | st.binary(max_size=200),
+)
+def test_emulator_settings(
+    faults: dict[str, Any], region: str, account: str | None, port: int, identities: bytes | None
+) -> None:
+    root = TrustRoot.aws_nitro()
+    with tempfile.TemporaryDirectory() as directory:
+        path = None
+        if identities is not None:
+            path = Path(directory) / "identities.toml"
+            path.write_bytes(identities)
+        _only_config_errors(
+            lambda: emulator_config(
+                faults=faults,
+                identities_file=path,
+                trust_root=root,
+                region=region,
+                account_id=account,
+                port=port,
+            ),
+            EmulatorConfig,
+        )

@@ -344,6 +344,23 @@ def test_hostile_environment_is_a_problem_not_a_crash(
     assert "Traceback" not in err
 
 
+def test_a_key_cannot_forge_an_output_line(tmp_path: Path, capsys) -> None:
+    """Keys are quoted in problems: a line break in one cannot start a line of its own."""
+    from attested.cli import main
+
+    forged = "attested serve: configuration: kms.allowed_keys: forged"
+    text = f'"x\\n{forged}" = 1\n[kms]\n"a\\nb" = 2\nallowed_keys = ["*"]\n'
+    assert main(["serve", "--config", str(_write(tmp_path, text))]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == "attested serve: 2 configuration problem(s); not started"
+    assert lines[:-1] == [
+        f"attested serve: configuration: 'x\\n{forged}': unknown key or section (known: "
+        "region, api, nsm, kms, egress, logs, credentials, cache, limits)",
+        "attested serve: configuration: kms.'a\\nb': unknown key (known: endpoint_url, proxy, "
+        "ca_bundle, allowed_keys, operations)",
+    ]
+
+
 def test_deep_nesting_in_a_real_process(tmp_path: Path) -> None:
     """The way a user meets it: a fresh interpreter at the default recursion limit."""
     path = _write(tmp_path, "a = " + "[" * 2000 + "]" * 2000 + "\n")
@@ -356,4 +373,4 @@ def test_deep_nesting_in_a_real_process(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    assert f"attested serve: configuration: {path}: not valid TOML: " in result.stderr
+    assert f"attested serve: configuration: {path} is not valid TOML: " in result.stderr
