@@ -247,7 +247,6 @@ class ServiceMetrics:
                 expiry,
             )
         )
-        self._cache = cache
         reg(
             _ReadCounter(
                 "attested_service_datakey_cache_hits_total",
