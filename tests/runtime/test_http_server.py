@@ -202,9 +202,11 @@ def test_a_pluggable_error_page(make_server: MakeServer) -> None:
         b"<bad_request>",
         "text/x",
     )
+    # The refused connection holds the one slot until its thread has closed it.
+    assert wait_for(lambda: server.stats().connections_open == 0)
     with connector(server)() as held:
         held.sendall(GET)
-        assert read_reply(held, timeout=0.5).status == 200
+        assert read_reply(held, timeout=5.0).status == 200
         reply = exchange(connector(server), GET)
     assert (reply.status, reply.body, reply.headers["retry-after"]) == (503, b"<overloaded>", "1")
     assert [s[:2] for s in seen] == [(400, "bad_request"), (503, "overloaded")]
