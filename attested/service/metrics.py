@@ -247,28 +247,39 @@ class ServiceMetrics:
                 expiry,
             )
         )
+        self._register_cache(cache)
+        self._relay_stats = tuple(relay_stats)
+        self._register_relays()
+
+    def _register_cache(self, cache: DataKeyCache[Any] | None) -> None:
+        def read(value: Callable[[DataKeyCache[Any]], float]) -> Callable[[], list[Any]]:
+            return lambda: [((), float(value(cache)))] if cache is not None else []
+
+        reg = self.registry.register
         reg(
             _ReadCounter(
                 "attested_service_datakey_cache_hits_total",
                 "GenerateDataKey answers served from the data-key cache.",
-                lambda: [((), float(cache.hits))] if cache is not None else [],
+                read(lambda c: c.hits),
             )
         )
         reg(
             _ReadCounter(
                 "attested_service_datakey_cache_misses_total",
                 "GenerateDataKey requests that called KMS with the cache enabled.",
-                lambda: [((), float(cache.misses))] if cache is not None else [],
+                read(lambda c: c.misses),
             )
         )
         reg(
             Gauge(
                 "attested_service_datakey_cache_entries",
                 "Data keys held in the cache now.",
-                lambda: [((), float(len(cache)))] if cache is not None else [],
+                read(len),
             )
         )
-        self._relay_stats = tuple(relay_stats)
+
+    def _register_relays(self) -> None:
+        reg = self.registry.register
         for metric, attribute, help_text in (
             ("connections_total", "connections_total", "Connections accepted by relays."),
             ("bytes_up_total", "bytes_up", "Bytes relayed towards the destination."),
