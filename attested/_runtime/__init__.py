@@ -5,9 +5,9 @@ once so that every server gets the same hardening:
 
 * :mod:`.listen`: opening a listener (Unix socket with its mode and stale-file handling,
   loopback TCP, vsock) from an :class:`attested.net.Address`;
-* :mod:`.http`: one HTTP/1.1 server (a thread per connection, h11 to read requests,
-  strict framing, caps, deadlines, refusals the client can read, graceful stop) serving
-  a plain ``Request -> Response`` callable;
+* :mod:`.http`: one HTTP/1.1 server (a thread per connection, caps, deadlines, refusals
+  the client can read, graceful stop) serving a plain ``Request -> Response`` callable;
+* :mod:`.request`: reading one request for it (strict framing checks, then h11);
 * :mod:`.lifecycle`: the one start / stop(deadline) / running / listeners protocol of
   every long-running part, and one parallel stop.
 * :mod:`.config`: the one configuration reader (a bounded TOML or JSON document,

@@ -4,14 +4,8 @@ Used by the enclave's local API (:mod:`attested.service`) and the KMS emulator. 
 application is a plain callable ``Request -> Response``; everything about the wire is
 here:
 
-* **Reading.** The request head is collected under strict rules of our own (CRLF line
-  ends only, no obs-fold, no control characters, a request line of at most
-  :data:`MAX_REQUEST_LINE` bytes, a head of at most :data:`MAX_HEAD` bytes and
-  :data:`MAX_HEADERS` fields, HTTP/1.0 or 1.1 only), then parsed by h11, which refuses
-  what is ambiguous (conflicting or malformed ``Content-Length``, a bad request line or
-  field name, a missing ``Host`` in HTTP/1.1). ``Transfer-Encoding`` is refused: 411 for
-  ``chunked`` alone, 400 for anything else or with ``Content-Length``. The body is read
-  to its ``Content-Length`` only after checking it against the cap (413).
+* **Reading** one request (strict pre-checks, h11, caps) is :mod:`.request`'s; this
+  module runs the connections around it.
 * **Deadlines.** A connection may stay silent ``idle_timeout`` seconds between requests;
   once a request's first byte arrives, its head and body must be complete within
   ``request_timeout`` seconds, however slowly they drip; the answer must be taken by
@@ -35,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import errno
 import http
 import json
 import logging
@@ -48,9 +41,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import h11
-
 from attested._runtime.listen import Listener
+from attested._runtime.request import (
+    MAX_HEAD,
+    MAX_HEADERS,
+    MAX_REQUEST_LINE,
+    METHODS,
+    TOKEN,
+    Gone,
+    Refused,
+    Request,
+    Timeout,
+    Wire,
+    read_request,
+    why,
+)
 from attested.net import Address
 
 __all__ = [
@@ -70,16 +75,8 @@ __all__ = [
     "json_error_page",
 ]
 
-MAX_HEAD = 16 * 1024
-"""Largest request head (request line, header fields, their CRLFs), in bytes: 431 beyond."""
-MAX_REQUEST_LINE = 8 * 1024
-"""Largest request line, in bytes: 431 beyond."""
-MAX_HEADERS = 64
-"""Most header fields in one request: 431 beyond."""
 MAX_REFUSERS = 16
 """Over-cap connections being answered 503 at once; more are closed without an answer."""
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
-"""Methods passed to the application by default; others get 501."""
 
 _RECV_SIZE = 64 * 1024
 _LINGER_SECONDS = 2.0  # after an error answer: read and discard for at most this long
@@ -88,9 +85,6 @@ _REFUSE_WAIT = 1.0  # an over-cap client's request head is awaited this long bef
 _REFUSE_READ = 64 * 1024
 _POLL = 0.05
 
-_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # CTLs other than HTAB, LF, CR
-_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
-_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _CODES = {
     400: "bad_request",
@@ -102,28 +96,6 @@ _CODES = {
     503: "overloaded",
     505: "http_version_not_supported",
 }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
-    """One HTTP request as the application sees it.
-
-    Attributes:
-        method: the method, e.g. ``POST``.
-        path: the request target as sent (path and query).
-        headers: header fields by lower-case name; a repeated field's values are joined
-            with ``", "`` (RFC 9110, section 5.3).
-        body: the body (``Content-Length`` bytes).
-        peer: the client: its IP address, the vsock CID, or ``local`` for a Unix socket.
-        header_list: every header field in order, names in lower case, repeats kept.
-    """
-
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: bytes = field(repr=False)
-    peer: str
-    header_list: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,23 +184,6 @@ class ServerStats:
     early_closes: int
 
 
-class _Refused(Exception):
-    """The server answers the request with an error and closes the connection."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _Timeout(Exception):
-    pass
-
-
-class _Gone(Exception):
-    """The peer closed or reset the connection."""
-
-
 class _Conn:
     __slots__ = ("busy", "peer", "read_shut", "sock", "thread")
 
@@ -238,110 +193,6 @@ class _Conn:
         self.busy = False
         self.read_shut = False
         self.thread: threading.Thread | None = None
-
-
-class _Wire:
-    """A socket with a receive buffer; every wait is bounded by a deadline."""
-
-    __slots__ = ("buf", "sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-
-    def fill(self, deadline: float) -> bool:
-        """Receive more into the buffer; ``False`` at end of stream."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Timeout
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(_RECV_SIZE)
-        except TimeoutError:
-            raise _Timeout from None
-        except ssl.SSLError as exc:
-            raise _Gone(f"TLS error: {exc.reason or exc}") from None
-        except OSError as exc:
-            raise _Gone(_why(exc)) from None
-        if not data:
-            return False
-        self.buf += data
-        return True
-
-    def send(self, data: bytes, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Timeout
-        self.sock.settimeout(remaining)
-        try:
-            self.sock.sendall(data)
-        except TimeoutError:
-            raise _Timeout from None
-        except ssl.SSLError as exc:
-            raise _Gone(f"TLS error: {exc.reason or exc}") from None
-        except OSError as exc:
-            raise _Gone(_why(exc)) from None
-
-
-def _why(exc: OSError) -> str:
-    if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ESHUTDOWN):
-        return "reset by the client" if exc.errno == errno.ECONNRESET else "closed by the client"
-    return exc.strerror or type(exc).__name__
-
-
-def _check_head(buf: bytearray | bytes) -> None:
-    """Refuse a head, complete or not, as soon as it breaks a rule (no waiting for the rest)."""
-    if _CTL.search(buf):
-        raise _Refused(400, "control characters in the request head")
-    crlf = buf.count(b"\r\n")
-    if buf.count(b"\n") != crlf:
-        raise _Refused(400, "line ends must be CRLF")
-    if buf.count(b"\r") - crlf > (1 if buf.endswith(b"\r") else 0):
-        raise _Refused(400, "line ends must be CRLF")
-    if b"\r\n " in buf or b"\r\n\t" in buf:
-        raise _Refused(400, "folded header lines (obs-fold) are not accepted")
-    end = buf.find(b"\r\n")
-    if (end if end >= 0 else len(buf)) > MAX_REQUEST_LINE:
-        raise _Refused(431, f"the request line is longer than {MAX_REQUEST_LINE} bytes")
-    if end >= 0:
-        _check_request_line(bytes(buf[:end]))
-    if len(buf) > MAX_HEAD:
-        raise _Refused(431, f"the request head is larger than {MAX_HEAD} bytes")
-
-
-def _check_request_line(line: bytes) -> None:
-    parts = line.split(b" ")
-    if len(parts) == 2:
-        raise _Refused(505, "the request line has no HTTP version; HTTP/1.0 or HTTP/1.1 only")
-    if len(parts) == 3:
-        version = _VERSION.fullmatch(parts[2])
-        if version is not None and version.group(1, 2) not in ((b"1", b"0"), (b"1", b"1")):
-            raise _Refused(505, "only HTTP/1.0 and HTTP/1.1 are supported")
-
-
-def _check_framing(head: bytes, fields: int) -> None:
-    """Refuse Transfer-Encoding (h11 would take chunked) and too many fields."""
-    if fields > MAX_HEADERS:
-        raise _Refused(431, f"more than {MAX_HEADERS} header fields")
-    lower = head.lower()
-    if b"transfer-encoding" not in lower:
-        return
-    codings = []
-    length = False
-    for line in lower.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name == b"transfer-encoding":
-            codings.append(value.strip(b" \t"))
-        elif name == b"content-length":
-            length = True
-    if not codings:
-        return
-    if length or codings != [b"chunked"]:
-        raise _Refused(
-            400,
-            "Transfer-Encoding is refused with Content-Length, repeated, or other than chunked",
-        )
-    raise _Refused(411, "send a Content-Length; chunked bodies are not accepted")
 
 
 _PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
@@ -508,7 +359,7 @@ class HttpServer:
                     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                         continue
                     except OSError as exc:  # EMFILE and friends: back off, keep serving
-                        self._log.warning("cannot accept a connection: %s", _why(exc))
+                        self._log.warning("cannot accept a connection: %s", why(exc))
                         time.sleep(_POLL)
                         continue
                     self._admit(sock, _peer(address))
@@ -575,7 +426,7 @@ class HttpServer:
             if failed:
                 return failed
             sock = conn.sock
-        wire = _Wire(sock)
+        wire = Wire(sock)
         while True:
             conn.busy = False
             if self._stopping:
@@ -584,25 +435,25 @@ class HttpServer:
                 try:
                     if not wire.fill(time.monotonic() + limits.idle_timeout):
                         return ""  # closed between requests: the normal end
-                except _Timeout:
+                except Timeout:
                     return ""  # silent for idle_timeout: the normal end too
-                except _Gone as gone:
+                except Gone as gone:
                     self._count("early_closes")
                     return f"ended between requests ({gone})"
             conn.busy = True
             deadline = time.monotonic() + limits.request_timeout
             try:
                 keep = self._one_request(conn, wire, deadline)
-            except _Timeout:
+            except Timeout:
                 self._count("timeouts")
                 return (
                     f"cut off: a request, or the taking of its answer, took more than "
                     f"{limits.request_timeout:g} s"
                 )
-            except _Gone as gone:
+            except Gone as gone:
                 self._count("early_closes")
                 return f"ended early ({gone})"
-            except _Refused as refused:
+            except Refused as refused:
                 self._count("protocol_errors")
                 self._answer_error(wire, refused.status, refused.message)
                 return f"answered {refused.status}: {refused.message}"
@@ -629,55 +480,12 @@ class HttpServer:
             return f"TLS handshake failed: {reason}"
         return ""
 
-    def _one_request(self, conn: _Conn, wire: _Wire, deadline: float) -> bool:
+    def _one_request(self, conn: _Conn, wire: Wire, deadline: float) -> bool:
         """Read, answer; whether the connection stays open. Raises to end it."""
-        head = self._read_head(wire, deadline)
-        word = head[: head.find(b" ")].decode("latin-1")
-        if word not in self._methods and _TOKEN.fullmatch(word):  # before h11 asks for Host
-            raise _Refused(501, f"method {word[:20]!r} is not implemented")
-        parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        parser.receive_data(head)
-        try:
-            event = parser.next_event()
-        except h11.RemoteProtocolError as exc:
-            status = 431 if exc.error_status_hint == 431 else 400
-            raise _Refused(status, f"malformed request: {_h11_reason(exc)}") from None
-        if not isinstance(event, h11.Request):  # cannot happen with a complete head
-            raise _Refused(400, "malformed request")
-        method = event.method.decode("ascii")
-        headers: dict[str, str] = {}
-        header_list = []
-        length = 0
-        expect = False
-        closing = event.http_version != b"1.1"
-        for raw_name, raw_value in event.headers:
-            name = raw_name.decode("ascii")
-            value = raw_value.decode("latin-1")
-            header_list.append((name, value))
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-            if name == "content-length":
-                length = int(value)
-            elif name == "connection":
-                closing = closing or "close" in value.lower().replace(" ", "").split(",")
-            elif name == "expect":
-                expect = value.lower() == "100-continue"
-        if length > self.limits.max_body:
-            raise _Refused(413, f"the body may be at most {self.limits.max_body} bytes")
-        if expect and event.http_version == b"1.1" and len(wire.buf) < length:
-            wire.send(b"HTTP/1.1 100 Continue\r\n\r\n", deadline)
-        while len(wire.buf) < length:
-            if not wire.fill(deadline):
-                raise _Gone("closed by the client in the middle of the body")
-        body = bytes(wire.buf[:length])
-        del wire.buf[:length]
-        request = Request(
-            method=method,
-            path=event.target.decode("ascii"),
-            headers=headers,
-            body=body,
-            peer=conn.peer,
-            header_list=tuple(header_list),
+        request, closing = read_request(
+            wire, deadline, peer=conn.peer, methods=self._methods, max_body=self.limits.max_body
         )
+        method = request.method
         self._count("requests")
         head_only = method == "HEAD"
         try:
@@ -698,25 +506,6 @@ class HttpServer:
         wire.send(data, time.monotonic() + self.limits.request_timeout)
         return not closing
 
-    def _read_head(self, wire: _Wire, deadline: float) -> bytes:
-        buf = wire.buf
-        while True:
-            while buf.startswith(b"\r\n"):  # RFC 9112, 2.2: ignore empty lines before a request
-                del buf[:2]
-            end = buf.find(b"\r\n\r\n")
-            if end >= 0:
-                head = bytes(buf[: end + 4])
-                del buf[: end + 4]
-                _check_head(head)
-                _check_framing(head, head.count(b"\r\n") - 2)
-                return head
-            if buf:
-                _check_head(buf)
-            if not wire.fill(deadline):
-                if buf:
-                    raise _Gone("closed by the client in the middle of the request head")
-                raise _Gone("closed by the client before sending a request")
-
     # --- answers ---------------------------------------------------------------------
 
     def _serialize(self, response: Response, *, head_only: bool, close: bool) -> bytes:
@@ -731,7 +520,7 @@ class HttpServer:
             f"Content-Length: {len(response.body)}",
         ]
         for name, value in response.headers.items():
-            if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            if not TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
                 raise ValueError(f"header {name[:40]!r} cannot be sent")
             lines.append(f"{name}: {value}")
         if not _FIELD_VALUE.fullmatch(response.content_type):
@@ -760,14 +549,14 @@ class HttpServer:
                 json_error_page(status, code, message), head_only=False, close=True
             )
 
-    def _answer_error(self, wire: _Wire, status: int, message: str) -> None:
+    def _answer_error(self, wire: Wire, status: int, message: str) -> None:
         """Send an error answer the client can read, then close gracefully."""
         try:
             wire.send(
                 self._error_bytes(status, message),
                 time.monotonic() + min(self.limits.request_timeout, _LINGER_SECONDS),
             )
-        except (_Timeout, _Gone):
+        except (Timeout, Gone):
             return
         _linger(wire.sock)
 
@@ -780,8 +569,8 @@ class HttpServer:
                 if self._handshake(conn, deadline + _REFUSE_WAIT):
                     return
                 sock = conn.sock
-            wire = _Wire(sock)
-            with contextlib.suppress(_Timeout, _Gone):
+            wire = Wire(sock)
+            with contextlib.suppress(Timeout, Gone):
                 while b"\r\n\r\n" not in wire.buf and len(wire.buf) < _REFUSE_READ:
                     if not wire.fill(deadline):
                         break
@@ -835,9 +624,3 @@ def _peer(address: object) -> str:
     if isinstance(address, tuple) and address:
         return str(address[0])
     return "local"
-
-
-def _h11_reason(exc: h11.RemoteProtocolError) -> str:
-    """h11's reason without the request bytes it quotes."""
-    text = str(exc)
-    return text.split(":", 1)[0] if ": " in text else text

@@ -260,6 +260,32 @@ class _Enclave:
     egress: Address
 
 
+@dataclass
+class _Demo:
+    """What the steps share: where to print and work, who is who, and what is running."""
+
+    p: Printer
+    base: Path
+    processes: Processes
+    image: MeasurementSet = field(default_factory=_measurements)
+    admin: _Identity = field(default_factory=lambda: _identity(ADMIN, "ADMIN"))
+    parent_role: _Identity = field(default_factory=lambda: _identity(ENCLAVE_ROLE, "PARENT"))
+    producer: _Identity = field(default_factory=lambda: _identity(PRODUCER, "PROD"))
+    kms: emulator.KmsEmulator | None = None
+    state: Path = Path()
+    trust_root: TrustRoot | None = None
+    ca: Path = Path()
+    port: int = 0
+    key_arn: str = ""
+    blob: bytes = b""
+    parent: Mapping[str, Address] = field(default_factory=dict)
+
+    @property
+    def direct(self) -> str:
+        """The emulator's endpoint, as the AWS-side callers use it."""
+        return f"https://127.0.0.1:{self.port}"
+
+
 def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> None:
     """Run the whole demonstration; raise :class:`DemoFailure` if any step goes wrong.
 
@@ -275,13 +301,14 @@ def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> 
     own_dir = workdir is None
     base = Path(tempfile.mkdtemp(prefix="attested-demo-")) if workdir is None else workdir
     processes = Processes(base)
-    kms: emulator.KmsEmulator | None = None
+    demo: _Demo | None = None
     try:
-        kms = _run(p, base, processes)
+        demo = _Demo(p, base, processes)
+        _run(demo)
     finally:
         statuses = processes.stop_all()
-        if kms is not None:
-            kms.stop()
+        if demo is not None and demo.kms is not None:  # also when a later step failed
+            demo.kms.stop()
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)
     unclean = {name: status for name, status in statuses.items() if status != 0}
@@ -294,114 +321,124 @@ def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> 
     )
 
 
-def _run(p: Printer, base: Path, processes: Processes) -> emulator.KmsEmulator:
-    p.title("attested demo: a Nitro Enclave secret flow on one machine")
-    p.say(
+def _run(d: _Demo) -> None:
+    d.p.title("attested demo: a Nitro Enclave secret flow on one machine")
+    d.p.say(
         "No AWS account, no Nitro hardware: the KMS emulator plays AWS KMS, a simulated\n"
         "NSM plays the Nitro Secure Module, and loopback TCP stands in for vsock.\n"
-        f"Working directory: {base}"
+        f"Working directory: {d.base}"
     )
-    image = _measurements()
-    admin = _identity(ADMIN, "ADMIN")
-    parent_role = _identity(ENCLAVE_ROLE, "PARENT")
-    producer = _identity(PRODUCER, "PROD")
+    _start_aws(d)
+    _make_key(d)
+    _encrypt_secret(d)
+    _parent_cannot_decrypt(d)
+    _start_parent(d)
+    enclave_a = _boot_enclave_a(d)
+    enclave_b = _enclave_b_is_refused(d)
+    _stop_everything(d, (enclave_b, enclave_a))
 
-    # --- AWS side -------------------------------------------------------------------
-    p.step("Start the simulated NSM's test PKI and the KMS emulator (playing AWS KMS)")
-    state = base / "simulated-nsm"
+
+def _start_aws(d: _Demo) -> None:
+    d.p.step("Start the simulated NSM's test PKI and the KMS emulator (playing AWS KMS)")
+    d.state = d.base / "simulated-nsm"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the simulator warns that it is not a real NSM
-        SimulatedNsm(state_dir=state, pcrs=dict(image.pcrs))
-    trust_root = TrustRoot.from_pem((state / ROOT_CERT_FILE).read_bytes(), name="simulated")
-    tls = emulator.make_dev_tls(base, (KMS_HOST, "127.0.0.1"), lifetime=timedelta(hours=2))
-    ca = tls.ca
-    kms = emulator.KmsEmulator(
+        SimulatedNsm(state_dir=d.state, pcrs=dict(d.image.pcrs))
+    d.trust_root = TrustRoot.from_pem((d.state / ROOT_CERT_FILE).read_bytes(), name="simulated")
+    tls = emulator.make_dev_tls(d.base, (KMS_HOST, "127.0.0.1"), lifetime=timedelta(hours=2))
+    d.ca = tls.ca
+    d.kms = emulator.KmsEmulator(
         emulator.EmulatorConfig(
-            trust_root=trust_root,
+            trust_root=d.trust_root,
             region=REGION,
             identities={
                 who.access_key_id: emulator.Identity(
                     secret_access_key=who.secret_access_key, arn=who.arn
                 )
-                for who in (admin, parent_role, producer)
+                for who in (d.admin, d.parent_role, d.producer)
             },
             tls=(tls.certificate, tls.key),
         )
     )
-    kms.start()
-    port = int(kms.endpoint_url.rsplit(":", 1)[1])
-    direct = f"https://127.0.0.1:{port}"
-    p.say(
-        f"KMS emulator: {direct} (HTTPS; it trusts only the simulated NSM root)\n"
-        f"simulated NSM root: {state / ROOT_CERT_FILE}"
+    d.kms.start()
+    d.port = int(d.kms.endpoint_url.rsplit(":", 1)[1])
+    d.p.say(
+        f"KMS emulator: {d.direct} (HTTPS; it trusts only the simulated NSM root)\n"
+        f"simulated NSM root: {d.state / ROOT_CERT_FILE}"
     )
 
-    # --- the key and its policy -----------------------------------------------------
-    p.step("Generate a key policy pinned to the enclave image's measurements")
-    p.say(
+
+def _make_key(d: _Demo) -> None:
+    d.p.step("Generate a key policy pinned to the enclave image's measurements")
+    d.p.say(
         "measurements (as `nitro-cli build-enclave` prints them): examples/demo/measurements.json"
     )
-    for index in sorted(image.pcrs):
-        p.say(f"  PCR{index} = {image.pcrs[index].hex()}")
+    for index in sorted(d.image.pcrs):
+        d.p.say(f"  PCR{index} = {d.image.pcrs[index].hex()}")
     policy = generate_policy(
         account=ACCOUNT,
         enclave_role=ENCLAVE_ROLE,
         admin_role=ADMIN,
-        measurements=[image],
+        measurements=[d.image],
         encryptors=[PRODUCER],
         deny_without_attestation=True,
     )
     errors = [f for f in lint_policy(parse_policy(policy)) if f.severity is Severity.ERROR]
     if errors:
         raise DemoFailure(f"the generated policy fails the linter: {errors}")
-    policy_path = base / "key-policy.json"
+    policy_path = d.base / "key-policy.json"
     policy_path.write_text(render_policy(policy) + "\n")
-    p.say(
+    d.p.say(
         f"{policy_path.name}: {len(policy['Statement'])} statements, no linter errors\n"
         "  the enclave role may Decrypt only with an attestation document whose\n"
         "  PCR0/1/2 match; the data producer may only Encrypt; the admin cannot decrypt"
     )
 
-    p.step("The key administrator creates the KMS key with that policy")
-    admin_kms = _boto(direct, admin, ca)
-    key_arn: str = admin_kms.create_key(Policy=render_policy(policy), Description="attested demo")[
+    d.p.step("The key administrator creates the KMS key with that policy")
+    admin_kms = _boto(d.direct, d.admin, d.ca)
+    d.key_arn = admin_kms.create_key(Policy=render_policy(policy), Description="attested demo")[
         "KeyMetadata"
     ]["Arn"]
     admin_kms.close()
-    p.say(f"key: {key_arn}")
+    d.p.say(f"key: {d.key_arn}")
 
-    p.step("A data producer encrypts a secret for the enclave (outside the enclave)")
-    producer_kms = _boto(direct, producer, ca)
-    blob: bytes = producer_kms.encrypt(KeyId=key_arn, Plaintext=SECRET, EncryptionContext=CONTEXT)[
+
+def _encrypt_secret(d: _Demo) -> None:
+    d.p.step("A data producer encrypts a secret for the enclave (outside the enclave)")
+    producer_kms = _boto(d.direct, d.producer, d.ca)
+    d.blob = producer_kms.encrypt(KeyId=d.key_arn, Plaintext=SECRET, EncryptionContext=CONTEXT)[
         "CiphertextBlob"
     ]
     producer_kms.close()
-    p.say(
-        f"a {len(SECRET)}-byte database URL -> {len(blob)}-byte ciphertext, bound to the\n"
+    d.p.say(
+        f"a {len(SECRET)}-byte database URL -> {len(d.blob)}-byte ciphertext, bound to the\n"
         f"encryption context {CONTEXT}"
     )
 
-    p.step("The parent instance itself cannot decrypt it, even with the enclave's role")
-    parent_kms = _boto(direct, parent_role, ca)
+
+def _parent_cannot_decrypt(d: _Demo) -> None:
+    d.p.step("The parent instance itself cannot decrypt it, even with the enclave's role")
+    parent_kms = _boto(d.direct, d.parent_role, d.ca)
     try:
-        parent_kms.decrypt(CiphertextBlob=blob, EncryptionContext=CONTEXT, KeyId=key_arn)
+        parent_kms.decrypt(CiphertextBlob=d.blob, EncryptionContext=CONTEXT, KeyId=d.key_arn)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "?")
-        p.say(f"Decrypt without an attestation document: refused ({code})")
+        d.p.say(f"Decrypt without an attestation document: refused ({code})")
     else:
         raise DemoFailure("the parent decrypted without attestation: the policy is wrong")
     finally:
         parent_kms.close()
 
-    # --- the parent companion -------------------------------------------------------
-    p.step("Start the parent companion: `attested parent` (egress, credentials, logs)")
-    parent_toml = base / "parent.toml"
+
+def _start_parent(d: _Demo) -> None:
+    d.p.step("Start the parent companion: `attested parent` (egress, credentials, logs)")
+    parent_toml = d.base / "parent.toml"
     parent_toml.write_text(
         "# attested parent, as the demo runs it: TCP on 127.0.0.1 stands in for vsock\n"
         "[egress]\n"
         'listen = "tcp:127.0.0.1:0"\n'
-        f"allow = [{{address = {_toml_str(KMS_HOST)}, port = {port}}},"
-        f' {{address = "127.0.0.1", port = {port}}}]\n'
+        f"allow = [{{address = {_toml_str(KMS_HOST)}, port = {d.port}}},"
+        f' {{address = "127.0.0.1", port = {d.port}}}]\n'
         f'hosts = {{{_toml_str(KMS_HOST)} = "127.0.0.1"}}\n'
         "\n[credentials]\n"
         'listen = "tcp:127.0.0.1:0"\n'
@@ -409,136 +446,125 @@ def _run(p: Printer, base: Path, processes: Processes) -> emulator.KmsEmulator:
         'allowed_peers = ["127.0.0.1"]\n'
         "\n[logs]\n"
         'listen = "tcp:127.0.0.1:0"\n'
-        f"out = {_toml_str(str(base / 'enclave-logs.jsonl'))}\n"
+        f"out = {_toml_str(str(d.base / 'enclave-logs.jsonl'))}\n"
     )
-    parent = processes.start(
+    d.parent = d.processes.start(
         "parent",
-        ["parent", "--config", str(parent_toml), "--ready-file", str(base / "parent.ready")],
+        ["parent", "--config", str(parent_toml), "--ready-file", str(d.base / "parent.ready")],
         env=_child_env(
             {
-                "AWS_ACCESS_KEY_ID": parent_role.access_key_id,
-                "AWS_SECRET_ACCESS_KEY": parent_role.secret_access_key,
+                "AWS_ACCESS_KEY_ID": d.parent_role.access_key_id,
+                "AWS_SECRET_ACCESS_KEY": d.parent_role.secret_access_key,
                 "AWS_DEFAULT_REGION": REGION,
             }
         ),
-        ready_file=base / "parent.ready",
+        ready_file=d.base / "parent.ready",
     )
-    p.say(
-        f"egress relay   {parent['egress']}  (allowlist: {KMS_HOST}:{port} only)\n"
-        f"credentials    {parent['credentials']}  (the parent role's credentials, on request)\n"
-        f"log sink       {parent['logs']}"
+    d.p.say(
+        f"egress relay   {d.parent['egress']}  (allowlist: {KMS_HOST}:{d.port} only)\n"
+        f"credentials    {d.parent['credentials']}  (the parent role's credentials, on request)\n"
+        f"log sink       {d.parent['logs']}"
     )
 
-    # --- enclave A ------------------------------------------------------------------
-    p.step("Boot simulated enclave A (the measured image) running `attested serve`")
-    enclave_a = _start_enclave(
-        "enclave-a", base, processes, parent, dict(image.pcrs), key_arn, port, ca, state
-    )
-    p.say(
+
+def _boot_enclave_a(d: _Demo) -> _Enclave:
+    d.p.step("Boot simulated enclave A (the measured image) running `attested serve`")
+    enclave_a = _start_enclave(d, "enclave-a", dict(d.image.pcrs))
+    d.p.say(
         f"local API      unix:{enclave_a.socket_path}\n"
         f"egress relay   {enclave_a.egress} (`attested relay enclave-egress`: the KMS proxy)\n"
         "credentials    from the parent, refreshed before they expire\n"
         f"PCR0 = {enclave_a.pcrs[0].hex()[:32]}... (matches the policy)"
     )
 
-    p.step("A relying party checks enclave A before trusting it")
+    d.p.step("A relying party checks enclave A before trusting it")
     nonce = secrets.token_bytes(32)
     status, reply = api_call(enclave_a.socket_path, "/v1/attestation", {"nonce": _b64(nonce)})
     if status != 200:
         raise DemoFailure(f"/v1/attestation answered {status}: {reply}")
     document = base64.b64decode(reply["document"])
-    verified = Verifier(trust_root=trust_root).verify(
-        document, policy=Policy(pcrs=dict(image.pcrs), nonce=nonce)
+    assert d.trust_root is not None  # noqa: S101 - set by _start_aws
+    verified = Verifier(trust_root=d.trust_root).verify(
+        document, policy=Policy(pcrs=dict(d.image.pcrs), nonce=nonce)
     )
-    p.say(
+    d.p.say(
         f"{len(document)}-byte attestation document with our nonce: signature, chain to\n"
         f"the simulated root, PCR0/1/2 and nonce verified (module {verified.module_id})"
     )
 
-    p.step("An app inside enclave A asks the local API to decrypt the secret")
-    status, reply = api_call(
-        enclave_a.socket_path,
-        "/v1/decrypt",
-        {"ciphertext_blob": _b64(blob), "key_id": key_arn, "encryption_context": CONTEXT},
-    )
+    d.p.step("An app inside enclave A asks the local API to decrypt the secret")
+    status, reply = _decrypt_in(d, enclave_a)
     if status != 200:
         raise DemoFailure(f"enclave A could not decrypt: {status} {reply}")
     if base64.b64decode(reply["plaintext"]) != SECRET:
         raise DemoFailure("enclave A got different bytes than the producer encrypted")
-    p.say(
+    d.p.say(
         "POST /v1/decrypt -> 200: the plaintext matches what the producer encrypted\n"
         "path: app -> local API -> KMS client (fresh attestation document, ephemeral\n"
         "RSA key) -> enclave egress -> parent egress (allowlist) -> KMS, which checked\n"
         "the document against the policy and encrypted the answer to the enclave's key;\n"
         "the parent relayed only ciphertext"
     )
+    return enclave_a
 
-    # --- enclave B ------------------------------------------------------------------
-    p.step("Boot simulated enclave B: same app, but a modified image (another PCR0)")
-    pcrs_b = dict(image.pcrs)
+
+def _decrypt_in(d: _Demo, enclave: _Enclave) -> tuple[int, dict[str, Any]]:
+    body = {"ciphertext_blob": _b64(d.blob), "key_id": d.key_arn, "encryption_context": CONTEXT}
+    return api_call(enclave.socket_path, "/v1/decrypt", body)
+
+
+def _enclave_b_is_refused(d: _Demo) -> _Enclave:
+    d.p.step("Boot simulated enclave B: same app, but a modified image (another PCR0)")
+    pcrs_b = dict(d.image.pcrs)
     pcrs_b[0] = pcr.measure(b"attested demo enclave image v1, with a backdoor")
-    enclave_b = _start_enclave(
-        "enclave-b", base, processes, parent, pcrs_b, key_arn, port, ca, state
-    )
-    p.say(f"PCR0 = {pcrs_b[0].hex()[:32]}... (not in the policy)")
-    status, reply = api_call(
-        enclave_b.socket_path,
-        "/v1/decrypt",
-        {"ciphertext_blob": _b64(blob), "key_id": key_arn, "encryption_context": CONTEXT},
-    )
+    enclave_b = _start_enclave(d, "enclave-b", pcrs_b)
+    d.p.say(f"PCR0 = {pcrs_b[0].hex()[:32]}... (not in the policy)")
+    status, reply = _decrypt_in(d, enclave_b)
     if status != 403:
         raise DemoFailure(f"enclave B was not refused: {status} {reply.get('error')}")
     message = str(reply.get("message", ""))
     presented = f"PCR0={pcrs_b[0].hex()}"
     if presented not in message:
         raise DemoFailure("the refusal does not name the PCR0 enclave B presented")
-    p.say(
+    d.p.say(
         f"POST /v1/decrypt -> 403 {reply.get('error')}: KMS refused, and the message says\n"
         "why, with every PCR the enclave presented, for example:\n"
         f"  presented PCR0 = {pcrs_b[0].hex()}\n"
-        f"  policy's  PCR0 = {image.pcrs[0].hex()}\n"
+        f"  policy's  PCR0 = {d.image.pcrs[0].hex()}\n"
         "(a rebuilt image changes PCR0-2: update the key policy only for images you trust)"
     )
+    return enclave_b
 
-    p.step("Stop everything")
-    for enclave in (enclave_b, enclave_a):
-        status_code = processes.stop(enclave.name)
+
+def _stop_everything(d: _Demo, enclaves: tuple[_Enclave, ...]) -> None:
+    d.p.step("Stop everything")
+    for enclave in enclaves:
+        status_code = d.processes.stop(enclave.name)
         if status_code != 0:
             raise DemoFailure(f"{enclave.name} exited with {status_code} on SIGTERM")
         if os.path.exists(enclave.socket_path):
             raise DemoFailure(f"{enclave.name} left its socket behind")
-        processes.stop(f"{enclave.name}-egress")
-    processes.stop("parent")
-    logs = dict(processes.logs())
-    shipped = base / "enclave-logs.jsonl"
+        d.processes.stop(f"{enclave.name}-egress")
+    d.processes.stop("parent")
+    logs = dict(d.processes.logs())
+    shipped = d.base / "enclave-logs.jsonl"
     lines = shipped.read_text(errors="replace") if shipped.exists() else ""
     logs["parent's log sink"] = lines
-    _check_logs(logs, [SECRET, parent_role.secret_access_key])
-    p.say(
+    _check_logs(logs, [SECRET, d.parent_role.secret_access_key])
+    d.p.say(
         f"the parent's log sink received {len(lines.splitlines())} JSON log lines from the\n"
         "two enclaves; no secret or credential appears in them or in any process's log"
     )
     if not lines:
         raise DemoFailure("no log line from the enclaves reached the parent's log sink")
-    return kms
 
 
-def _start_enclave(
-    name: str,
-    base: Path,
-    processes: Processes,
-    parent: Mapping[str, Address],
-    pcrs: Mapping[int, bytes],
-    key_arn: str,
-    port: int,
-    ca: Path,
-    state: Path,
-) -> _Enclave:
-    directory = base / name
+def _start_enclave(d: _Demo, name: str, pcrs: Mapping[int, bytes]) -> _Enclave:
+    directory = d.base / name
     directory.mkdir(mode=0o700)
     # The enclave's egress relay: a CONNECT proxy on the enclave's loopback that carries
     # each tunnel to the parent (over vsock in a real enclave; TCP here).
-    egress = processes.start(
+    egress = d.processes.start(
         f"{name}-egress",
         [
             "relay",
@@ -546,7 +572,7 @@ def _start_enclave(
             "--listen",
             "tcp:127.0.0.1:0",
             "--parent",
-            str(parent["egress"]),
+            str(d.parent["egress"]),
             "--ready-file",
             str(directory / "egress.ready"),
         ],
@@ -564,21 +590,21 @@ def _start_enclave(
         f"unix = {_toml_str(socket_path)}\n"
         "\n[nsm]\n"
         'backend = "simulated"\n'
-        f"simulated_state = {_toml_str(str(state))}\n"
+        f"simulated_state = {_toml_str(str(d.state))}\n"
         f"simulated_pcrs = {{{pcr_table}}}\n"
         "\n[kms]\n"
-        f'endpoint_url = "https://{KMS_HOST}:{port}"\n'
+        f'endpoint_url = "https://{KMS_HOST}:{d.port}"\n'
         f'proxy = "http://{proxy.host}:{proxy.port}"\n'
-        f"ca_bundle = {_toml_str(str(ca))}\n"
-        f"allowed_keys = [{_toml_str(key_arn)}]\n"
+        f"ca_bundle = {_toml_str(str(d.ca))}\n"
+        f"allowed_keys = [{_toml_str(d.key_arn)}]\n"
         "\n[credentials]\n"
         'source = "parent"\n'
-        f'parent = "{parent["credentials"]}"\n'
+        f'parent = "{d.parent["credentials"]}"\n'
         "\n[logs]\n"
-        f'ship_to = "{parent["logs"]}"\n'
+        f'ship_to = "{d.parent["logs"]}"\n'
     )
     ready = directory / "ready.json"
-    processes.start(
+    d.processes.start(
         name,
         ["serve", "--config", str(config), "--ready-file", str(ready)],
         env=_child_env(),

@@ -27,18 +27,11 @@ from __future__ import annotations
 
 from attested.errors import RelayUnavailable
 from attested.relay._allowlist import AllowEntry, Allowlist, forbidden_range
-from attested.relay._engine import (
-    EnclaveEgress,
-    Forward,
-    LogSink,
-    ParentEgress,
-    Relay,
-    RelayOptions,
-    Role,
-)
+from attested.relay._engine import Relay
 from attested.relay._load import DEFAULT_ALLOWLIST_PATH, load_allowlist
 from attested.relay._logs import LogShipperStats, VsockLogHandler
 from attested.relay._resolve import Resolver, StaticResolver, SystemResolver
+from attested.relay._roles import EnclaveEgress, Forward, LogSink, ParentEgress, RelayOptions, Role
 from attested.relay._stats import Failure, ListenerStats, Refusal, RelayStats
 
 __all__ = [

@@ -19,8 +19,8 @@ fresh attestation document per request and opens KMS's answer inside the enclave
 from __future__ import annotations
 
 from attested.errors import ConfigError
-from attested.service._app import ERROR_CODES
 from attested.service._config import ENV_VARS, OPERATIONS, ServiceConfig, load_config
+from attested.service._errors import ERROR_CODES
 from attested.service._service import Service
 
 __all__ = [

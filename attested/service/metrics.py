@@ -1,8 +1,10 @@
-"""Prometheus text exposition for the service, without a client library.
+"""The service's metrics: their definitions and the Prometheus text exposition.
 
-Counters, gauges (read from callables at scrape time) and histograms with fixed buckets,
-each with labels. Thread-safe. Rendered in the text format version 0.0.4. Label values
-never carry secrets: routes, error types, key aliases the operator configured.
+:class:`ServiceMetrics` defines every metric ``/metrics`` shows (requests, latencies,
+KMS errors, credentials, the data-key cache, relays). Below it, without a client
+library: counters, gauges (read from callables at scrape time) and histograms with fixed
+buckets, each with labels. Thread-safe. Rendered in the text format version 0.0.4. Label
+values never carry secrets: routes, error types, key aliases the operator configured.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["Counter", "Gauge", "Histogram", "Registry"]
+from attested.service.cache import DataKeyCache
+
+__all__ = ["Counter", "Gauge", "Histogram", "Registry", "ServiceMetrics"]
 
 _DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -181,3 +185,150 @@ class Registry:
         for metric in self._metrics:
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"
+
+
+# --- the service's metrics ---------------------------------------------------------------
+
+
+class _ReadCounter(Gauge):
+    """A counter whose values are read at scrape time (counts kept elsewhere)."""
+
+    kind = "counter"
+
+
+class ServiceMetrics:
+    """The service's Prometheus metrics.
+
+    Args:
+        cache: the data-key cache, if enabled (hits, misses, entries).
+        credentials_expiry: seconds until the credentials expire, or ``None``.
+        relay_stats: callables returning relay snapshots (``Relay.stats``).
+    """
+
+    def __init__(
+        self,
+        *,
+        cache: DataKeyCache[Any] | None = None,
+        credentials_expiry: Callable[[], float | None] = lambda: None,
+        relay_stats: Sequence[Callable[[], Any]] = (),
+    ) -> None:
+        self.registry = Registry()
+        reg = self.registry.register
+        self.requests = reg(
+            Counter(
+                "attested_service_requests_total",
+                "API requests by route and status.",
+                ("route", "status"),
+            )
+        )
+        self.latency = reg(
+            Histogram(
+                "attested_service_request_duration_seconds",
+                "API request latency by route.",
+                ("route",),
+            )
+        )
+        self.kms_errors = reg(
+            Counter(
+                "attested_service_kms_errors_total",
+                "KMS, credential and NSM failures by operation and error code.",
+                ("operation", "type"),
+            )
+        )
+
+        def expiry() -> Iterable[tuple[Sequence[str], float]]:
+            seconds = credentials_expiry()
+            return [] if seconds is None else [((), seconds)]
+
+        reg(
+            Gauge(
+                "attested_service_credentials_expiry_seconds",
+                "Seconds until the AWS credentials expire (absent when unknown).",
+                expiry,
+            )
+        )
+        self._register_cache(cache)
+        self._relay_stats = tuple(relay_stats)
+        self._register_relays()
+
+    def _register_cache(self, cache: DataKeyCache[Any] | None) -> None:
+        def read(value: Callable[[DataKeyCache[Any]], float]) -> Callable[[], list[Any]]:
+            return lambda: [((), float(value(cache)))] if cache is not None else []
+
+        reg = self.registry.register
+        reg(
+            _ReadCounter(
+                "attested_service_datakey_cache_hits_total",
+                "GenerateDataKey answers served from the data-key cache.",
+                read(lambda c: c.hits),
+            )
+        )
+        reg(
+            _ReadCounter(
+                "attested_service_datakey_cache_misses_total",
+                "GenerateDataKey requests that called KMS with the cache enabled.",
+                read(lambda c: c.misses),
+            )
+        )
+        reg(
+            Gauge(
+                "attested_service_datakey_cache_entries",
+                "Data keys held in the cache now.",
+                read(len),
+            )
+        )
+
+    def _register_relays(self) -> None:
+        reg = self.registry.register
+        for metric, attribute, help_text in (
+            ("connections_total", "connections_total", "Connections accepted by relays."),
+            ("bytes_up_total", "bytes_up", "Bytes relayed towards the destination."),
+            ("bytes_down_total", "bytes_down", "Bytes relayed back from the destination."),
+        ):
+            reg(
+                _ReadCounter(
+                    f"attested_relay_{metric}",
+                    help_text,
+                    self._relay_reader(attribute),
+                    ("listener",),
+                )
+            )
+        reg(
+            Gauge(
+                "attested_relay_connections_active",
+                "Relay connections open now.",
+                self._relay_reader("connections_active"),
+                ("listener",),
+            )
+        )
+        reg(
+            _ReadCounter(
+                "attested_relay_refusals_total",
+                "Relay connections refused, by listener and reason.",
+                self._relay_refusals,
+                ("listener", "reason"),
+            )
+        )
+
+    def _relay_reader(self, attribute: str) -> Callable[[], Iterable[tuple[Sequence[str], float]]]:
+        def read() -> Iterable[tuple[Sequence[str], float]]:
+            rows = []
+            for stats in self._relay_stats:
+                for listener in stats().listeners:
+                    rows.append(((listener.name,), float(getattr(listener, attribute))))
+            return rows
+
+        return read
+
+    def _relay_refusals(self) -> Iterable[tuple[Sequence[str], float]]:
+        rows = []
+        for stats in self._relay_stats:
+            for listener in stats().listeners:
+                for reason, count in listener.refusals.items():
+                    label = getattr(reason, "value", str(reason))
+                    rows.append(((listener.name, str(label)), float(count)))
+        return rows
+
+    def render(self) -> str:
+        """The text exposition."""
+        return self.registry.render()

@@ -7,16 +7,19 @@ and no file behind.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
+from attested.cli import _demo_system
 from attested.keypolicy import parse_measurements
 
 pytestmark = pytest.mark.integration
@@ -95,3 +98,17 @@ def test_demo_keep_leaves_the_files_to_look_at_but_no_process() -> None:
         assert _processes_mentioning(str(kept)) == []
     finally:
         shutil.rmtree(kept, ignore_errors=True)
+
+
+def test_a_failing_step_still_stops_the_in_process_kms_emulator(monkeypatch, tmp_path) -> None:
+    def broken(**_: object) -> dict[str, object]:
+        raise _demo_system.DemoFailure("injected: the policy step fails")
+
+    # The step after the emulator started fails; run_demo must still stop the emulator.
+    monkeypatch.setattr(_demo_system, "generate_policy", broken)
+    out = io.StringIO()
+    with pytest.raises(_demo_system.DemoFailure, match="injected"):
+        _demo_system.run_demo(_demo_system.Printer(out), workdir=tmp_path)
+    assert "KMS emulator: https://127.0.0.1:" in out.getvalue()
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("kms-emulator")]
+    assert alive == []

@@ -1,0 +1,290 @@
+"""How a relay serves one connection, per role, up to the point where bytes flow.
+
+Each handler takes an accepted connection and returns the upstream socket to relay to
+(the engine then hands both to a :class:`~attested.relay._pipe.Pipe`), or ``None`` when
+it has finished with the connection itself:
+
+* enclave egress: read the CONNECT request, open a tunnel to the parent (tunnel
+  header, wait for its reply), answer ``200 Connection established``;
+* parent egress: read the tunnel header, dial the destination under the allowlist,
+  reply ``OK``;
+* forward: dial the fixed destination (with the egress DNS rules when guarded);
+* log sink: append the JSON lines to the output and acknowledge them, to the end.
+
+Refusals are answered in the client's protocol (HTTP status, tunnel status) through the
+engine's lingering close, and counted on the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+
+from attested.errors import MalformedError
+from attested.net import Address
+from attested.relay._allowlist import normalize_host
+from attested.relay._dial import Dialer, Refused, count, recv_exactly, why
+from attested.relay._http import (
+    ESTABLISHED,
+    MAX_HEAD_SIZE,
+    ConnectRequest,
+    HttpRefusal,
+    error_response,
+    find_head_end,
+    parse_connect,
+)
+from attested.relay._listeners import Handler, Listener
+from attested.relay._logs import ACK, LineSplitter
+from attested.relay._roles import EnclaveEgress, Forward, LogSink, ParentEgress, RelayOptions, Role
+from attested.relay._stats import Failure, Refusal
+from attested.relay._tunnel import (
+    PREFIX_SIZE,
+    VERSION,
+    TunnelStatus,
+    UnsupportedVersionError,
+    encode_reply,
+    encode_request,
+    parse_reply,
+    parse_request,
+    reply_size,
+    request_size,
+)
+
+__all__ = ["Handlers"]
+
+# The engine's logger name, kept when the engine was split (operators filter on it).
+_LOG = logging.getLogger("attested.relay._engine")
+_AGAIN = (BlockingIOError, InterruptedError)
+_HTTP_REFUSALS = {
+    "bad_request": Refusal.BAD_REQUEST,
+    "method_not_allowed": Refusal.METHOD_NOT_ALLOWED,
+    "header_too_large": Refusal.HEADER_TOO_LARGE,
+}
+
+
+class Handlers:
+    """The per-role connection handlers of one relay.
+
+    Args:
+        options: the relay's timeouts.
+        dialer: opens upstream connections.
+        linger: sends a refusal and closes the connection gracefully (the engine's).
+    """
+
+    def __init__(
+        self, options: RelayOptions, dialer: Dialer, linger: Callable[[socket.socket, bytes], None]
+    ) -> None:
+        self._options = options
+        self._dial = dialer
+        self._linger = linger
+
+    def for_role(self, role: Role) -> Handler:
+        """The handler of ``role``'s connections."""
+        if isinstance(role, EnclaveEgress):
+            return self.connect
+        if isinstance(role, ParentEgress):
+            return self.tunnel
+        if isinstance(role, Forward):
+            return self.forward
+        return self.logs
+
+    async def forward(self, listener: Listener, sock: socket.socket) -> socket.socket | None:
+        """A forward: dial the fixed destination."""
+        role = listener.role
+        assert isinstance(role, Forward)  # noqa: S101
+        try:
+            if role.allowlist is not None:
+                assert role.to.host is not None  # noqa: S101 - checked at construction
+                assert role.to.port is not None  # noqa: S101
+                return await self._dial.destination(
+                    role.allowlist, normalize_host(role.to.host), role.to.port
+                )
+            return await self._dial.address(role.to, what=str(role.to))
+        except Refused as refused:
+            self._log_refusal(listener, refused)
+            sock.close()
+            return None
+
+    async def connect(self, listener: Listener, sock: socket.socket) -> socket.socket | None:
+        """Enclave egress: a CONNECT request, then a tunnel through the parent."""
+        role = listener.role
+        assert isinstance(role, EnclaveEgress)  # noqa: S101
+        loop = asyncio.get_running_loop()
+        counters = listener.counters
+        buffer = bytearray()
+        timeout = self._options.handshake_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                while (end := find_head_end(buffer)) is None:
+                    chunk = await loop.sock_recv(sock, MAX_HEAD_SIZE)
+                    if not chunk:
+                        sock.close()
+                        return None
+                    buffer += chunk
+            request = parse_connect(bytes(buffer[:end]))
+        except TimeoutError:
+            counters.fail(Failure.HANDSHAKE_TIMEOUT)
+            detail = f"no complete CONNECT request within {timeout:g} s"
+            self._linger(sock, error_response(408, "handshake_timeout", detail))
+            return None
+        except HttpRefusal as refusal:
+            counters.refuse(_HTTP_REFUSALS.get(refusal.code, Refusal.BAD_REQUEST))
+            _LOG.info("%s: refused a request: %s", role.name, refusal.detail)
+            self._linger(sock, error_response(refusal.status, refusal.code, refusal.detail))
+            return None
+        try:
+            upstream = await self._open_tunnel(role.parent, request)
+        except Refused as refused:
+            self._log_refusal(listener, refused)
+            self._linger(sock, error_response(refused.http, refused.code, refused.reason))
+            return None
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_sendall(sock, ESTABLISHED)
+                if len(buffer) > end:
+                    await loop.sock_sendall(upstream, bytes(buffer[end:]))
+        except BaseException:
+            upstream.close()
+            raise
+        return upstream
+
+    async def _open_tunnel(self, parent: Address, request: ConnectRequest) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        try:
+            upstream = await self._dial.address(parent, what=f"the parent relay at {parent}")
+        except Refused as refused:
+            refused.code = "parent_unavailable"
+            raise
+        wait = self._options.handshake_timeout + self._options.connect_timeout
+        try:
+            async with asyncio.timeout(wait):
+                await loop.sock_sendall(upstream, encode_request(request.host, request.port))
+                prefix = await recv_exactly(loop, upstream, PREFIX_SIZE)
+                rest = await recv_exactly(loop, upstream, reply_size(prefix) - PREFIX_SIZE)
+            reply = parse_reply(prefix + rest)
+        except TimeoutError:
+            upstream.close()
+            raise Refused(
+                http=504,
+                code="parent_timeout",
+                reason=f"the parent relay at {parent} did not answer within {wait:g} s",
+                counter=Failure.HANDSHAKE_TIMEOUT,
+                status=TunnelStatus.CONNECT_TIMEOUT,
+            ) from None
+        except (MalformedError, EOFError, OSError) as exc:
+            upstream.close()
+            if isinstance(exc, EOFError | ConnectionError):
+                why = "closed the connection without answering"
+            elif isinstance(exc, UnsupportedVersionError):
+                why = f"speaks tunnel version {exc.version}, this relay speaks {VERSION}"
+            else:
+                why = (
+                    "does not speak the attested tunnel protocol (for a plain "
+                    "vsock-proxy or socat, use a forward instead)"
+                )
+            raise Refused(
+                http=502,
+                code="parent_protocol",
+                reason=f"the parent relay at {parent} {why}",
+                counter=Failure.PROTOCOL,
+                status=TunnelStatus.BAD_REQUEST,
+            ) from None
+        except BaseException:
+            upstream.close()
+            raise
+        if reply.status is not TunnelStatus.OK:
+            upstream.close()
+            raise Refused.of(reply.status, reply.reason or f"parent answered {reply.status.name}")
+        return upstream
+
+    async def tunnel(self, listener: Listener, sock: socket.socket) -> socket.socket | None:
+        """Parent egress: a tunnel header, then the allowlisted destination."""
+        role = listener.role
+        assert isinstance(role, ParentEgress)  # noqa: S101
+        loop = asyncio.get_running_loop()
+        counters = listener.counters
+        try:
+            async with asyncio.timeout(self._options.handshake_timeout):
+                prefix = await recv_exactly(loop, sock, PREFIX_SIZE)
+                rest = await recv_exactly(loop, sock, request_size(prefix) - PREFIX_SIZE)
+            request = parse_request(prefix + rest)
+        except TimeoutError:
+            counters.fail(Failure.HANDSHAKE_TIMEOUT)
+            sock.close()
+            return None
+        except EOFError:
+            sock.close()
+            return None
+        except MalformedError as exc:
+            counters.refuse(Refusal.BAD_REQUEST)
+            _LOG.info("%s: refused a malformed tunnel request: %s", role.name, exc)
+            status = (
+                TunnelStatus.UNSUPPORTED_VERSION
+                if isinstance(exc, UnsupportedVersionError)
+                else TunnelStatus.BAD_REQUEST
+            )
+            self._linger(sock, encode_reply(status, str(exc)))
+            return None
+        try:
+            upstream = await self._dial.destination(role.allowlist, request.host, request.port)
+        except Refused as refused:
+            self._log_refusal(listener, refused)
+            self._linger(sock, encode_reply(refused.status, refused.reason))
+            return None
+        try:
+            await loop.sock_sendall(sock, encode_reply(TunnelStatus.OK))
+        except BaseException:
+            upstream.close()
+            raise
+        return upstream
+
+    async def logs(self, listener: Listener, sock: socket.socket) -> socket.socket | None:
+        """A log sink: append and acknowledge lines until the sender closes."""
+        role = listener.role
+        assert isinstance(role, LogSink)  # noqa: S101
+        out = listener.log_file
+        assert out is not None  # noqa: S101 - opened at bind
+        loop = asyncio.get_running_loop()
+        counters = listener.counters
+        splitter = LineSplitter(role.max_line)
+        received = 0
+        acks = bytearray()
+        try:
+            while True:
+                data = await loop.sock_recv(sock, 65536)
+                if not data:
+                    break
+                counters.bytes_up += len(data)
+                lines, ended = splitter.feed(data)
+                if lines:
+                    try:
+                        out.write(lines)
+                    except OSError as exc:  # unacknowledged: the sender keeps the lines
+                        _LOG.warning("%s: cannot write log lines: %s", role.name, why(exc))
+                        counters.fail(Failure.RESET)
+                        break
+                    counters.records += len(lines)
+                if ended:
+                    received += ended
+                    if not acks:  # a reader that never reads acks does not stall us
+                        acks += ACK.pack(received)
+                if acks:
+                    with contextlib.suppress(*_AGAIN):
+                        del acks[: sock.send(acks)]
+            tail = splitter.finish() if not data else []
+            if tail:
+                out.write(tail)
+                counters.records += len(tail)
+        except OSError as exc:
+            _LOG.debug("%s: connection ended: %s", role.name, why(exc))
+        finally:
+            sock.close()
+        return None
+
+    # -- dialling ------------------------------------------------------------------------
+    def _log_refusal(self, listener: Listener, refused: Refused) -> None:
+        count(listener.counters, refused.counter)
+        _LOG.info("%s: %s", listener.role.name, refused.reason)
