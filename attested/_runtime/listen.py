@@ -65,13 +65,14 @@ class Listener:
 
 
 def open_listener(
-    address: Address, *, socket_mode: int = 0o660, backlog: int = _BACKLOG
+    address: Address, *, socket_mode: int | None = 0o660, backlog: int = _BACKLOG
 ) -> Listener:
     """Bind and listen on ``address``.
 
     Args:
         address: ``tcp:``, ``unix:`` or ``vsock:``.
-        socket_mode: file mode of a Unix socket (ignored otherwise).
+        socket_mode: file mode of a Unix socket (ignored otherwise); ``None`` leaves it
+            to the process umask.
         backlog: the listen queue length.
 
     Raises:
@@ -96,20 +97,23 @@ def open_listener(
     return Listener(sock, Address(kind="tcp", host=address.host, port=port), None)
 
 
-def _open_unix(address: Address, mode: int, backlog: int) -> Listener:
+def _open_unix(address: Address, mode: int | None, backlog: int) -> Listener:
     path = address.path
     if not path:
         raise OSError(errno.EINVAL, "a unix listener needs a path")
     remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with _UMASK_LOCK:
-            old = os.umask(0o777 ^ (mode & 0o777))
-            try:
-                sock.bind(path)
-            finally:
-                os.umask(old)
-        os.chmod(path, mode)
+        if mode is None:
+            sock.bind(path)
+        else:
+            with _UMASK_LOCK:
+                old = os.umask(0o777 ^ (mode & 0o777))
+                try:
+                    sock.bind(path)
+                finally:
+                    os.umask(old)
+            os.chmod(path, mode)
         created = os.lstat(path)
         sock.listen(backlog)
     except BaseException:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from attested.cli._common import EXIT_ENV, CliError, usage_error
@@ -279,31 +279,10 @@ def _serve(args: argparse.Namespace, roles: list[Role], *, resolver: SystemResol
     with diagnostics_on_stderr(args.log_level):
         relay = Relay(roles, options=_options(args), resolver=resolver)
         return run_part(
-            _Named(relay, roles),
+            relay,
             command="relay",
             what="the relay",
             ready_file=args.ready_file,
             deadline=args.shutdown_timeout,
             reopen=relay.reopen,
         )
-
-
-class _Named:
-    """A :class:`Relay` with ``listeners`` named by role; goes once Relay has its own."""
-
-    def __init__(self, relay: Relay, roles: Sequence[Role]) -> None:
-        self._relay, self._roles = relay, roles
-        self.listeners: Mapping[str, Address] = {}
-
-    def start(self) -> None:
-        # Relay() refuses duplicate role names, so they key the listeners as they are.
-        bound = self._relay.start()
-        self.listeners = {role.name: a for role, a in zip(self._roles, bound, strict=True)}
-
-    def stop(self, deadline: float = 10.0) -> bool:
-        self.listeners = {}
-        return self._relay.stop(deadline)
-
-    @property
-    def running(self) -> bool:
-        return self._relay.running

@@ -1,7 +1,7 @@
 """A relay's listening sockets: binding a role's address, and closing it again.
 
 :func:`bind` opens a role's listener (TCP with ``SO_REUSEADDR``, a Unix socket after
-removing a stale file with :func:`attested._runtime.listen.remove_stale_socket`, vsock)
+removing a stale file: :func:`attested._runtime.listen.open_listener`, vsock)
 and, for a log sink, its output file; any failure is
 :class:`~attested.errors.RelayUnavailable` with nothing left open. A :class:`Listener`
 also carries the role's counters and the coroutine that serves its connections;
@@ -10,13 +10,11 @@ accepting on the loop is the engine's.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from attested._runtime.listen import remove_stale_socket
+from attested._runtime.listen import Listener as RuntimeListener
+from attested._runtime.listen import open_listener
 from attested.errors import RelayUnavailable
 from attested.net import Address
 from attested.relay._dial import why
@@ -40,26 +38,20 @@ class Listener:
             to, or ``None`` when it is done with the connection.
     """
 
-    __slots__ = ("address", "counters", "created_path", "handler", "log_file", "role", "sock")
+    __slots__ = ("address", "counters", "handler", "log_file", "opened", "role", "sock")
 
-    def __init__(
-        self, role: Role, sock: socket.socket, address: Address, created: str | None
-    ) -> None:
+    def __init__(self, role: Role, opened: RuntimeListener, address: Address) -> None:
         self.role = role
-        self.sock = sock
+        self.opened = opened
+        self.sock = opened.sock
         self.address = address
-        self.created_path = created
         self.counters = Counters(role.name, address)
         self.log_file: LogFile | None = None
         self.handler: Handler
 
     def close_socket(self) -> None:
-        """Close the listening socket: connections still in the backlog are reset."""
-        self.sock.close()
-        if self.created_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.created_path)
-            self.created_path = None
+        """Close the listening socket (the backlog is reset) and remove its own Unix file."""
+        self.opened.close()
 
     def close(self) -> None:
         """Close the socket and a log sink's file."""
@@ -75,39 +67,19 @@ Handler = Callable[[Listener, socket.socket], Awaitable[socket.socket | None]]
 def bind(role: Role, backlog: int, handler: Handler) -> Listener:
     """Bind and listen on ``role.listen``; open a log sink's output.
 
+    A Unix socket's mode is left to the umask, as it always was for relays.
+
     Raises:
         RelayUnavailable: the address cannot be bound or the file opened.
     """
     address = role.listen
-    created: str | None = None
     try:
-        if address.kind == "tcp":
-            assert address.host is not None  # noqa: S101 - tcp addresses have hosts
-            infos = socket.getaddrinfo(
-                address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-            family, _, _, _, resolved = infos[0]
-            sockaddr: Any = resolved
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        else:
-            sock = socket.socket(address.family, socket.SOCK_STREAM)
-            sockaddr = address.sockaddr()
+        opened = open_listener(address, socket_mode=None, backlog=backlog)
+        opened.sock.setblocking(False)
+        bound = _bound_address(address, opened.sock)
     except (OSError, UnicodeError) as exc:
         raise RelayUnavailable(f"cannot listen on {address}: {why(exc)}") from exc
-    try:
-        if address.kind == "unix":
-            assert address.path is not None  # noqa: S101
-            remove_stale_socket(address.path)
-            created = address.path
-        sock.bind(sockaddr)
-        sock.listen(backlog)
-        sock.setblocking(False)
-        bound = _bound_address(address, sock)
-    except OSError as exc:
-        sock.close()
-        raise RelayUnavailable(f"cannot listen on {address}: {why(exc)}") from exc
-    listener = Listener(role, sock, bound, created)
+    listener = Listener(role, opened, bound)
     if isinstance(role, LogSink):
         try:
             listener.log_file = LogFile(role.out)

@@ -26,8 +26,7 @@ from attested.service._schema import decode_object, parse_body, routes
 from attested.service.cache import DataKeyCache
 from attested.service.metrics import ServiceMetrics
 
-# ServiceMetrics is re-exported for callers that still import it from here.
-__all__ = ["OutsideApp", "ServiceApp", "ServiceMetrics"]
+__all__ = ["OutsideApp", "ServiceApp"]
 
 log = logging.getLogger("attested.service")
 

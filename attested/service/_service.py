@@ -20,10 +20,11 @@ from attested.kms.credentials import CredentialsProvider, EnvironmentCredentials
 from attested.net import Address, parse_address
 from attested.provider import AttestationProvider
 from attested.relay import EnclaveEgress, Relay
-from attested.service._app import OutsideApp, ServiceApp, ServiceMetrics
+from attested.service._app import OutsideApp, ServiceApp
 from attested.service._config import ServiceConfig
 from attested.service._http import HttpServer, Request, Response
 from attested.service.cache import CacheLimits, DataKeyCache
+from attested.service.metrics import ServiceMetrics
 
 __all__ = ["Service"]
 
