@@ -7,7 +7,6 @@ reporting every problem at once.
 
 from __future__ import annotations
 
-import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from attested._aws import ACCOUNT_ID, REGION
 from attested._runtime.config import Problems, Section, read_file
 from attested.emulator._sigv4 import Identity
 from attested.errors import ConfigError, ConfigurationError
@@ -44,8 +44,6 @@ DEV_ARN = "arn:aws:iam::111122223333:role/attested-developer"
 """Who the built-in development identity is (111122223333 is AWS's documentation account)."""
 
 _IDENTITY_FIELDS = ("access_key_id", "secret_access_key", "arn", "session_token", "principal_arn")
-_REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
-_ACCOUNT_RE = re.compile(r"[0-9]{12}")
 _MAX_LATENCY = 30.0
 
 
@@ -177,9 +175,9 @@ class EmulatorConfig:
         port: object = self.port
         if not isinstance(port, int) or not 0 <= port <= 65535:
             problems.add("port", "must be between 0 and 65535")
-        if not _REGION_RE.fullmatch(self.region):
+        if not REGION.fullmatch(self.region):
             problems.add("region", f"{self.region!r:.40} does not look like an AWS region")
-        if self.account_id is not None and not _ACCOUNT_RE.fullmatch(self.account_id):
+        if self.account_id is not None and not ACCOUNT_ID.fullmatch(self.account_id):
             problems.add("account_id", "must be 12 digits")
         if self.max_body_size < 1024 or self.max_connections < 1 or self.idle_timeout <= 0:
             problems.add(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from attested._aws import REGION
 from attested.errors import ConfigurationError, MalformedError
 from attested.kms import _errors, _ops
 from attested.kms._egress import NetworkSettings, make_boto_client
@@ -67,7 +67,6 @@ ENCRYPTION_ALGORITHMS = frozenset(
 """KMS's ``EncryptionAlgorithm`` values (:meth:`KmsClient.decrypt`)."""
 CHINA_REGIONS_ONLY = frozenset({"SM2", "SM2PKE"})
 """Specs and algorithms KMS offers only in the China Regions (region names ``cn-*``)."""
-_REGION = re.compile(r"[a-z]{2,5}(-[a-z0-9]+){1,3}-[0-9]{1,2}")
 
 
 def check_region(region: str) -> None:
@@ -76,7 +75,7 @@ def check_region(region: str) -> None:
     Raises:
         ConfigurationError: ``region`` is not an AWS region name (``us-east-1``).
     """
-    if not _REGION.fullmatch(str(region)):
+    if not REGION.fullmatch(str(region)):
         raise ConfigurationError(f"region {region!r:.40} is not an AWS region name")
 
 
