@@ -32,11 +32,7 @@ from attested.errors import AttestationUnavailable
 if TYPE_CHECKING:  # the simulator is development code: loaded only when chosen
     from attested.simulator import SimulatedNsm
 
-__all__ = [
-    "NsmProvider",
-    "PROVIDER_BACKENDS",
-    "open_provider",
-]
+__all__ = ["NsmProvider", "PROVIDER_BACKENDS", "open_provider"]
 
 PROVIDER_BACKENDS = ("auto", "libnsm", "ioctl", "simulated")
 

@@ -28,13 +28,7 @@ from botocore.model import ServiceModel, Shape
 
 from attested.errors import KmsError
 
-__all__ = [
-    "ApiError",
-    "encode_error",
-    "encode_response",
-    "kms_model",
-    "parse_request",
-]
+__all__ = ["ApiError", "encode_error", "encode_response", "kms_model", "parse_request"]
 
 _STATUS = {
     "KMSInternalException": 500,

@@ -22,13 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 
-from attested._runtime.http import (
-    DropConnection,
-    HttpLimits,
-    HttpServer,
-    Request,
-    Response,
-)
+from attested._runtime.http import DropConnection, HttpLimits, HttpServer, Request, Response
 from attested._runtime.lifecycle import Scoped
 from attested._runtime.listen import open_listener
 from attested.emulator._config import EmulatorConfig

@@ -30,13 +30,7 @@ from attested.relay._http import error_response
 from attested.relay._listeners import Listener, bind
 from attested.relay._pipe import Pipe
 from attested.relay._resolve import Resolver, SystemResolver
-from attested.relay._roles import (
-    EnclaveEgress,
-    LogSink,
-    ParentEgress,
-    RelayOptions,
-    Role,
-)
+from attested.relay._roles import EnclaveEgress, LogSink, ParentEgress, RelayOptions, Role
 from attested.relay._stats import Failure, Refusal, RelayStats
 from attested.relay._tunnel import TunnelStatus, encode_reply
 

@@ -31,13 +31,7 @@ from attested.kms import NetworkSettings
 from attested.kms.client import check_region
 from attested.net import Address, is_loopback, parse_address
 
-__all__ = [
-    "DEFAULT_SOCKET",
-    "ENV_VARS",
-    "OPERATIONS",
-    "ServiceConfig",
-    "load_config",
-]
+__all__ = ["DEFAULT_SOCKET", "ENV_VARS", "OPERATIONS", "ServiceConfig", "load_config"]
 
 DEFAULT_SOCKET = "/run/attested/api.sock"
 OPERATIONS = (

@@ -15,14 +15,7 @@ import http.client
 import logging
 import socket
 
-from attested._runtime.http import (
-    App,
-    HttpLimits,
-    Request,
-    Response,
-    ServerStats,
-    json_error_page,
-)
+from attested._runtime.http import App, HttpLimits, Request, Response, ServerStats, json_error_page
 from attested._runtime.http import HttpServer as _RuntimeServer
 from attested._runtime.listen import open_listener
 from attested.net import Address

@@ -34,13 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from attested import pcr
 from attested.errors import ConfigurationError
 from attested.simulator._document import build_payload, sign_payload
-from attested.simulator._pki import (
-    LEAF_LIFETIME,
-    CertifiedKey,
-    NitroLikePki,
-    build_pki,
-    build_root,
-)
+from attested.simulator._pki import LEAF_LIFETIME, CertifiedKey, NitroLikePki, build_pki, build_root
 from attested.simulator._state import ROOT_CERT_FILE, load_or_create_root
 from attested.trust import TrustRoot
 from nsm import _checks
