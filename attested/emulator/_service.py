@@ -39,15 +39,6 @@ from attested._aws import KMS_KEY_ID
 from attested.emulator import _keys, _ops_admin, _ops_crypto
 from attested.emulator._cms_writer import build_envelope
 from attested.emulator._keys import KeyRecord, KeyState, PrivateKey
-from attested.emulator._policy import (
-    MAX_KEY_POLICY_SIZE,
-    Decision,
-    KeyPolicy,
-    PolicyRequest,
-    evaluate_key_policy,
-    parse_key_policy,
-    recipient_condition_values,
-)
 from attested.emulator._protocol import ApiError, encode_response, kms_model, parse_request
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import KeyStore
@@ -59,6 +50,15 @@ from attested.errors import (
     SecurityWarning,
     SignatureError,
 )
+from attested.keypolicy._evaluate import (
+    MAX_KEY_POLICY_SIZE,
+    Decision,
+    KeyPolicy,
+    PolicyRequest,
+    parse_key_policy,
+    recipient_condition_values,
+)
+from attested.keypolicy._evaluate import evaluate as evaluate_key_policy
 from attested.policy import Policy
 from attested.trust import TrustRoot
 from attested.verify import VerifiedAttestation, Verifier

@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 
 from attested.emulator._keys import KeyRecord
-from attested.emulator._policy import parse_key_policy
 from attested.errors import ConfigurationError, KeyPolicyError
+from attested.keypolicy._evaluate import parse_key_policy
 
 __all__ = ["AliasRecord", "KeyStore"]
 
