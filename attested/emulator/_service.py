@@ -39,7 +39,7 @@ from attested._aws import KMS_KEY_ID
 from attested.emulator import _keys, _ops_admin, _ops_crypto
 from attested.emulator._cms_writer import build_envelope
 from attested.emulator._keys import KeyRecord, KeyState, PrivateKey
-from attested.emulator._protocol import ApiError, encode_response, kms_model, parse_request
+from attested.emulator._protocol import ApiError, Json, encode_response, kms_model, parse_request
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import KeyStore
 from attested.errors import (
@@ -118,7 +118,7 @@ class Recipient:
     key: rsa.RSAPublicKey
 
 
-Handler = Callable[["KmsService", dict[str, Any], Caller, datetime], dict[str, Any]]
+Handler = Callable[["KmsService", Json, Caller, datetime], Json]
 """An operation: (service, validated parameters, caller, time) to the answer's members."""
 
 
