@@ -1,7 +1,7 @@
 """The one daemon wrapper: how every long-running subcommand runs its part.
 
 ``attested serve``, ``parent``, ``relay`` and ``emulator kms`` build a part (an
-:class:`attested._runtime.Lifecycle`) and hand it to :func:`run_part`: signals (SIGTERM
+:class:`attested._runtime.lifecycle.Lifecycle`) and hand it to :func:`run_part`: signals (SIGTERM
 and SIGINT stop gracefully, SIGHUP reopens log files), the ready file, systemd
 notification and watchdog, and the exit statuses are the same for all of them.
 """

@@ -34,7 +34,7 @@ _KMS_POOL = 16  # concurrent HTTPS connections to KMS (through the egress relay)
 
 
 class Service(Scoped):
-    """``attested serve`` as an object, a :class:`attested._runtime.Lifecycle` part.
+    """``attested serve`` as an object, a :class:`attested._runtime.lifecycle.Lifecycle` part.
 
     Args:
         config: the checked configuration.
