@@ -1,11 +1,7 @@
 """The HTTP edge: KMS's JSON protocol on the shared HTTP/1.1 server.
 
-The wire (keep-alive with ``TCP_NODELAY``, strict framing, ``Content-Length`` capped,
-idle and whole-request deadlines, a connection cap answered with a readable 503,
-optional TLS with the handshake in the connection's own thread, a stop that lets
-requests in flight finish and closes idle keep-alive connections) is
-:mod:`attested._runtime.http`'s; this module adds KMS's side: ``X-Amz-Target``, fault
-injection, SigV4, the counters and KMS-style error bodies. See
+The wire is :mod:`attested._runtime.http`'s; this module adds KMS's side:
+``X-Amz-Target``, fault injection, SigV4, the counters and KMS-style error bodies. See
 ``docs/adr/0050-kms-emulator-server.md`` and ``docs/adr/0070-runtime-http-server.md``.
 """
 

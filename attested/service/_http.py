@@ -1,12 +1,8 @@
 """The enclave's local API on the shared HTTP/1.1 server (:mod:`attested._runtime.http`).
 
-One listener per address family (Unix socket with its mode set at bind, loopback TCP,
-vsock), JSON error bodies ``{"error": CODE, "message": TEXT}``, and the limits of
-``[limits]`` in the configuration. Framing, caps, deadlines and graceful refusals are the
-runtime server's; see ``docs/adr/0070-runtime-http-server.md``.
-
-The application is a plain callable ``Request -> Response`` (see :mod:`._app`), so the
-routing and validation are tested without sockets.
+One server per listener (Unix socket with its mode set at bind, loopback TCP, vsock), with
+the limits of ``[limits]`` in the configuration; the wire is the runtime server's (see
+``docs/adr/0070-runtime-http-server.md``), the application :mod:`._app`'s.
 """
 
 from __future__ import annotations
