@@ -248,8 +248,6 @@ class HttpServer:
         self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the accept loop
         self._counts = dict.fromkeys(ServerStats.__slots__, 0)
 
-    # --- lifecycle -------------------------------------------------------------------
-
     @property
     def address(self) -> Address:
         """The bound address (with the real port when 0 was asked for)."""
@@ -328,8 +326,6 @@ class HttpServer:
         with self._lock:
             self._counts[name] += 1
 
-    # --- accepting -------------------------------------------------------------------
-
     def _accept_loop(self, wake: socket.socket) -> None:
         listen = self._listener.sock
         with selectors.DefaultSelector() as selector:
@@ -383,8 +379,6 @@ class HttpServer:
                 if full:
                     self._refusers -= 1
             _close(sock)
-
-    # --- one connection --------------------------------------------------------------
 
     def _serve(self, conn: _Conn) -> None:
         try:
@@ -490,8 +484,6 @@ class HttpServer:
             )
         wire.send(data, time.monotonic() + self.limits.request_timeout)
         return not closing
-
-    # --- answers ---------------------------------------------------------------------
 
     def _serialize(self, response: Response, *, head_only: bool, close: bool) -> bytes:
         status = response.status

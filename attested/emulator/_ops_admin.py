@@ -46,9 +46,6 @@ _ALIAS_PREFIX = (
 )
 
 
-# --- keys ----------------------------------------------------------------------------
-
-
 def _check_create_options(p: Mapping[str, Any]) -> None:
     for name in ("CustomKeyStoreId", "XksKeyId"):
         if name in p:
@@ -216,9 +213,6 @@ def _cancel_key_deletion(svc: KmsService, p: Json, caller: Caller, now: datetime
     return {"KeyId": record.arn}
 
 
-# --- aliases -------------------------------------------------------------------------
-
-
 def _check_alias_name(name: str) -> None:
     if not name.startswith("alias/"):
         raise ApiError("ValidationException", _ALIAS_PREFIX)
@@ -306,9 +300,6 @@ def _list_aliases(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Js
     return {"Aliases": entries, **extra}
 
 
-# --- key policies --------------------------------------------------------------------
-
-
 def _policy_name(p: Mapping[str, Any]) -> str:
     name: str = p.get("PolicyName", "default")
     if name != "default":
@@ -342,9 +333,6 @@ def _list_key_policies(svc: KmsService, p: Json, caller: Caller, now: datetime) 
     svc.authorize(caller, "kms:ListKeyPolicies", record)
     page, extra = svc.page(["default"], p)
     return {"PolicyNames": page, **extra}
-
-
-# --- tags ----------------------------------------------------------------------------
 
 
 def _merge_tags(
@@ -393,9 +381,6 @@ def _list_resource_tags(svc: KmsService, p: Json, caller: Caller, now: datetime)
     svc.authorize(caller, "kms:ListResourceTags", record)
     page, extra = svc.page(list(record.tags), p)
     return {"Tags": [{"TagKey": k, "TagValue": v} for k, v in page], **extra}
-
-
-# --- rotation settings ---------------------------------------------------------------
 
 
 def _rotatable(record: KeyRecord, message: str | None = None) -> None:

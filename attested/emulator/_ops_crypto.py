@@ -44,9 +44,6 @@ _INCORRECT_KEY = (
 _ASYMMETRIC_CONTEXT = "EncryptionContext is not supported with asymmetric keys"
 
 
-# --- shared checks -------------------------------------------------------------------
-
-
 def _context(p: Mapping[str, Any], name: str = "EncryptionContext") -> dict[str, str]:
     context: dict[str, str] = p.get(name) or {}
     try:
@@ -102,9 +99,6 @@ def _encrypt_with(
 
 def _ignore_ciphertext(p: Mapping[str, Any]) -> bool:
     return bool(p.get("DryRun")) and "IGNORE_CIPHERTEXT" in p.get("DryRunModifiers", ())
-
-
-# --- Encrypt, Decrypt, ReEncrypt ----------------------------------------------------
 
 
 def _encrypt(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
@@ -255,9 +249,6 @@ def _re_encrypt(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json
     return result
 
 
-# --- data keys, random, key agreement -------------------------------------------------
-
-
 def _symmetric_key_for(
     svc: KmsService,
     p: Mapping[str, Any],
@@ -388,9 +379,6 @@ def _derive_shared_secret(svc: KmsService, p: Json, caller: Caller, now: datetim
         "KeyOrigin": "AWS_KMS",
     }
     return svc.deliver(result, "SharedSecret", secret, recipient)
-
-
-# --- public keys, signatures, MACs ----------------------------------------------------
 
 
 def _get_public_key(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:

@@ -102,8 +102,6 @@ class KmsEmulator(Scoped):
         self._service: KmsService | None = None
         self._identities = types.MappingProxyType(dict(config.identities))
 
-    # --- lifecycle -------------------------------------------------------------------
-
     def start(self) -> Self:
         """Open the state, bind the socket and start serving.
 
@@ -204,8 +202,6 @@ class KmsEmulator(Scoped):
         server = self._server
         return types.MappingProxyType({} if server is None else {"kms": server.address})
 
-    # --- introspection ---------------------------------------------------------------
-
     @property
     def address(self) -> tuple[str, int]:
         """The bound host and port.
@@ -251,8 +247,6 @@ class KmsEmulator(Scoped):
                 answers=types.MappingProxyType(dict(self._answers)),
                 faults=self._faults.counts,
             )
-
-    # --- one request -----------------------------------------------------------------
 
     def _count(self, outcome: str) -> None:
         with self._lock:

@@ -165,8 +165,6 @@ class KmsService:
         """The operations the emulator implements (others answer UnsupportedOperation)."""
         return frozenset(self._handlers)
 
-    # --- entry points ----------------------------------------------------------------
-
     def handle(self, operation: str, body: bytes, caller: Caller, now: datetime) -> bytes:
         """Run one request and return the JSON answer (empty when it has no members).
 
@@ -202,8 +200,6 @@ class KmsService:
         body = json.dumps(jsonable(dict(params))).encode()
         answer: dict[str, Any] = json.loads(self.handle(operation, body, caller, now) or b"{}")
         return answer
-
-    # --- keys, ARNs, states ----------------------------------------------------------
 
     def key_arn(self, key_id: str) -> str:
         """The ARN of a key of this emulator."""
@@ -345,8 +341,6 @@ class KmsService:
             meta["CurrentKeyMaterialId"] = record.material_id
         return meta
 
-    # --- policy ----------------------------------------------------------------------
-
     def _policy_request(
         self,
         caller: Caller,
@@ -435,8 +429,6 @@ class KmsService:
                 )
         return policy
 
-    # --- recipient -------------------------------------------------------------------
-
     def verify_recipient(self, params: Mapping[str, Any], now: datetime) -> Recipient | None:
         """Verify the request's ``Recipient``, if any.
 
@@ -511,8 +503,6 @@ class KmsService:
                 plaintext, recipient.spki, recipient.key
             )
         return result
-
-    # --- shared request checks -------------------------------------------------------
 
     @staticmethod
     def dry_run(p: Mapping[str, Any]) -> None:

@@ -103,8 +103,6 @@ class KeyStore:
         if path is not None:
             self._open(path, region, account_id)
 
-    # --- persistence -----------------------------------------------------------------
-
     def _open(self, path: Path, region: str, account_id: str) -> None:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -211,8 +209,6 @@ class KeyStore:
                 self._db.close()
                 self._db = None
 
-    # --- keys ------------------------------------------------------------------------
-
     def get_key(self, key_id: str) -> KeyRecord | None:
         """The key with this UUID, or ``None``."""
         return self._keys.get(key_id)
@@ -265,8 +261,6 @@ class KeyStore:
             self._seq.pop(key_id, None)
             for name in [a.name for a in self._aliases.values() if a.key_id == key_id]:
                 del self._aliases[name]
-
-    # --- aliases ---------------------------------------------------------------------
 
     def get_alias(self, name: str) -> AliasRecord | None:
         """The alias with this name (``alias/...``), or ``None``."""

@@ -201,8 +201,6 @@ class KmsClient:
     def __repr__(self) -> str:
         return f"KmsClient(region={self._region!r}, endpoint={self._endpoint!r})"
 
-    # -- the five operations ----------------------------------------------------------
-
     def decrypt(
         self,
         ciphertext_blob: bytes,

@@ -146,8 +146,6 @@ class Parent(Scoped):
     def __repr__(self) -> str:
         return f"Parent({', '.join(self._config.listener_names())})"
 
-    # -- internals ---------------------------------------------------------------------
-
     def _start_all(self) -> None:
         config = self._config
         if config.egress is not None:

@@ -277,8 +277,6 @@ class Relay(Scoped):
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._reopen)
 
-    # -- listeners -------------------------------------------------------------------
-
     def _close_listeners(self) -> None:
         for listener in self._listeners:
             listener.close()
@@ -419,8 +417,6 @@ class Relay(Scoped):
         if failure is not None:
             listener.counters.fail(failure)
 
-    # -- lingering refusals -------------------------------------------------------------
-
     def _linger(self, sock: socket.socket, data: bytes) -> None:
         """Send a short refusal, then read and discard for a moment before closing.
 
@@ -457,8 +453,6 @@ class Relay(Scoped):
         handle.cancel()
         self._loop_or_fail().remove_reader(sock.fileno())
         sock.close()
-
-    # -- idle sweep and shutdown ---------------------------------------------------------
 
     def _schedule_sweep(self) -> None:
         idle = self._options.idle_timeout

@@ -331,8 +331,6 @@ def _fs_length(path: str) -> int:
         return 1 << 30
 
 
-# --- reading the file and the environment ----------------------------------------------
-
 # The schema: section -> key -> (field name, kind). "" is the top level.
 _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     "": {"region": ("region", "str")},
