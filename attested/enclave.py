@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import nsm
@@ -32,11 +31,7 @@ from attested.errors import AttestationUnavailable
 if TYPE_CHECKING:  # the simulator is development code: loaded only when chosen
     from attested.simulator import SimulatedNsm
 
-__all__ = [
-    "NsmProvider",
-    "PROVIDER_BACKENDS",
-    "open_provider",
-]
+__all__ = ["NsmProvider", "PROVIDER_BACKENDS", "open_provider"]
 
 PROVIDER_BACKENDS = ("auto", "libnsm", "ioctl", "simulated")
 
@@ -96,12 +91,7 @@ class NsmProvider:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

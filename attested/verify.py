@@ -34,13 +34,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from attested import _cose
 from attested._chain import ChainValidator
 from attested.document import AttestationDocument, parse_attestation
-from attested.errors import (
-    ChainError,
-    PolicyError,
-    PolicyFailure,
-    SecurityWarning,
-    SignatureError,
-)
+from attested.errors import ChainError, PolicyError, PolicyFailure, SecurityWarning, SignatureError
 from attested.limits import DEFAULT_LIMITS, Limits
 from attested.policy import Policy
 from attested.trust import TrustRoot

@@ -16,37 +16,7 @@ once so that every server gets the same hardening:
 Boundaries: no application logic here (routes, JSON schemas, KMS, SigV4 and error codes
 belong to the callers, which plug in their own error body); standard library and h11
 only; nothing here imports the development-only packages (``attested.emulator``,
-``attested.simulator``), so production code may use it. Private: the API may change with
-its callers (``attested.service``, ``attested.emulator``, ``attested.relay``).
+``attested.simulator``), so production code may use it. Private: import from the
+modules; the API may change with its callers (``attested.service``, ``attested.emulator``,
+``attested.relay``).
 """
-
-from __future__ import annotations
-
-from attested._runtime.http import (
-    DropConnection,
-    HttpLimits,
-    HttpServer,
-    Request,
-    Response,
-    ServerStats,
-    json_error_page,
-)
-from attested._runtime.lifecycle import Lifecycle, Scoped, Stoppable, stop_all
-from attested._runtime.listen import Listener, open_listener, remove_stale_socket
-
-__all__ = [
-    "DropConnection",
-    "HttpLimits",
-    "HttpServer",
-    "Lifecycle",
-    "Listener",
-    "Request",
-    "Response",
-    "Scoped",
-    "ServerStats",
-    "Stoppable",
-    "json_error_page",
-    "open_listener",
-    "remove_stale_socket",
-    "stop_all",
-]

@@ -1,19 +1,11 @@
 """The one configuration reader: a bounded document, ``ATTESTED_*`` overrides, every problem.
 
 Every configuration file this project reads (``attested serve``, ``attested parent``, the
-KMS emulator's identities) goes through here, so each behaves the same:
-
-* :func:`read_file` and :func:`parse` decode one document (TOML through the bounded
-  :mod:`attested._toml`, or JSON through :mod:`attested._json`): a document, or a problem;
-* :class:`Section` walks it table by table. Its typed getters never raise: a wrong value
-  becomes a problem named by its dotted key (``egress.listen``, ``ingress[1].to``) and the
-  getter returns its default; :meth:`Section.refuse_unknown` makes every unknown key one;
-* :class:`Override` and :func:`read_environment` lay ``ATTESTED_*`` variables over the
-  file, checked by the same getters;
-* :class:`Problems` collects it all and raises one :class:`~attested.errors.ConfigError`
-  (``"source: problem; problem"``). :meth:`Problems.check` applies a rule that belongs to
-  a library object by building that object and keeping its verdict, so no rule is
-  written twice.
+KMS emulator's identities) goes through here, so each behaves the same: :func:`read_file`
+or :func:`parse` decodes one document, :class:`Section` walks it with typed getters that
+never raise, :class:`Override` lays ``ATTESTED_*`` variables over it, and
+:class:`Problems` collects every problem into one :class:`~attested.errors.ConfigError`.
+See ``docs/adr/0071-one-config-reader.md``.
 
 Boundaries: no schema here (keys, defaults and rules across keys belong to the loaders in
 ``attested.service``, ``attested.parent`` and ``attested.emulator``). Type problems name

@@ -2,27 +2,12 @@
 
 Used by the enclave's local API (:mod:`attested.service`) and the KMS emulator. The
 application is a plain callable ``Request -> Response``; everything about the wire is
-here:
-
-* **Reading** one request (strict pre-checks, h11, caps) is :mod:`.request`'s; this
-  module runs the connections around it.
-* **Deadlines.** A connection may stay silent ``idle_timeout`` seconds between requests;
-  once a request's first byte arrives, its head and body must be complete within
-  ``request_timeout`` seconds, however slowly they drip; the answer must be taken by
-  the client within ``request_timeout`` too.
-* **Refusals the client can read.** Every error the server answers by itself, and the
-  503 for connections over the cap, is sent with ``Connection: close``, then the write
-  side is shut down and what the client still sends is read and discarded for a bounded
-  time and size before the socket is closed, so the client reads the answer instead of
-  a reset. Over-cap connections are refused in short-lived threads (at most
-  :data:`MAX_REFUSERS` at once; beyond that they are closed at once).
-* **Stopping.** Stop accepting, close idle keep-alive connections, let requests in flight
-  finish, within a deadline.
-* **Logging.** One DEBUG line when a connection ends abnormally (early close, timeout,
-  TLS failure); a traceback only for a bug (an app exception, logged through the logger).
-  Nothing is printed to stderr.
-
-See ``docs/adr/0070-runtime-http-server.md``.
+here, except reading one request (:mod:`.request`). The deadlines (``idle_timeout``,
+``request_timeout``), the refusals the client can read (answer, shut down writes, read
+and discard within bounds, then close; over-cap connections in at most
+:data:`MAX_REFUSERS` short-lived threads), stopping and logging (one DEBUG line per
+abnormal end, tracebacks only for bugs, nothing on stderr) are described in
+``docs/adr/0070-runtime-http-server.md``.
 """
 
 from __future__ import annotations
@@ -263,8 +248,6 @@ class HttpServer:
         self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the accept loop
         self._counts = dict.fromkeys(ServerStats.__slots__, 0)
 
-    # --- lifecycle -------------------------------------------------------------------
-
     @property
     def address(self) -> Address:
         """The bound address (with the real port when 0 was asked for)."""
@@ -343,8 +326,6 @@ class HttpServer:
         with self._lock:
             self._counts[name] += 1
 
-    # --- accepting -------------------------------------------------------------------
-
     def _accept_loop(self, wake: socket.socket) -> None:
         listen = self._listener.sock
         with selectors.DefaultSelector() as selector:
@@ -398,8 +379,6 @@ class HttpServer:
                 if full:
                     self._refusers -= 1
             _close(sock)
-
-    # --- one connection --------------------------------------------------------------
 
     def _serve(self, conn: _Conn) -> None:
         try:
@@ -505,8 +484,6 @@ class HttpServer:
             )
         wire.send(data, time.monotonic() + self.limits.request_timeout)
         return not closing
-
-    # --- answers ---------------------------------------------------------------------
 
     def _serialize(self, response: Response, *, head_only: bool, close: bool) -> bytes:
         status = response.status

@@ -2,22 +2,11 @@
 
 A *part* is anything that listens and serves in background threads: the local API
 (:class:`attested.service.Service`), the parent companion, a relay, the credential server,
-the KMS emulator. They all look the same from outside:
-
-* ``start()`` binds every listener and starts serving, all or nothing: on failure it
-  raises (an :class:`~attested.errors.AttestedError`, or an ``OSError`` from the
-  emulator) with nothing left running;
-* ``stop(deadline)`` stops accepting at once, lets work in flight finish for up to
-  ``deadline`` seconds, then cuts it; it returns ``True`` when everything ended in time.
-  It is safe to call twice, and before ``start``;
-* ``running`` says whether the part is still serving (``False`` before ``start``, after
-  ``stop``, and when a serving thread died: the daemon wrapper then exits);
-* ``listeners`` maps a listener name to its bound address (real ports for port 0).
-
+the KMS emulator. They all look the same from outside (:class:`Lifecycle`; the contract
+in full, and each part's listener names, in ``docs/adr/0072-one-lifecycle-one-daemon-wrapper.md``).
 :func:`stop_all` stops several parts at once within one shared deadline, so a part with
 long-lived connections does not eat the others' time. The CLI's daemon wrapper
-(``attested/cli/_daemon.py``) runs any part: signals, SIGHUP reopen, ready file, systemd
-notification.
+(``attested/cli/_daemon.py``) runs any part.
 """
 
 from __future__ import annotations
@@ -48,15 +37,19 @@ class Stoppable(Protocol):
 
 @runtime_checkable
 class Lifecycle(Stoppable, Protocol):
-    """A long-running part (see the module docstring)."""
+    """A long-running part.
+
+    ``stop(deadline)`` stops accepting at once, lets work in flight finish for up to
+    ``deadline`` seconds, then cuts it; it is safe to call twice, and before ``start``.
+    """
 
     def start(self) -> object:
-        """Bind and serve; all or nothing."""
+        """Bind and serve, all or nothing: on failure, raise with nothing left running."""
         ...
 
     @property
     def running(self) -> bool:
-        """Whether the part is serving."""
+        """Whether the part serves: false before start, after stop, and when a thread died."""
         ...
 
     @property

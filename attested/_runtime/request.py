@@ -1,13 +1,8 @@
 """Reading one HTTP/1.1 request off a connection: strict pre-checks, h11, the body.
 
-The head is collected under strict rules of our own (CRLF line ends only, no obs-fold, no
-control characters, a request line of at most :data:`MAX_REQUEST_LINE` bytes, a head of
-at most :data:`MAX_HEAD` bytes and :data:`MAX_HEADERS` fields, HTTP/1.0 or 1.1 only), each
-checked as soon as the bytes arrive, then parsed by h11, which refuses what is ambiguous
-(conflicting or malformed ``Content-Length``, a bad request line or field name, a missing
-``Host`` in HTTP/1.1). ``Transfer-Encoding`` is refused: 411 for ``chunked`` alone, 400
-for anything else or with ``Content-Length``. The body is read to its ``Content-Length``
-only after checking it against the cap (413).
+The head is checked under strict rules of our own as soon as its bytes arrive, then parsed
+by h11; the body is read to its ``Content-Length`` only after checking it against the cap.
+What is refused, with which status, and why h11: ``docs/adr/0070-runtime-http-server.md``.
 
 Every wait is bounded by a deadline (:class:`Wire`). What is wrong is raised:
 :class:`Refused` (answer with this status and close), :class:`Timeout`, :class:`Gone`

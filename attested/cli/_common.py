@@ -95,18 +95,24 @@ def pcr_argument(value: str) -> tuple[int, bytes]:
     index_text, sep, hex_text = value.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"expected N=HEX, got {value!r:.40}")
-    try:
-        index = int(index_text, 10)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"PCR index {index_text!r:.10} is not a number") from exc
-    if not 0 <= index < 32:
-        raise argparse.ArgumentTypeError(f"PCR index must be 0..31, got {index}")
+    index = pcr_index(index_text)
     pcr = parse_hex(hex_text, what=f"PCR{index}")
     if len(pcr) not in (32, 48, 64):
         raise argparse.ArgumentTypeError(
             f"PCR{index} must be 32, 48 or 64 bytes (64, 96 or 128 hex digits), got {len(pcr)}"
         )
     return index, pcr
+
+
+def pcr_index(text: str) -> int:
+    """Parse a PCR index 0..31 for argparse."""
+    try:
+        index = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"PCR index {text!r:.10} is not a number") from None
+    if not 0 <= index <= 31:
+        raise argparse.ArgumentTypeError(f"PCR index must be 0..31, got {index}")
+    return index
 
 
 def pcr_map(pairs: list[tuple[int, bytes]]) -> dict[int, bytes]:

@@ -1,9 +1,16 @@
 """The one daemon wrapper: how every long-running subcommand runs its part.
 
 ``attested serve``, ``parent``, ``relay`` and ``emulator kms`` build a part (an
-:class:`attested._runtime.Lifecycle`) and hand it to :func:`run_part`: signals (SIGTERM
+:class:`attested._runtime.lifecycle.Lifecycle`) and hand it to :func:`run_part`: signals (SIGTERM
 and SIGINT stop gracefully, SIGHUP reopens log files), the ready file, systemd
 notification and watchdog, and the exit statuses are the same for all of them.
+
+:class:`Notifier` speaks systemd's notification protocol (``sd_notify``) directly, without
+libsystemd. Under ``Type=notify`` systemd sets ``NOTIFY_SOCKET`` (an ``AF_UNIX`` datagram
+socket: a path, or ``@NAME`` in the abstract namespace) and waits for ``READY=1``;
+``WatchdogSec=`` adds ``WATCHDOG_USEC`` (and ``WATCHDOG_PID``): ``WATCHDOG=1`` must come
+that often. One datagram of ``KEY=VALUE`` lines per message. Only the sending side; other
+socket forms (``vsock:``) are not spoken; a failed send is logged, never raised.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -25,15 +33,15 @@ from types import FrameType
 
 from attested._runtime.lifecycle import Lifecycle
 from attested.cli._common import EXIT_ENV, EXIT_OK, EXIT_USAGE, CliError, env_error
-from attested.cli._systemd import Notifier
 from attested.errors import AttestedError
 from attested.net import Address
 
-__all__ = ["LOG_LEVELS", "diagnostics_on_stderr", "run_part", "write_ready_file"]
+__all__ = ["LOG_LEVELS", "Notifier", "diagnostics_on_stderr", "run_part", "write_ready_file"]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _NOFILE_WANTED = 65536
 _POLL = 0.2  # seconds between looks at the part's running
+_SEND_TIMEOUT = 1.0
 
 log = logging.getLogger("attested.cli")
 
@@ -195,3 +203,50 @@ def write_ready_file(path: Path, listeners: Mapping[str, Address]) -> None:
     except OSError as exc:
         why = exc.strerror or exc
         raise env_error(f"cannot write the ready file {str(path)!r}: {why}") from exc
+
+
+class Notifier:
+    """Sends notifications to the socket in ``NOTIFY_SOCKET``, if any.
+
+    Args:
+        environ: where to read ``NOTIFY_SOCKET``, ``WATCHDOG_USEC``, ``WATCHDOG_PID``.
+
+    Attributes:
+        watchdog_interval: seconds between ``WATCHDOG=1`` pings (half of
+            ``WATCHDOG_USEC``, as ``sd_watchdog_enabled`` advises), or ``None`` when
+            systemd does not watch this process.
+    """
+
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        where = environ.get("NOTIFY_SOCKET", "")
+        self._address: str | None = None
+        if where.startswith("@"):
+            self._address = "\0" + where[1:]  # the abstract namespace
+        elif where.startswith("/"):
+            self._address = where
+        elif where:
+            log.warning("NOTIFY_SOCKET=%r is not a path or @name; not notifying systemd", where)
+        self.watchdog_interval: float | None = None
+        usec = environ.get("WATCHDOG_USEC", "")
+        ours = environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid())
+        if self._address is not None and ours and usec.isdigit() and int(usec) > 0:
+            self.watchdog_interval = int(usec) / 2e6
+
+    def notify(self, *lines: str) -> bool:
+        """Send ``lines`` (``READY=1``, ``STATUS=...``) as one datagram.
+
+        Returns:
+            ``True`` if it was sent; ``False`` without a socket or when sending failed.
+        """
+        if self._address is None:
+            return False
+        message = "\n".join(line.replace("\n", " ") for line in lines).encode()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.settimeout(_SEND_TIMEOUT)
+                sock.connect(self._address)
+                sock.sendall(message)
+        except OSError as exc:
+            log.warning("cannot notify systemd (%s): %s", lines[0], exc.strerror or exc)
+            return False
+        return True

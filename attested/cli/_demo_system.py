@@ -111,9 +111,6 @@ class Printer:
             print(f"    {line}", file=self._out, flush=True)
 
 
-# -- child processes ----------------------------------------------------------------------
-
-
 @dataclass
 class _Child:
     name: str
@@ -196,9 +193,6 @@ class Processes:
         return out
 
 
-# -- talking to the local API over its Unix socket ----------------------------------------
-
-
 def api_call(socket_path: str, route: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
     """POST JSON to the enclave's local API, as an app inside the enclave does."""
     connection = UnixHTTPConnection(socket_path)
@@ -215,9 +209,6 @@ def api_call(socket_path: str, route: str, body: Mapping[str, Any]) -> tuple[int
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-# -- the demo -------------------------------------------------------------------------
 
 
 def _measurements() -> MeasurementSet:

@@ -9,8 +9,9 @@ from pathlib import Path
 from attested.cli._common import env_error, read_input, usage_error
 from attested.cli._daemon import LOG_LEVELS, diagnostics_on_stderr, run_part
 from attested.emulator import DEV_ACCESS_KEY_ID, DEV_ARN, EmulatorConfig, KmsEmulator
-from attested.emulator._config import emulator_config, is_loopback
+from attested.emulator._config import emulator_config
 from attested.errors import ConfigurationError, MalformedError
+from attested.net import is_loopback
 from attested.simulator import ROOT_CERT_FILE, read_root_certificate
 from attested.trust import TrustRoot
 

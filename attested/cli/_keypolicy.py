@@ -15,6 +15,7 @@ from attested.cli._common import (
     CliError,
     env_error,
     parse_hex,
+    pcr_index,
     read_input,
     usage_error,
 )
@@ -142,7 +143,7 @@ def _pcr_argument(value: str) -> tuple[int, bytes]:
     index_text, sep, hex_text = value.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"expected N=HEX, got {value!r:.40}")
-    index = _index(index_text)
+    index = pcr_index(index_text)
     data = parse_hex(hex_text, what=f"PCR{index}")
     if len(data) != 48:
         raise argparse.ArgumentTypeError(
@@ -151,18 +152,8 @@ def _pcr_argument(value: str) -> tuple[int, bytes]:
     return index, data
 
 
-def _index(text: str) -> int:
-    try:
-        index = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"PCR index {text!r:.10} is not a number") from None
-    if not 0 <= index <= 31:
-        raise argparse.ArgumentTypeError(f"PCR index must be 0..31, got {index}")
-    return index
-
-
 def _index_list(value: str) -> list[int]:
-    return [_index(part.strip()) for part in value.split(",") if part.strip()]
+    return [pcr_index(part.strip()) for part in value.split(",") if part.strip()]
 
 
 def _measurement_sets(args: argparse.Namespace) -> list[MeasurementSet]:

@@ -29,19 +29,19 @@ from attested.emulator._config import (
     parse_identities,
 )
 from attested.emulator._devtls import DevTls, make_dev_tls
-from attested.emulator._policy import (
+from attested.emulator._server import EmulatorStats, KmsEmulator
+from attested.emulator._sigv4 import Identity
+from attested.keypolicy._evaluate import (
     Decision,
     KeyPolicy,
     PolicyDecision,
     PolicyRequest,
     default_key_policy,
     encryption_context_condition_values,
-    evaluate_key_policy,
     parse_key_policy,
     recipient_condition_values,
 )
-from attested.emulator._server import EmulatorStats, KmsEmulator
-from attested.emulator._sigv4 import Identity
+from attested.keypolicy._evaluate import evaluate as evaluate_key_policy
 
 __all__ = [
     "DEV_ACCESS_KEY_ID",

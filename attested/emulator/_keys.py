@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from attested.emulator._policy import KeyPolicy
+from attested.keypolicy._evaluate import KeyPolicy
 
 __all__ = [
     "ENCRYPT_DECRYPT",

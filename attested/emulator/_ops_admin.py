@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from attested.emulator import _keys
 from attested.emulator._keys import KeyRecord, KeyState
-from attested.emulator._policy import default_key_policy, parse_key_policy
-from attested.emulator._protocol import ApiError
+from attested.emulator._protocol import ApiError, Json
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import AliasRecord
+from attested.keypolicy._evaluate import default_key_policy, parse_key_policy
 
 if TYPE_CHECKING:
     from attested.emulator._service import Handler, KmsService
@@ -44,9 +44,6 @@ _ALIAS_PREFIX = (
     'Alias must start with the prefix "alias/". Please see '
     "https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html"
 )
-
-
-# --- keys ----------------------------------------------------------------------------
 
 
 def _check_create_options(p: Mapping[str, Any]) -> None:
@@ -85,9 +82,7 @@ def _spec_and_usage(p: Mapping[str, Any]) -> tuple[str, str]:
     return spec, usage
 
 
-def _create_key(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _create_key(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     _check_create_options(p)
     spec, usage = _spec_and_usage(p)
     tags = _merge_tags((), p.get("Tags", []))
@@ -120,15 +115,13 @@ def _create_key(
     return {"KeyMetadata": svc.metadata(record)}
 
 
-def _describe_key(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _describe_key(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = svc.resolve(p["KeyId"], now)
     svc.authorize(caller, "kms:DescribeKey", record)
     return {"KeyMetadata": svc.metadata(record)}
 
 
-def _list_keys(svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
+def _list_keys(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     keys = [k for k in svc.store.all_keys() if svc.live(k.key_id, now) is not None]
     page, extra = svc.page(keys, p)
     return {"Keys": [{"KeyId": k.key_id, "KeyArn": k.arn} for k in page], **extra}
@@ -161,32 +154,24 @@ def _change(
     return changed
 
 
-def _update_key_description(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _update_key_description(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     _change(
         svc, p, caller, now, "kms:UpdateKeyDescription", lambda _: {"description": p["Description"]}
     )
     return {}
 
 
-def _enable_key(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _enable_key(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     _change(svc, p, caller, now, "kms:EnableKey", lambda _: {"state": KeyState.ENABLED})
     return {}
 
 
-def _disable_key(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _disable_key(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     _change(svc, p, caller, now, "kms:DisableKey", lambda _: {"state": KeyState.DISABLED})
     return {}
 
 
-def _schedule_key_deletion(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _schedule_key_deletion(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     days = p.get("PendingWindowInDays", 30)
     if not 7 <= days <= 30:
         raise ApiError(
@@ -215,9 +200,7 @@ def _schedule_key_deletion(
     }
 
 
-def _cancel_key_deletion(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _cancel_key_deletion(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     with svc.store.lock:
         record = svc.resolve(p["KeyId"], now, aliases=False)
         svc.authorize(caller, "kms:CancelKeyDeletion", record)
@@ -228,9 +211,6 @@ def _cancel_key_deletion(
         )
         svc.store.put_key(record)
     return {"KeyId": record.arn}
-
-
-# --- aliases -------------------------------------------------------------------------
 
 
 def _check_alias_name(name: str) -> None:
@@ -244,9 +224,7 @@ def _check_alias_name(name: str) -> None:
         )
 
 
-def _create_alias(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _create_alias(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     name = p["AliasName"]
     _check_alias_name(name)
     record = svc.resolve(p["TargetKeyId"], now, aliases=False)
@@ -268,9 +246,7 @@ def _key_type(record: KeyRecord) -> tuple[str, str]:
     return kind, record.key_usage
 
 
-def _update_alias(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _update_alias(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     name = p["AliasName"]
     _check_alias_name(name)
     with svc.store.lock:
@@ -291,9 +267,7 @@ def _update_alias(
     return {}
 
 
-def _delete_alias(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _delete_alias(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     name = p["AliasName"]
     _check_alias_name(name)
     with svc.store.lock:
@@ -303,9 +277,7 @@ def _delete_alias(
     return {}
 
 
-def _list_aliases(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _list_aliases(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     wanted = None
     if "KeyId" in p:
         wanted = svc.resolve(p["KeyId"], now, aliases=False).key_id
@@ -328,9 +300,6 @@ def _list_aliases(
     return {"Aliases": entries, **extra}
 
 
-# --- key policies --------------------------------------------------------------------
-
-
 def _policy_name(p: Mapping[str, Any]) -> str:
     name: str = p.get("PolicyName", "default")
     if name != "default":
@@ -338,18 +307,14 @@ def _policy_name(p: Mapping[str, Any]) -> str:
     return name
 
 
-def _get_key_policy(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _get_key_policy(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     name = _policy_name(p)
     record = svc.resolve(p["KeyId"], now, aliases=False)
     svc.authorize(caller, "kms:GetKeyPolicy", record)
     return {"Policy": record.policy_text, "PolicyName": name}
 
 
-def _put_key_policy(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _put_key_policy(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     _policy_name(p)
     with svc.store.lock:
         record = svc.resolve(p["KeyId"], now, aliases=False)
@@ -363,16 +328,11 @@ def _put_key_policy(
     return {}
 
 
-def _list_key_policies(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _list_key_policies(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = svc.resolve(p["KeyId"], now, aliases=False)
     svc.authorize(caller, "kms:ListKeyPolicies", record)
     page, extra = svc.page(["default"], p)
     return {"PolicyNames": page, **extra}
-
-
-# --- tags ----------------------------------------------------------------------------
 
 
 def _merge_tags(
@@ -396,18 +356,14 @@ def _merge_tags(
     return tuple(merged.items())
 
 
-def _tag_resource(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _tag_resource(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     _change(
         svc, p, caller, now, "kms:TagResource", lambda r: {"tags": _merge_tags(r.tags, p["Tags"])}
     )
     return {}
 
 
-def _untag_resource(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _untag_resource(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     removed = set(p["TagKeys"])
     _change(
         svc,
@@ -420,16 +376,11 @@ def _untag_resource(
     return {}
 
 
-def _list_resource_tags(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _list_resource_tags(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = svc.resolve(p["KeyId"], now, aliases=False)
     svc.authorize(caller, "kms:ListResourceTags", record)
     page, extra = svc.page(list(record.tags), p)
     return {"Tags": [{"TagKey": k, "TagValue": v} for k, v in page], **extra}
-
-
-# --- rotation settings ---------------------------------------------------------------
 
 
 def _rotatable(record: KeyRecord, message: str | None = None) -> None:
@@ -450,24 +401,18 @@ def _rotation_setting(days: int | None) -> Callable[[KeyRecord], Mapping[str, An
     return update
 
 
-def _enable_key_rotation(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _enable_key_rotation(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     days = p.get("RotationPeriodInDays", _DEFAULT_ROTATION_DAYS)
     _change(svc, p, caller, now, "kms:EnableKeyRotation", _rotation_setting(days), usable=True)
     return {}
 
 
-def _disable_key_rotation(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _disable_key_rotation(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     _change(svc, p, caller, now, "kms:DisableKeyRotation", _rotation_setting(None), usable=True)
     return {}
 
 
-def _get_key_rotation_status(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _get_key_rotation_status(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = svc.resolve(p["KeyId"], now, aliases=False)
     svc.authorize(caller, "kms:GetKeyRotationStatus", record)
     _rotatable(record)
@@ -481,9 +426,7 @@ def _get_key_rotation_status(
     return result
 
 
-def _list_key_rotations(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _list_key_rotations(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = svc.resolve(p["KeyId"], now, aliases=False)
     svc.authorize(caller, "kms:ListKeyRotations", record)
     _rotatable(record)
@@ -491,9 +434,7 @@ def _list_key_rotations(
     return {"Rotations": page, **extra}
 
 
-def _rotate_key_on_demand(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _rotate_key_on_demand(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = svc.resolve(p["KeyId"], now, aliases=False)
     svc.authorize(caller, "kms:RotateKeyOnDemand", record)
     svc.usable(record)
@@ -507,22 +448,18 @@ def _rotate_key_on_demand(
 # --- grants, imported key material, replicas: what AWS answers for our keys ------------
 
 
-def _list_grants(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _list_grants(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = svc.resolve(p["KeyId"], now, aliases=False)
     svc.authorize(caller, "kms:ListGrants", record)
     return {"Grants": [], "Truncated": False}  # no grant can exist here
 
 
-def _list_retirable_grants(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _list_retirable_grants(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     return {"Grants": [], "Truncated": False}
 
 
 def _refuse_for_key(action: str, message: str) -> Handler:
-    def refuse(svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
+    def refuse(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
         record = svc.resolve(p["KeyId"], now, aliases=False)
         svc.authorize(caller, action, record)
         raise ApiError("UnsupportedOperationException", message.format(arn=record.arn))

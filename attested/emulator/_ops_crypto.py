@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from attested.emulator import _ciphertext, _keys
 from attested.emulator._keys import KeyRecord
-from attested.emulator._policy import encryption_context_condition_values
-from attested.emulator._protocol import ApiError
+from attested.emulator._protocol import ApiError, Json
 from attested.emulator._sigv4 import Caller
 from attested.errors import MalformedError
+from attested.keypolicy._evaluate import encryption_context_condition_values
 
 if TYPE_CHECKING:
     from attested.emulator._service import Handler, KmsService, Recipient
@@ -42,9 +42,6 @@ _INCORRECT_KEY = (
     "The key ID in the request does not identify a CMK that can perform this operation."
 )
 _ASYMMETRIC_CONTEXT = "EncryptionContext is not supported with asymmetric keys"
-
-
-# --- shared checks -------------------------------------------------------------------
 
 
 def _context(p: Mapping[str, Any], name: str = "EncryptionContext") -> dict[str, str]:
@@ -104,10 +101,7 @@ def _ignore_ciphertext(p: Mapping[str, Any]) -> bool:
     return bool(p.get("DryRun")) and "IGNORE_CIPHERTEXT" in p.get("DryRunModifiers", ())
 
 
-# --- Encrypt, Decrypt, ReEncrypt ----------------------------------------------------
-
-
-def _encrypt(svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
+def _encrypt(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = svc.resolve(p["KeyId"], now)
     context = _context(p)
     svc.authorize(caller, "kms:Encrypt", record, encryption_context_condition_values(context))
@@ -192,7 +186,7 @@ def _open(
     return record, plaintext
 
 
-def _decrypt(svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
+def _decrypt(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     recipient = svc.verify_recipient(p, now)
     algorithm = p.get("EncryptionAlgorithm", _keys.SYMMETRIC_DEFAULT)
     record, plaintext = _open(
@@ -216,9 +210,7 @@ def _decrypt(svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime) 
     )
 
 
-def _re_encrypt(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _re_encrypt(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     source_algorithm = p.get("SourceEncryptionAlgorithm", _keys.SYMMETRIC_DEFAULT)
     destination_algorithm = p.get("DestinationEncryptionAlgorithm", _keys.SYMMETRIC_DEFAULT)
     source, plaintext = _open(
@@ -257,9 +249,6 @@ def _re_encrypt(
     return result
 
 
-# --- data keys, random, key agreement -------------------------------------------------
-
-
 def _symmetric_key_for(
     svc: KmsService,
     p: Mapping[str, Any],
@@ -291,7 +280,7 @@ def _generate_data_key(
     now: datetime,
     *,
     without_plaintext: bool = False,
-) -> dict[str, Any]:
+) -> Json:
     has_size, has_spec = "NumberOfBytes" in p, "KeySpec" in p
     if has_size == has_spec:
         raise ApiError(
@@ -326,7 +315,7 @@ def _generate_data_key_pair(
     now: datetime,
     *,
     without_plaintext: bool = False,
-) -> dict[str, Any]:
+) -> Json:
     recipient = svc.verify_recipient(p, now)
     context = _context(p)
     action = "kms:GenerateDataKeyPair" + ("WithoutPlaintext" if without_plaintext else "")
@@ -353,9 +342,7 @@ def _generate_data_key_pair(
     return svc.deliver(result, "PrivateKeyPlaintext", private, recipient)
 
 
-def _generate_random(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _generate_random(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     if "CustomKeyStoreId" in p:
         raise ApiError(
             "UnsupportedOperationException",
@@ -367,9 +354,7 @@ def _generate_random(
     return svc.deliver({}, "Plaintext", os.urandom(p["NumberOfBytes"]), recipient)
 
 
-def _derive_shared_secret(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _derive_shared_secret(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     recipient = svc.verify_recipient(p, now)
     record = svc.resolve(p["KeyId"], now)
     svc.authorize(caller, "kms:DeriveSharedSecret", record, svc.recipient_values(recipient))
@@ -396,12 +381,7 @@ def _derive_shared_secret(
     return svc.deliver(result, "SharedSecret", secret, recipient)
 
 
-# --- public keys, signatures, MACs ----------------------------------------------------
-
-
-def _get_public_key(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _get_public_key(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = svc.resolve(p["KeyId"], now)
     svc.authorize(caller, "kms:GetPublicKey", record)
     svc.usable(record)
@@ -447,7 +427,7 @@ def _signing_key(
     return record, digest
 
 
-def _sign(svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
+def _sign(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record, digest = _signing_key(svc, p, caller, now, "Sign")
     svc.dry_run(p)
     algorithm = p["SigningAlgorithm"]
@@ -455,7 +435,7 @@ def _sign(svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime) -> 
     return {"KeyId": record.arn, "Signature": signature, "SigningAlgorithm": algorithm}
 
 
-def _verify(svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime) -> dict[str, Any]:
+def _verify(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record, digest = _signing_key(svc, p, caller, now, "Verify")
     svc.dry_run(p)
     algorithm = p["SigningAlgorithm"]
@@ -477,18 +457,14 @@ def _mac_key(
     return record
 
 
-def _generate_mac(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _generate_mac(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = _mac_key(svc, p, caller, now, "GenerateMac")
     svc.dry_run(p)
     code = _keys.mac(record.material, p["MacAlgorithm"], p["Message"])
     return {"Mac": code, "MacAlgorithm": p["MacAlgorithm"], "KeyId": record.arn}
 
 
-def _verify_mac(
-    svc: KmsService, p: dict[str, Any], caller: Caller, now: datetime
-) -> dict[str, Any]:
+def _verify_mac(svc: KmsService, p: Json, caller: Caller, now: datetime) -> Json:
     record = _mac_key(svc, p, caller, now, "VerifyMac")
     svc.dry_run(p)
     expected = _keys.mac(record.material, p["MacAlgorithm"], p["Message"])

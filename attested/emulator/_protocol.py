@@ -28,13 +28,10 @@ from botocore.model import ServiceModel, Shape
 
 from attested.errors import KmsError
 
-__all__ = [
-    "ApiError",
-    "encode_error",
-    "encode_response",
-    "kms_model",
-    "parse_request",
-]
+__all__ = ["ApiError", "Json", "encode_error", "encode_response", "kms_model", "parse_request"]
+
+Json = dict[str, Any]
+"""A decoded JSON object: an operation's validated parameters, or its answer's members."""
 
 _STATUS = {
     "KMSInternalException": 500,

@@ -1,11 +1,7 @@
 """The HTTP edge: KMS's JSON protocol on the shared HTTP/1.1 server.
 
-The wire (keep-alive with ``TCP_NODELAY``, strict framing, ``Content-Length`` capped,
-idle and whole-request deadlines, a connection cap answered with a readable 503,
-optional TLS with the handshake in the connection's own thread, a stop that lets
-requests in flight finish and closes idle keep-alive connections) is
-:mod:`attested._runtime.http`'s; this module adds KMS's side: ``X-Amz-Target``, fault
-injection, SigV4, the counters and KMS-style error bodies. See
+The wire is :mod:`attested._runtime.http`'s; this module adds KMS's side:
+``X-Amz-Target``, fault injection, SigV4, the counters and KMS-style error bodies. See
 ``docs/adr/0050-kms-emulator-server.md`` and ``docs/adr/0070-runtime-http-server.md``.
 """
 
@@ -22,13 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 
-from attested._runtime.http import (
-    DropConnection,
-    HttpLimits,
-    HttpServer,
-    Request,
-    Response,
-)
+from attested._runtime.http import DropConnection, HttpLimits, HttpServer, Request, Response
 from attested._runtime.lifecycle import Scoped
 from attested._runtime.listen import open_listener
 from attested.emulator._config import EmulatorConfig
@@ -111,8 +101,6 @@ class KmsEmulator(Scoped):
         self._store: KeyStore | None = None
         self._service: KmsService | None = None
         self._identities = types.MappingProxyType(dict(config.identities))
-
-    # --- lifecycle -------------------------------------------------------------------
 
     def start(self) -> Self:
         """Open the state, bind the socket and start serving.
@@ -214,8 +202,6 @@ class KmsEmulator(Scoped):
         server = self._server
         return types.MappingProxyType({} if server is None else {"kms": server.address})
 
-    # --- introspection ---------------------------------------------------------------
-
     @property
     def address(self) -> tuple[str, int]:
         """The bound host and port.
@@ -261,8 +247,6 @@ class KmsEmulator(Scoped):
                 answers=types.MappingProxyType(dict(self._answers)),
                 faults=self._faults.counts,
             )
-
-    # --- one request -----------------------------------------------------------------
 
     def _count(self, outcome: str) -> None:
         with self._lock:

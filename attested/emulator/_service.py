@@ -39,16 +39,7 @@ from attested._aws import KMS_KEY_ID
 from attested.emulator import _keys, _ops_admin, _ops_crypto
 from attested.emulator._cms_writer import build_envelope
 from attested.emulator._keys import KeyRecord, KeyState, PrivateKey
-from attested.emulator._policy import (
-    MAX_KEY_POLICY_SIZE,
-    Decision,
-    KeyPolicy,
-    PolicyRequest,
-    evaluate_key_policy,
-    parse_key_policy,
-    recipient_condition_values,
-)
-from attested.emulator._protocol import ApiError, encode_response, kms_model, parse_request
+from attested.emulator._protocol import ApiError, Json, encode_response, kms_model, parse_request
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import KeyStore
 from attested.errors import (
@@ -59,6 +50,15 @@ from attested.errors import (
     SecurityWarning,
     SignatureError,
 )
+from attested.keypolicy._evaluate import (
+    MAX_KEY_POLICY_SIZE,
+    Decision,
+    KeyPolicy,
+    PolicyRequest,
+    parse_key_policy,
+    recipient_condition_values,
+)
+from attested.keypolicy._evaluate import evaluate as evaluate_key_policy
 from attested.policy import Policy
 from attested.trust import TrustRoot
 from attested.verify import VerifiedAttestation, Verifier
@@ -118,7 +118,7 @@ class Recipient:
     key: rsa.RSAPublicKey
 
 
-Handler = Callable[["KmsService", dict[str, Any], Caller, datetime], dict[str, Any]]
+Handler = Callable[["KmsService", Json, Caller, datetime], Json]
 """An operation: (service, validated parameters, caller, time) to the answer's members."""
 
 
@@ -165,8 +165,6 @@ class KmsService:
         """The operations the emulator implements (others answer UnsupportedOperation)."""
         return frozenset(self._handlers)
 
-    # --- entry points ----------------------------------------------------------------
-
     def handle(self, operation: str, body: bytes, caller: Caller, now: datetime) -> bytes:
         """Run one request and return the JSON answer (empty when it has no members).
 
@@ -202,8 +200,6 @@ class KmsService:
         body = json.dumps(jsonable(dict(params))).encode()
         answer: dict[str, Any] = json.loads(self.handle(operation, body, caller, now) or b"{}")
         return answer
-
-    # --- keys, ARNs, states ----------------------------------------------------------
 
     def key_arn(self, key_id: str) -> str:
         """The ARN of a key of this emulator."""
@@ -345,8 +341,6 @@ class KmsService:
             meta["CurrentKeyMaterialId"] = record.material_id
         return meta
 
-    # --- policy ----------------------------------------------------------------------
-
     def _policy_request(
         self,
         caller: Caller,
@@ -435,8 +429,6 @@ class KmsService:
                 )
         return policy
 
-    # --- recipient -------------------------------------------------------------------
-
     def verify_recipient(self, params: Mapping[str, Any], now: datetime) -> Recipient | None:
         """Verify the request's ``Recipient``, if any.
 
@@ -511,8 +503,6 @@ class KmsService:
                 plaintext, recipient.spki, recipient.key
             )
         return result
-
-    # --- shared request checks -------------------------------------------------------
 
     @staticmethod
     def dry_run(p: Mapping[str, Any]) -> None:

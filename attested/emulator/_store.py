@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 
 from attested.emulator._keys import KeyRecord
-from attested.emulator._policy import parse_key_policy
 from attested.errors import ConfigurationError, KeyPolicyError
+from attested.keypolicy._evaluate import parse_key_policy
 
 __all__ = ["AliasRecord", "KeyStore"]
 
@@ -102,8 +102,6 @@ class KeyStore:
         self._db: sqlite3.Connection | None = None
         if path is not None:
             self._open(path, region, account_id)
-
-    # --- persistence -----------------------------------------------------------------
 
     def _open(self, path: Path, region: str, account_id: str) -> None:
         try:
@@ -211,8 +209,6 @@ class KeyStore:
                 self._db.close()
                 self._db = None
 
-    # --- keys ------------------------------------------------------------------------
-
     def get_key(self, key_id: str) -> KeyRecord | None:
         """The key with this UUID, or ``None``."""
         return self._keys.get(key_id)
@@ -265,8 +261,6 @@ class KeyStore:
             self._seq.pop(key_id, None)
             for name in [a.name for a in self._aliases.values() if a.key_id == key_id]:
                 del self._aliases[name]
-
-    # --- aliases ---------------------------------------------------------------------
 
     def get_alias(self, name: str) -> AliasRecord | None:
         """The alias with this name (``alias/...``), or ``None``."""

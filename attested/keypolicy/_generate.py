@@ -25,12 +25,7 @@ from typing import Any
 from attested import pcr
 from attested._aws import ACCOUNT_ID, IAM_PRINCIPAL_ARN, INSTANCE_ID
 from attested.errors import ConfigurationError, SecurityWarning
-from attested.keypolicy._keys import (
-    ATTESTED_OPERATIONS,
-    DEBUG_ZEROED_PCRS,
-    IMAGE_KEY,
-    pcr_key,
-)
+from attested.keypolicy._keys import ATTESTED_OPERATIONS, DEBUG_ZEROED_PCRS, IMAGE_KEY, pcr_key
 from attested.keypolicy._measurements import MeasurementSet
 
 __all__ = ["ADMIN_ACTIONS", "DEFAULT_OPERATIONS", "DEFAULT_PCRS", "generate_policy"]

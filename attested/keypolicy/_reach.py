@@ -53,14 +53,7 @@ from attested.keypolicy._evaluate import (
 from attested.keypolicy._keys import KeyKind, parse_key
 from attested.keypolicy._operators import Family
 
-__all__ = [
-    "MAX_STEPS",
-    "SECRET_OPERATIONS",
-    "Evidence",
-    "Identity",
-    "Witness",
-    "find_access",
-]
+__all__ = ["MAX_STEPS", "SECRET_OPERATIONS", "Evidence", "Identity", "Witness", "find_access"]
 
 SECRET_OPERATIONS = (
     "kms:Decrypt",

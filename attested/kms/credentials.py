@@ -142,9 +142,6 @@ class EnvironmentCredentials:
         return "EnvironmentCredentials()"
 
 
-# --- the wire ----------------------------------------------------------------------------
-
-
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
     chunks = []
     remaining = size
@@ -173,9 +170,6 @@ def _connect(address: Address, timeout: float) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-# --- enclave side ------------------------------------------------------------------------
 
 
 def _utc_now() -> datetime:

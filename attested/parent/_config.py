@@ -9,7 +9,6 @@ directory. See ``docs/parent.md`` for the reference.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from attested.net import Address
 from attested.parent._credentials import normalise_peer
 from attested.relay import AllowEntry, Allowlist, RelayOptions, load_allowlist
 from attested.relay._allowlist import _entry, normalize_host
+from attested.relay._handlers import ip_literal
 from attested.relay._logs import DEFAULT_MAX_LINE
 
 __all__ = [
@@ -419,7 +419,7 @@ def _hosts(section: Section) -> dict[str, tuple[str, ...]]:
         host = section.problems.check(where, partial(normalize_host, str(name)))
         if host is None:
             continue
-        if ipaddress_or_none(host) is not None:
+        if ip_literal(host) is not None:
             section.problem("hosts", f"{name!r:.80} is an IP address, not a name")
             continue
         values = [value] if isinstance(value, str) else value
@@ -428,7 +428,7 @@ def _hosts(section: Section) -> dict[str, tuple[str, ...]]:
             continue
         addresses: list[str] = []
         for item in values:
-            ip = ipaddress_or_none(item) if isinstance(item, str) else None
+            ip = ip_literal(item) if isinstance(item, str) else None
             if ip is None:
                 section.problems.add(f"{where}.{host}", f"{item!r:.80} is not an IP address")
             else:
@@ -488,11 +488,3 @@ def _is_http_url(value: object) -> bool:
     except ValueError:  # a bad bracketed host (http://[::1) or port
         return False
     return parts.scheme == "http" and bool(parts.hostname)
-
-
-def ipaddress_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """``text`` as an IP address, or ``None`` if it is not one."""
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None

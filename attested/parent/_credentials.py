@@ -170,6 +170,22 @@ class _Connection:
     lingering: bool = False
 
 
+@dataclasses.dataclass(slots=True)
+class _Loop:
+    """The serving loop's own state (one thread): its selector and the connections held."""
+
+    selector: selectors.BaseSelector
+    connections: dict[int, _Connection] = dataclasses.field(default_factory=dict)
+
+    def hold(self, connection: _Connection) -> None:
+        self.connections[connection.sock.fileno()] = connection
+        self.selector.register(connection.sock, selectors.EVENT_READ, connection)
+
+    def forget(self, connection: _Connection) -> None:
+        self.selector.unregister(connection.sock)
+        del self.connections[connection.sock.fileno()]
+
+
 class CredentialServer(Scoped):
     """The parent side: hands role credentials to the enclave, on request.
 
@@ -336,36 +352,31 @@ class CredentialServer(Scoped):
         assert self._listener is not None  # noqa: S101
         assert self._wake is not None  # noqa: S101
         listener, wake = self._listener.sock, self._wake[0]
-        connections: dict[int, _Connection] = {}
         with selectors.DefaultSelector() as selector:
             selector.register(listener, selectors.EVENT_READ)
             selector.register(wake, selectors.EVENT_READ)
+            loop = _Loop(selector)
             try:
                 while not self._stopping.is_set():
                     now = time.monotonic()
-                    deadlines = [c.deadline for c in connections.values()]
+                    deadlines = [c.deadline for c in loop.connections.values()]
                     wait = min([1.0, *(max(0.0, d - now) for d in deadlines)])
                     for key, _ in selector.select(wait):
                         if key.fileobj is listener:
-                            self._accept(listener, selector, connections)
+                            self._accept(listener, loop)
                         elif key.fileobj is wake:
                             with contextlib.suppress(OSError):
                                 wake.recv(64)
                         else:
-                            self._readable(key.data, selector, connections)
-                    self._expire(selector, connections)
+                            self._readable(key.data, loop)
+                    self._expire(loop)
             finally:
-                for connection in connections.values():
+                for connection in loop.connections.values():
                     connection.sock.close()
                     if not connection.lingering:
                         self._release()
 
-    def _accept(
-        self,
-        listener: socket.socket,
-        selector: selectors.BaseSelector,
-        connections: dict[int, _Connection],
-    ) -> None:
+    def _accept(self, listener: socket.socket, loop: _Loop) -> None:
         for _ in range(_ACCEPTS_PER_WAKEUP):
             try:
                 conn, peer = listener.accept()
@@ -386,26 +397,18 @@ class CredentialServer(Scoped):
                 if not busy:
                     self._held += 1
             if busy:
-                self._refuse_busy(conn, peer, selector, connections)
+                self._refuse_busy(conn, peer, loop)
                 continue
-            connection = _Connection(conn, peer, time.monotonic() + self._timeout)
-            connections[conn.fileno()] = connection
-            selector.register(conn, selectors.EVENT_READ, connection)
+            loop.hold(_Connection(conn, peer, time.monotonic() + self._timeout))
 
-    def _refuse_busy(
-        self,
-        conn: socket.socket,
-        peer: object,
-        selector: selectors.BaseSelector,
-        connections: dict[int, _Connection],
-    ) -> None:
+    def _refuse_busy(self, conn: socket.socket, peer: object, loop: _Loop) -> None:
         self.busy += 1
         logger.warning(
             "credential server: %d connections are open (the cap); refused %s as busy",
             self._max_connections,
             peer,
         )
-        lingering = sum(1 for c in connections.values() if c.lingering)
+        lingering = sum(1 for c in loop.connections.values() if c.lingering)
         try:
             conn.send(
                 _credproto.encode_error(
@@ -421,16 +424,9 @@ class CredentialServer(Scoped):
             return
         # Keep reading what the peer sends until it closes (or briefly), so that closing
         # with its request unread does not reset the connection before it reads the answer.
-        connection = _Connection(conn, peer, time.monotonic() + _LINGER_SECONDS, lingering=True)
-        connections[conn.fileno()] = connection
-        selector.register(conn, selectors.EVENT_READ, connection)
+        loop.hold(_Connection(conn, peer, time.monotonic() + _LINGER_SECONDS, lingering=True))
 
-    def _readable(
-        self,
-        connection: _Connection,
-        selector: selectors.BaseSelector,
-        connections: dict[int, _Connection],
-    ) -> None:
+    def _readable(self, connection: _Connection, loop: _Loop) -> None:
         want = (
             _credproto.HEADER_SIZE
             if connection.length is None
@@ -441,14 +437,14 @@ class CredentialServer(Scoped):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._drop(connection, selector, connections, f"read failed: {exc}")
+            self._drop(connection, loop, f"read failed: {exc}")
             return
         if connection.lingering:
             if not chunk:
-                self._drop(connection, selector, connections, None)
+                self._drop(connection, loop, None)
             return
         if not chunk:
-            self._drop(connection, selector, connections, "closed before sending a whole request")
+            self._drop(connection, loop, "closed before sending a whole request")
             return
         connection.buffer += chunk
         try:
@@ -460,42 +456,28 @@ class CredentialServer(Scoped):
                 return
             _credproto.decode_request(bytes(connection.buffer[_credproto.HEADER_SIZE :]))
         except MalformedError as exc:
-            self._drop(connection, selector, connections, f"bad request: {exc}")
+            self._drop(connection, loop, f"bad request: {exc}")
             return
-        selector.unregister(connection.sock)
-        del connections[connection.sock.fileno()]
+        loop.forget(connection)
         assert self._answers is not None  # noqa: S101
         future = self._answers.submit(self._answer, connection.sock, connection.peer)
         self._answering[future] = connection.sock
         future.add_done_callback(self._answered)
 
-    def _expire(
-        self, selector: selectors.BaseSelector, connections: dict[int, _Connection]
-    ) -> None:
+    def _expire(self, loop: _Loop) -> None:
         now = time.monotonic()
-        for connection in [c for c in connections.values() if c.deadline <= now]:
+        for connection in [c for c in loop.connections.values() if c.deadline <= now]:
             if connection.lingering:
-                self._drop(connection, selector, connections, None)
+                self._drop(connection, loop, None)
                 continue
             self.timed_out += 1
-            self._drop(
-                connection,
-                selector,
-                connections,
-                f"did not send a whole request within {self._timeout:g} s; closed",
-            )
+            why = f"did not send a whole request within {self._timeout:g} s; closed"
+            self._drop(connection, loop, why)
 
-    def _drop(
-        self,
-        connection: _Connection,
-        selector: selectors.BaseSelector,
-        connections: dict[int, _Connection],
-        why: str | None,
-    ) -> None:
+    def _drop(self, connection: _Connection, loop: _Loop, why: str | None) -> None:
         if why is not None:
             logger.warning("credential server: %s: %s", connection.peer, why)
-        selector.unregister(connection.sock)
-        del connections[connection.sock.fileno()]
+        loop.forget(connection)
         connection.sock.close()
         if not connection.lingering:
             self._release()

@@ -39,7 +39,7 @@ class Parent(Scoped):
 
     Each part runs on its own thread (one relay event loop per listener, so that a slow
     log disk or a busy ingress never delays the enclave's egress), and all of them
-    start and stop together (a :class:`attested._runtime.Lifecycle` of them)::
+    start and stop together (a :class:`attested._runtime.lifecycle.Lifecycle` of them)::
 
         config = load_parent_config("/etc/attested/parent.toml")
         with Parent(config) as parent:
@@ -145,8 +145,6 @@ class Parent(Scoped):
 
     def __repr__(self) -> str:
         return f"Parent({', '.join(self._config.listener_names())})"
-
-    # -- internals ---------------------------------------------------------------------
 
     def _start_all(self) -> None:
         config = self._config

@@ -1,13 +1,15 @@
 """The relay engine: one asyncio loop in one thread serves every role and connection.
 
-A :class:`Relay` binds its roles (:mod:`._roles`, :mod:`._listeners`), runs them on a
-loop in a background thread, and stops them gracefully; it is a part in the sense of
-:class:`attested._runtime.lifecycle.Lifecycle`. This module is the control and the loop:
-starting and stopping, accepting (admission under the cap, refusals at the door), one
-small task per connection for its handshake (:mod:`._handlers`, dialling in
-:mod:`._dial`) and then a :class:`~attested.relay._pipe.Pipe` driven by loop callbacks
-(no thread per connection, no coroutine per chunk), lingering refusals, the idle sweep,
-and the counters (:meth:`Relay.stats`).
+A :class:`Relay` binds its roles (:mod:`._roles`): each gets a :class:`Listener` (TCP
+with ``SO_REUSEADDR``, a Unix socket after removing a stale file, vsock, through
+:func:`attested._runtime.listen.open_listener`; a log sink's output file), all or none.
+It runs them on a loop in a background thread and stops them gracefully; it is a part
+in the sense of :class:`attested._runtime.lifecycle.Lifecycle`. This module is the
+control and the loop: starting and stopping, accepting (admission under the cap,
+refusals at the door), one small task per connection for its handshake and dialling
+(:mod:`._handlers`) and then a :class:`~attested.relay._pipe.Pipe` driven by loop
+callbacks (no thread per connection, no coroutine per chunk), lingering refusals, the
+idle sweep, and the counters (:meth:`Relay.stats`).
 """
 
 from __future__ import annotations
@@ -19,28 +21,23 @@ import errno
 import logging
 import socket
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Self
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+from attested._runtime.lifecycle import Scoped
+from attested._runtime.listen import Listener as RuntimeListener
+from attested._runtime.listen import open_listener
 from attested.errors import RelayUnavailable
 from attested.net import Address
-from attested.relay._dial import Dialer, nodelay, why
-from attested.relay._handlers import Handlers
+from attested.relay._handlers import Dialer, Handlers, nodelay, why
 from attested.relay._http import error_response
-from attested.relay._listeners import Listener, bind
+from attested.relay._logs import LogFile
 from attested.relay._pipe import Pipe
 from attested.relay._resolve import Resolver, SystemResolver
-from attested.relay._roles import (
-    EnclaveEgress,
-    LogSink,
-    ParentEgress,
-    RelayOptions,
-    Role,
-)
-from attested.relay._stats import Failure, Refusal, RelayStats
+from attested.relay._roles import EnclaveEgress, LogSink, ParentEgress, RelayOptions, Role
+from attested.relay._stats import Counters, Failure, Refusal, RelayStats
 from attested.relay._tunnel import TunnelStatus, encode_reply
 
-__all__ = ["Relay"]
+__all__ = ["Handler", "Listener", "Relay"]
 
 _LOG = logging.getLogger(__name__)
 _AGAIN = (BlockingIOError, InterruptedError)
@@ -49,11 +46,86 @@ _MAX_LINGERING = 256
 _LINGER_SECONDS = 1.0
 
 
-class Relay:
+class Listener:
+    """One role's bound listening socket, its counters and its connection handler.
+
+    Attributes:
+        role: what is served.
+        sock: the listening socket (non-blocking).
+        address: the bound address (the real port for ``tcp:HOST:0``).
+        counters: the role's counters.
+        log_file: a log sink's output file.
+        handler: serves one accepted connection; returns the upstream socket to relay
+            to, or ``None`` when it is done with the connection.
+    """
+
+    __slots__ = ("address", "counters", "handler", "log_file", "opened", "role", "sock")
+
+    def __init__(self, role: Role, opened: RuntimeListener, address: Address) -> None:
+        self.role = role
+        self.opened = opened
+        self.sock = opened.sock
+        self.address = address
+        self.counters = Counters(role.name, address)
+        self.log_file: LogFile | None = None
+        self.handler: Handler
+
+    def close_socket(self) -> None:
+        """Close the listening socket (the backlog is reset) and remove its own Unix file."""
+        self.opened.close()
+
+    def close(self) -> None:
+        """Close the socket and a log sink's file."""
+        self.close_socket()
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
+
+
+Handler = Callable[[Listener, socket.socket], Awaitable[socket.socket | None]]
+
+
+def bind(role: Role, backlog: int, handler: Handler) -> Listener:
+    """Bind and listen on ``role.listen``; open a log sink's output.
+
+    A Unix socket's mode is left to the umask, as it always was for relays.
+
+    Raises:
+        RelayUnavailable: the address cannot be bound or the file opened.
+    """
+    address = role.listen
+    try:
+        opened = open_listener(address, socket_mode=None, backlog=backlog)
+        opened.sock.setblocking(False)
+        bound = _bound_address(address, opened.sock)
+    except (OSError, UnicodeError) as exc:
+        raise RelayUnavailable(f"cannot listen on {address}: {why(exc)}") from exc
+    listener = Listener(role, opened, bound)
+    if isinstance(role, LogSink):
+        try:
+            listener.log_file = LogFile(role.out)
+        except OSError as exc:
+            listener.close_socket()
+            raise RelayUnavailable(f"cannot open {role.out}: {why(exc)}") from exc
+    listener.handler = handler
+    return listener
+
+
+def _bound_address(requested: Address, sock: socket.socket) -> Address:
+    name = sock.getsockname()
+    if requested.kind == "tcp":
+        return Address(kind="tcp", host=str(name[0]), port=int(name[1]))
+    if requested.kind == "vsock":
+        return Address(kind="vsock", cid=int(name[0]), port=int(name[1]))
+    return requested
+
+
+class Relay(Scoped):
     """Runs relay roles on one event loop in a background thread.
 
     A part as :class:`attested._runtime.lifecycle.Lifecycle` describes: ``start()``
-    binds every role or none, ``stop(deadline)``, ``running``, ``listeners``.
+    binds every role or none, ``stop(deadline)``, ``running``, ``listeners``; ``with
+    relay:`` starts and stops it.
 
     Example (the parent side, in process)::
 
@@ -205,15 +277,6 @@ class Relay:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._reopen)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- listeners -------------------------------------------------------------------
-
     def _close_listeners(self) -> None:
         for listener in self._listeners:
             listener.close()
@@ -354,8 +417,6 @@ class Relay:
         if failure is not None:
             listener.counters.fail(failure)
 
-    # -- lingering refusals -------------------------------------------------------------
-
     def _linger(self, sock: socket.socket, data: bytes) -> None:
         """Send a short refusal, then read and discard for a moment before closing.
 
@@ -392,8 +453,6 @@ class Relay:
         handle.cancel()
         self._loop_or_fail().remove_reader(sock.fileno())
         sock.close()
-
-    # -- idle sweep and shutdown ---------------------------------------------------------
 
     def _schedule_sweep(self) -> None:
         idle = self._options.idle_timeout

@@ -133,8 +133,6 @@ class Pipe:
         """Close both sockets now and report ``reason``."""
         self._finish(reason)
 
-    # -- reading ------------------------------------------------------------------
-
     def _readable(self, flow: _Flow) -> None:
         if flow.splice == 1:
             self._splice_readable(flow)
@@ -190,8 +188,6 @@ class Pipe:
         if flow.pending is None and flow.in_pipe == 0:
             self._shut(flow)
 
-    # -- writing ------------------------------------------------------------------
-
     def _wait_writable(self, flow: _Flow) -> None:
         self._loop.remove_reader(flow.src_fd)
         self._loop.add_writer(flow.dst_fd, self._writable, flow)
@@ -236,8 +232,6 @@ class Pipe:
             flow.dst.shutdown(socket.SHUT_WR)
         if self._up.done and self._down.done:
             self._finish(None)
-
-    # -- splice ---------------------------------------------------------------------
 
     def _start_splice(self, flow: _Flow) -> None:
         try:
@@ -300,8 +294,6 @@ class Pipe:
             os.close(flow.pipe_r)
             os.close(flow.pipe_w)
             flow.pipe_r = flow.pipe_w = -1
-
-    # -- end ------------------------------------------------------------------------
 
     def _finish(self, failure: Failure | None) -> None:
         if self.closed:

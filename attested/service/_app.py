@@ -35,8 +35,6 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-# --- callers outside the enclave ------------------------------------------------------
-
 # What a caller outside the enclave (the vsock listener) may use: nothing that returns
 # plaintext, key material or a shared secret.
 _OUTSIDE_ROUTES = frozenset({"/v1/health", "/metrics", "/v1/attestation"})
@@ -84,9 +82,6 @@ def _names_public_key(body: bytes) -> bool:
     except ApiError:
         return False  # the app answers 400 for a malformed body
     return value.get("public_key") is not None
-
-
-# --- the application ------------------------------------------------------------------
 
 
 Handler = Callable[[dict[str, Any]], Mapping[str, object]]
@@ -140,8 +135,6 @@ class ServiceApp:
             "/v1/health": self._health,
             "/metrics": self._render_metrics,
         }
-
-    # -- dispatch ------------------------------------------------------------------------
 
     def __call__(self, request: Request) -> Response:
         """Answer one request."""
@@ -212,8 +205,6 @@ class ServiceApp:
             raise error from None
         except (ValueError, TypeError) as exc:  # the client refused an argument
             raise ApiError("invalid_field", str(exc)) from None
-
-    # -- the operations --------------------------------------------------------------------
 
     def _decrypt(self, fields: dict[str, Any]) -> Mapping[str, object]:
         key_id = fields.get("key_id")
@@ -326,8 +317,6 @@ class ServiceApp:
             ),
         )
         return {"document": _b64(document)}
-
-    # -- GET routes --------------------------------------------------------------------------
 
     def _health(self) -> Response:
         expiry = self._expiry()

@@ -31,13 +31,7 @@ from attested.kms import NetworkSettings
 from attested.kms.client import check_region
 from attested.net import Address, is_loopback, parse_address
 
-__all__ = [
-    "DEFAULT_SOCKET",
-    "ENV_VARS",
-    "OPERATIONS",
-    "ServiceConfig",
-    "load_config",
-]
+__all__ = ["DEFAULT_SOCKET", "ENV_VARS", "OPERATIONS", "ServiceConfig", "load_config"]
 
 DEFAULT_SOCKET = "/run/attested/api.sock"
 OPERATIONS = (
@@ -336,8 +330,6 @@ def _fs_length(path: str) -> int:
     except UnicodeEncodeError:
         return 1 << 30
 
-
-# --- reading the file and the environment ----------------------------------------------
 
 # The schema: section -> key -> (field name, kind). "" is the top level.
 _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {

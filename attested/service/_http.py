@@ -1,12 +1,8 @@
 """The enclave's local API on the shared HTTP/1.1 server (:mod:`attested._runtime.http`).
 
-One listener per address family (Unix socket with its mode set at bind, loopback TCP,
-vsock), JSON error bodies ``{"error": CODE, "message": TEXT}``, and the limits of
-``[limits]`` in the configuration. Framing, caps, deadlines and graceful refusals are the
-runtime server's; see ``docs/adr/0070-runtime-http-server.md``.
-
-The application is a plain callable ``Request -> Response`` (see :mod:`._app`), so the
-routing and validation are tested without sockets.
+One server per listener (Unix socket with its mode set at bind, loopback TCP, vsock), with
+the limits of ``[limits]`` in the configuration; the wire is the runtime server's (see
+``docs/adr/0070-runtime-http-server.md``), the application :mod:`._app`'s.
 """
 
 from __future__ import annotations
@@ -15,14 +11,7 @@ import http.client
 import logging
 import socket
 
-from attested._runtime.http import (
-    App,
-    HttpLimits,
-    Request,
-    Response,
-    ServerStats,
-    json_error_page,
-)
+from attested._runtime.http import App, HttpLimits, Request, Response
 from attested._runtime.http import HttpServer as _RuntimeServer
 from attested._runtime.listen import open_listener
 from attested.net import Address
@@ -34,8 +23,8 @@ log = logging.getLogger(__name__)
 _MAX_REQUEST_TIMEOUT = 10.0
 
 
-class HttpServer:
-    """Serves an application on one address until stopped.
+class HttpServer(_RuntimeServer):
+    """The runtime HTTP server on one address, with the local API's defaults.
 
     Args:
         address: where to listen (``tcp:``, ``unix:`` or ``vsock:``).
@@ -62,60 +51,21 @@ class HttpServer:
         socket_mode: int = 0o660,
         request_timeout: float | None = None,
     ) -> None:
-        self.address = address
+        if request_timeout is None:
+            request_timeout = min(idle_timeout, _MAX_REQUEST_TIMEOUT)
         limits = HttpLimits(
             max_body=max_body,
             max_connections=max_connections,
             idle_timeout=idle_timeout,
-            request_timeout=(
-                min(idle_timeout, _MAX_REQUEST_TIMEOUT)
-                if request_timeout is None
-                else request_timeout
-            ),
+            request_timeout=request_timeout,
         )
-        listener = open_listener(address, socket_mode=socket_mode)
-        self._server = _RuntimeServer(
-            listener,
+        super().__init__(
+            open_listener(address, socket_mode=socket_mode),
             app,
             limits=limits,
-            error_page=json_error_page,
-            server_name="attested",
             name=f"attested-http-{address.kind}",
             logger=log,
         )
-
-    @property
-    def bound(self) -> Address:
-        """The address actually bound (with the real port when 0 was asked for)."""
-        return self._server.address
-
-    @property
-    def limits(self) -> HttpLimits:
-        """The limits in force."""
-        return self._server.limits
-
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self._server.start()
-
-    def stop(self, deadline: float = 10.0) -> bool:
-        """Stop accepting, finish in-flight requests, close the listener.
-
-        Returns:
-            ``True`` if every connection ended within ``deadline`` seconds.
-        """
-        return self._server.stop(deadline)
-
-    def stats(self) -> ServerStats:
-        """Connection and request counters."""
-        return self._server.stats()
-
-    def __enter__(self) -> HttpServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

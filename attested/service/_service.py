@@ -34,7 +34,7 @@ _KMS_POOL = 16  # concurrent HTTPS connections to KMS (through the egress relay)
 
 
 class Service(Scoped):
-    """``attested serve`` as an object, a :class:`attested._runtime.Lifecycle` part.
+    """``attested serve`` as an object, a :class:`attested._runtime.lifecycle.Lifecycle` part.
 
     Args:
         config: the checked configuration.
@@ -207,8 +207,8 @@ class Service(Scoped):
                 ) from exc
             self._servers[kind] = server
             server.start()
-            bound[kind] = server.bound
-            log.info("listening on %s", server.bound)
+            bound[kind] = server.address
+            log.info("listening on %s", server.address)
 
     def stop(self, deadline: float = 10.0) -> bool:
         """Stop accepting, let in-flight requests finish, remove the socket file.

@@ -187,9 +187,6 @@ class Registry:
         return "\n".join(lines) + "\n"
 
 
-# --- the service's metrics ---------------------------------------------------------------
-
-
 class _ReadCounter(Gauge):
     """A counter whose values are read at scrape time (counts kept elsewhere)."""
 

@@ -26,7 +26,6 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Self
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -34,13 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from attested import pcr
 from attested.errors import ConfigurationError
 from attested.simulator._document import build_payload, sign_payload
-from attested.simulator._pki import (
-    LEAF_LIFETIME,
-    CertifiedKey,
-    NitroLikePki,
-    build_pki,
-    build_root,
-)
+from attested.simulator._pki import LEAF_LIFETIME, CertifiedKey, NitroLikePki, build_pki, build_root
 from attested.simulator._state import ROOT_CERT_FILE, load_or_create_root
 from attested.trust import TrustRoot
 from nsm import _checks
@@ -230,12 +223,7 @@ class SimulatedNsm:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

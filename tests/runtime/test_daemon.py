@@ -26,8 +26,7 @@ from pathlib import Path
 import pytest
 
 from attested.cli._common import CliError
-from attested.cli._daemon import run_part
-from attested.cli._systemd import Notifier
+from attested.cli._daemon import Notifier, run_part
 from attested.errors import ConfigurationError
 from attested.net import Address, parse_address
 from attested.simulator import SimulatedNsm

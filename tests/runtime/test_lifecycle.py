@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from attested._runtime import stop_all
+from attested._runtime.lifecycle import stop_all
 
 
 class Part:

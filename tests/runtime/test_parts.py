@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from attested._runtime import Lifecycle
+from attested._runtime.lifecycle import Lifecycle
 from attested.emulator import EmulatorConfig, KmsEmulator
 from attested.errors import CredentialsUnavailable
 from attested.kms._credproto import AwsCredentials

@@ -36,8 +36,8 @@ def tcp_server() -> Iterator[HttpServer]:
 
 
 def _conn(server: HttpServer) -> http.client.HTTPConnection:
-    assert server.bound.port is not None
-    return http.client.HTTPConnection("127.0.0.1", server.bound.port, timeout=5)
+    assert server.address.port is not None
+    return http.client.HTTPConnection("127.0.0.1", server.address.port, timeout=5)
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(tcp_server: HttpServer) -> None:
@@ -192,8 +192,8 @@ def test_no_file_descriptor_growth(tcp_server: HttpServer) -> None:
 def test_protocol_errors_are_json_too(
     tcp_server: HttpServer, raw: bytes, status: int, code: str
 ) -> None:
-    assert tcp_server.bound.port is not None
-    with socket.create_connection(("127.0.0.1", tcp_server.bound.port), timeout=5) as sock:
+    assert tcp_server.address.port is not None
+    with socket.create_connection(("127.0.0.1", tcp_server.address.port), timeout=5) as sock:
         sock.sendall(raw)
         response = http.client.HTTPResponse(sock)
         response.begin()

@@ -38,7 +38,7 @@ class Outside:
     """A client of the vsock listener's application, over loopback TCP."""
 
     def __init__(self, server: HttpServer) -> None:
-        self.port = server.bound.port or 0
+        self.port = server.address.port or 0
 
     def call(self, method: str, route: str, value: Any = None) -> tuple[int, Any]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
