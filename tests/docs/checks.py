@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
+import io
 import json
 import shlex
 import subprocess
@@ -31,17 +33,46 @@ def check_python(block: Block) -> list[str]:
 
 
 def check_shell(block: Block) -> list[str]:
-    """``bash -n``: the commands at least parse."""
+    """``bash -n``: the commands at least parse; and every ``attested`` command line does."""
+    script = shell_script(block)
     result = subprocess.run(
-        ["bash", "-n"],
-        input=shell_script(block).encode(),
-        capture_output=True,
-        timeout=30,
-        check=False,
+        ["bash", "-n"], input=script.encode(), capture_output=True, timeout=30, check=False
     )
     if result.returncode != 0:
         return [f"{block.where}: not valid bash: {result.stderr.decode(errors='replace')}"]
-    return []
+    return [
+        f"{block.where}: this CLI does not take: {shlex.join(argv)}"
+        for argv in attested_commands(script)
+        if not _parses(argv[1:])
+    ]
+
+
+def attested_commands(script: str) -> list[list[str]]:
+    """The plain ``attested ...`` command lines of a script (no variables, no pipes)."""
+    commands = []
+    for line in script.replace("\\\n", " ").splitlines():
+        try:
+            argv = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        plain = not any(
+            "$" in word or word in {"|", "||", "&&", ";", "&"} or word.startswith((">", "<"))
+            for word in argv
+        )
+        if argv and argv[0] == "attested" and plain:
+            commands.append(argv)
+    return commands
+
+
+def _parses(args: list[str]) -> bool:
+    from attested.cli import build_parser
+
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            build_parser().parse_args(args)
+        except SystemExit as exc:
+            return exc.code in (0, None)
+    return True
 
 
 def check_config(block: Block) -> list[str]:
@@ -109,8 +140,6 @@ def _load(block: Block, document: object) -> None:
 
 def _check_unit_commands(unit: configparser.RawConfigParser) -> None:
     """Every ``Exec*=`` line that runs ``attested`` parses with this CLI."""
-    from attested.cli import build_parser
-
     for section in unit.sections():
         for key, value in unit.items(section):
             if not key.startswith("Exec"):
@@ -118,7 +147,5 @@ def _check_unit_commands(unit: configparser.RawConfigParser) -> None:
             argv = shlex.split(value.replace("\\\n", " ").lstrip("-+!@"))
             if not argv or Path(argv[0]).name != "attested":
                 continue
-            try:
-                build_parser().parse_args(argv[1:])
-            except SystemExit as exc:
-                raise AssertionError(f"{key}= does not parse: {shlex.join(argv)}") from exc
+            if not _parses(argv[1:]):
+                raise AssertionError(f"{key}= does not parse: {shlex.join(argv)}")

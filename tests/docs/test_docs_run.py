@@ -49,6 +49,8 @@ BLOCK_TIMEOUT = 90.0
 # What the docs may point to, relative to the root of a checkout; copied, never linked.
 CHECKOUT_FILES = ("examples", "policies", "tests/vectors")
 REGION = "us-east-1"
+# Tools a document may use that a minimal system lacks (as tests/service skips without curl).
+OPTIONAL_TOOLS = ("curl",)
 
 
 def documents() -> list[Path]:
@@ -131,9 +133,13 @@ def digests(directory: Path) -> dict[str, str]:
 def test_the_runnable_blocks_of_a_document_run(
     document: Path, checkout: Path, kms_endpoint: str
 ) -> None:
+    runnable = [b for b in blocks(document) if b.runnable]
+    for tool in OPTIONAL_TOOLS:
+        if shutil.which(tool) is None and any(f"{tool} " in b.text for b in runnable):
+            pytest.skip(f"{tool} is not installed; {document.name} uses it")
     env = reader_environment(checkout.parent / "home", kms_endpoint)
     before = digests(checkout)
-    for number, block in enumerate(b for b in blocks(document) if b.runnable):
+    for number, block in enumerate(runnable):
         run_block(block, number, checkout, env)
     changed = sorted(k for k, v in digests(checkout).items() if before.get(k) != v)
     assert not changed, f"{document.name} changed files of the checkout: {changed}"

@@ -6,9 +6,12 @@ that are meant to run. These checks are fast: no server, no process beyond ``bas
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.docs.blocks import (
     CONFIGS,
@@ -197,3 +200,39 @@ def test_excerpts_must_still_compile_and_parse() -> None:
     assert "uses blob" in check_python(block("python", "print(blob)\n", excerpt=True))[0]
     assert "not valid bash" in check_shell(block("sh", "if then fi\n", excerpt=True))[0]
     assert check_shell(block("console", "$ echo ok\nnot ( bash\n")) == []
+
+
+def test_attested_command_lines_in_shell_blocks_must_parse() -> None:
+    good = block(
+        "sh", "attested relay logs --listen vsock:ANY:9000 --out -  # comment\n", excerpt=True
+    )
+    assert check_shell(good) == []
+    bad = block(
+        "sh", "attested relay logs \\\n    --listen vsock:ANY:9000 --outfile x\n", excerpt=True
+    )
+    assert "this CLI does not take: attested relay logs" in check_shell(bad)[0]
+    skipped = block("sh", 'attested serve --config "$CONFIG" --nope\nls | attested x\n')
+    assert check_shell(skipped) == []
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["```", "````", "~~~", "   ```", "```sh", "```python excerpt", "$ "]),
+            st.sampled_from(["text", "toml parent-config", "json", "sh nope", "```", "\\"]),
+            st.text(max_size=20),
+        ),
+        max_size=30,
+    ).map("\n".join)
+)
+def test_any_text_gives_blocks_or_a_fence_error(text: str) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "doc.md"
+        path.write_text(text, encoding="utf-8")
+        try:
+            found = blocks(path)
+        except FenceError:
+            return
+    for made in found:
+        assert made.language
+        console_commands(made.text)
