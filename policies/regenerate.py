@@ -1,6 +1,6 @@
 """Regenerate policies/generated/ from policies/manifest.json.
 
-    python policies/regenerate.py
+    python policies/regenerate.py      # with the project's environment active (.venv)
 
 Each entry of the manifest is one ``attested keypolicy generate`` run, with paths relative
 to this directory. ``tests/keypolicy/test_policies.py`` runs the same entries and compares
@@ -25,7 +25,18 @@ def entries() -> list[dict[str, object]]:
 
 def main() -> int:
     """Write every file of the manifest; return the first failing exit status, else 0."""
-    from attested.cli import main as attested
+    try:
+        from attested.cli import main as attested
+    except ImportError as exc:  # run with an interpreter that lacks the project
+        print(
+            f"policies/regenerate.py: {sys.executable} cannot import attested ({exc}).\n"
+            "Run it with the project's environment, from the root of the checkout:\n"
+            "    ./run attested --version           # creates .venv once\n"
+            "    .venv/bin/python policies/regenerate.py\n"
+            "or activate it first (. .venv/bin/activate) and run python policies/regenerate.py",
+            file=sys.stderr,
+        )
+        return 3
 
     os.chdir(HERE)
     for entry in entries():

@@ -438,11 +438,19 @@ def _measurement_pcrs(path: str, problems: Problems) -> dict[int, bytes]:
     return {i: v for i, v in sets[0].pcrs.items() if i in (0, 1, 2)}
 
 
+def _from_file(config: Path, value: object) -> str:
+    """A path as written in the file at ``config``: relative ones from its directory."""
+    if not isinstance(value, str) or not value or "\0" in value:
+        return value if isinstance(value, str) else ""
+    return str(config.parent / value)
+
+
 def load_config(path: Path | None, env: Mapping[str, str]) -> ServiceConfig:
     """Read the TOML file (if any), apply environment overrides, check everything.
 
     Args:
-        path: the TOML file; ``None`` for defaults and environment only.
+        path: the TOML file; ``None`` for defaults and environment only. Relative paths
+            in it are taken from its directory (as in ``attested parent``'s file).
         env: the environment (``os.environ``), for the ``ATTESTED_*`` overrides.
 
     Returns:
@@ -471,6 +479,11 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> ServiceConfig:
     nsm = sections["nsm"]
     simulated: dict[int, bytes] = {}
     measurements = nsm.text("simulated_measurements", "")
+    if path is not None:  # relative paths in the file are taken from its directory
+        measurements = _from_file(path, measurements)
+        values["nsm_simulated_state"] = _from_file(path, values.get("nsm_simulated_state"))
+        if "ATTESTED_CA_BUNDLE" not in env:
+            values["kms_ca_bundle"] = _from_file(path, values.get("kms_ca_bundle"))
     if measurements and values.get("nsm_backend", "auto") == "simulated":
         simulated.update(_measurement_pcrs(measurements, problems))
     elif measurements:

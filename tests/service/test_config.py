@@ -208,6 +208,36 @@ allowed_keys = ["*"]
         load_config(_write(tmp_path, wrong), {})
 
 
+def test_relative_paths_in_the_file_are_taken_from_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in `attested parent`'s file: the configuration works whatever the current
+    # directory (docs/service.md's walk-through keeps measurements.json beside it).
+    here = tmp_path / "config"
+    here.mkdir()
+    (here / "measurements.json").write_text(
+        json.dumps({"Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": "07" * 48}})
+    )
+    (here / "ca.pem").write_text("not read until KMS is called")
+    path = _write(
+        here,
+        '[nsm]\nbackend = "simulated"\nsimulated_state = "sim"\n'
+        'simulated_measurements = "measurements.json"\n'
+        '[kms]\nallowed_keys = ["*"]\nca_bundle = "ca.pem"\n',
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(path, {})
+    assert config.nsm_simulated_pcrs[0] == bytes.fromhex("07" * 48)
+    assert config.nsm_simulated_state == str(here / "sim")
+    assert config.kms_ca_bundle == str(here / "ca.pem")
+    # A path given in the environment is the caller's: taken from the current directory.
+    (elsewhere / "env.pem").write_text("x")
+    overridden = load_config(path, {"ATTESTED_CA_BUNDLE": "env.pem"})
+    assert overridden.kms_ca_bundle == "env.pem"
+
+
 def test_direct_construction_is_checked_too() -> None:
     with pytest.raises(ConfigError) as caught:
         ServiceConfig(allowed_keys=("*", KEY), api_unix="", region="x")
