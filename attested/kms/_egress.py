@@ -161,6 +161,10 @@ def make_boto_client(
         proxies={"https": network.proxy} if network.proxy else None,
         user_agent_extra=f"attested/{__version__}",
         tcp_keepalive=True,
+        # Only network.endpoint_url redirects KMS: AWS_ENDPOINT_URL(_KMS) and the config
+        # file's endpoint_url are for the app's SDKs (attested exec points them at the
+        # in-enclave KMS endpoint), and must never silently send the service elsewhere.
+        ignore_configured_endpoint_urls=True,
     )
     session = boto3.session.Session(botocore_session=core, region_name=region)
     return session.client(

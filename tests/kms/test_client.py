@@ -325,6 +325,21 @@ def _client(provider: DocumentProvider, key: RecipientKey, **network: Any) -> Km
     )
 
 
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_KMS", "AWS_ENDPOINT_URL"])
+def test_ambient_endpoint_variables_do_not_redirect_the_client(
+    monkeypatch: pytest.MonkeyPatch,
+    provider: DocumentProvider,
+    recipient_key: RecipientKey,
+    variable: str,
+) -> None:
+    """Only NetworkSettings.endpoint_url redirects KMS; an app's SDK variables do not."""
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    with _client(provider, recipient_key) as client:
+        assert client.endpoint_url == "https://kms.us-east-1.amazonaws.com"
+    with _client(provider, recipient_key, endpoint_url="http://127.0.0.1:8") as client:
+        assert client.endpoint_url == "http://127.0.0.1:8"
+
+
 def test_the_production_path_through_a_connect_proxy_with_tls(
     connect_proxy: ConnectProxy,
     kms_tls: KmsStandIn,
