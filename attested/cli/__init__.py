@@ -21,6 +21,7 @@ from attested.cli import (
     _demo,
     _eif,
     _emulator,
+    _exec,
     _keypolicy,
     _parent,
     _relay,
@@ -45,6 +46,7 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _relay.register,
     _serve.register,
     _parent.register,
+    _exec.register,
 )
 
 
