@@ -317,31 +317,28 @@ def _secrets(top: Section) -> tuple[SecretSpec, ...]:
     allowed = top.table("kms").get("allowed_keys")
     allowed_keys = tuple(allowed) if isinstance(allowed, list) else ()
     specs: list[SecretSpec] = []
-    names: set[str] = set()
-    envs: set[str] = set()
-    files: set[str] = set()
+    seen: dict[str, set[str]] = {"name": set(), "env": set(), "file": set()}
     for section in _items(top, "secrets", MAX_SECRETS):
         section.refuse_unknown(_SECRET_KEYS)
-        spec = _secret(section, allowed_keys, top.get("region", "us-east-1"))
-        if spec is None:
-            continue
-        for value, seen, what in ((spec.name, names, "name"), (spec.env, envs, "env")):
-            if value and value in seen:
-                section.problem(what, f"{value!r} is used by another secret")
-            seen.add(value)
-        if spec.file and os.path.normpath(spec.file) in files:
-            section.problem("file", "another secret writes this file")
-        files.add(os.path.normpath(spec.file))
-        specs.append(spec)
+        for key, values in seen.items():  # as written, also in secrets with other problems
+            value = section.get(key)
+            if isinstance(value, str) and value:
+                value = os.path.normpath(value) if key == "file" else value
+                if value in values:
+                    section.problem(key, f"{value!r:.80} is used by another secret")
+                values.add(value)
+        spec = _secret(section, allowed_keys)
+        if spec is not None:
+            specs.append(spec)
     return tuple(specs)
 
 
-def _secret(section: Section, allowed_keys: tuple[str, ...], region: object) -> SecretSpec | None:
+def _secret(section: Section, allowed_keys: tuple[str, ...]) -> SecretSpec | None:
     before = len(section.problems)
     name = section.text("name", "")
     if not _NAME.fullmatch(name):
         section.problem("name", "required: 1-64 letters, digits, '.', '_' or '-'")
-    source = _source(section, region if isinstance(region, str) else "us-east-1")
+    source = _source(section)
     key_id = section.text("key_id", "")
     if not key_id:
         section.problem("key_id", "required: the KMS key the ciphertext was made under")
@@ -382,7 +379,7 @@ def _secret(section: Section, allowed_keys: tuple[str, ...], region: object) -> 
     )
 
 
-def _source(section: Section, region: str) -> Source | None:
+def _source(section: Section) -> Source | None:
     given = [key for key in _SOURCES if section.has(key)]
     if len(given) != 1:
         which = ", ".join(_SOURCES)

@@ -10,7 +10,6 @@ sum. The plaintexts are copied into :class:`Plaintexts`, mutable buffers that
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -78,13 +77,16 @@ def open_secrets(
 ) -> tuple[Plaintexts, list[SecretFailure]]:
     """Fetch and decrypt every secret, ``parallel`` at a time.
 
+    The work runs on daemon threads; this thread waits, calling ``stop`` every 0.2 s.
+    When ``stop`` turns true it returns at once: secrets not yet opened are failures,
+    and a fetch stuck on the network does not hold up the way out.
+
     Args:
         specs: the ``[[secrets]]``.
         kms: the attested KMS client (a fresh attestation document per call).
         stores: where the ciphertexts are fetched from.
         parallel: secrets in flight at most.
-        stop: polled while waiting; when it turns true, secrets not yet started are
-            skipped (reported as failures) so a stop signal is not held up.
+        stop: whether to give up (a stop signal came).
 
     Returns:
         The plaintexts opened, and the failures (required and optional ones); the
@@ -94,24 +96,37 @@ def open_secrets(
     failures: list[SecretFailure] = []
     if not specs:
         return plaintexts, failures
-    workers = max(1, min(parallel, len(specs)))
+    outcomes: dict[int, bytes | Exception] = {}
+    todo = list(enumerate(specs))
+    lock = threading.Lock()
+    finished = threading.Condition(lock)
     stopping = threading.Event()  # the workers' view of stop(), which only this thread calls
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="attested-open") as pool:
-        futures = {pool.submit(_open_one, spec, kms, stores, stopping): spec for spec in specs}
-        pending = set(futures)
-        while pending:
-            _done, pending = concurrent.futures.wait(pending, timeout=0.2)
-            if not stopping.is_set() and stop():
+
+    def work() -> None:
+        while not stopping.is_set():
+            with lock:
+                if not todo:
+                    return
+                index, spec = todo.pop(0)
+            outcome = _open_one(spec, kms, stores)
+            with finished:
+                outcomes[index] = outcome
+                finished.notify_all()
+
+    for number in range(max(1, min(parallel, len(specs)))):
+        threading.Thread(target=work, name=f"attested-open-{number}", daemon=True).start()
+    with finished:
+        while len(outcomes) < len(specs):
+            finished.wait(0.2)
+            if stop():
                 stopping.set()
-                for future in pending:
-                    future.cancel()
-    for future, spec in futures.items():
-        if future.cancelled():
-            error: Exception = AttestedError("not opened: start-up was stopped")
-            failures.append(_failure(spec, error))
-            continue
-        outcome = future.result()
-        if isinstance(outcome, Exception):
+                break
+        done = dict(outcomes)
+    for index, spec in enumerate(specs):
+        outcome = done.get(index)
+        if outcome is None:
+            failures.append(_failure(spec, AttestedError("not opened: start-up was stopped")))
+        elif isinstance(outcome, Exception):
             failures.append(_failure(spec, outcome))
             level = logging.WARNING if spec.optional else logging.ERROR
             log.log(level, "%s", failures[-1])
@@ -127,11 +142,7 @@ def _failure(spec: SecretSpec, error: Exception) -> SecretFailure:
     )
 
 
-def _open_one(
-    spec: SecretSpec, kms: KmsClient, stores: Stores, stopping: threading.Event
-) -> bytes | Exception:
-    if stopping.is_set():
-        return AttestedError("not opened: start-up was stopped")
+def _open_one(spec: SecretSpec, kms: KmsClient, stores: Stores) -> bytes | Exception:
     try:
         ciphertext = stores.fetch(spec.source)
         result = kms.decrypt(

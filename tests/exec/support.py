@@ -71,6 +71,7 @@ class Emulator:
     url: str
     good: str = ""
     other: str = ""
+    ca: str | None = None
 
     def kms(self) -> Any:
         return boto3.client(
@@ -79,6 +80,7 @@ class Emulator:
             endpoint_url=self.url,
             aws_access_key_id=DEV_ACCESS_KEY_ID,
             aws_secret_access_key=DEV_SECRET_ACCESS_KEY,
+            verify=self.ca if self.ca is not None else True,
             config=Config(retries={"total_max_attempts": 1}),
         )
 
@@ -89,7 +91,7 @@ class Emulator:
         return blob
 
 
-def start_emulator(state: Path, log: Path, *extra: str) -> Emulator:
+def start_emulator(state: Path, log: Path, *extra: str, ca: str | None = None) -> Emulator:
     with log.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "attested", "emulator", "kms", "--simulated-state",
@@ -103,7 +105,7 @@ def start_emulator(state: Path, log: Path, *extra: str) -> Emulator:
     except BaseException:
         stop_process(process)
         raise
-    emulator = Emulator(process=process, url=url)
+    emulator = Emulator(process=process, url=url, ca=ca)
     kms = emulator.kms()
     emulator.good = kms.create_key(Policy=key_policy(PCR0))["KeyMetadata"]["Arn"]
     emulator.other = kms.create_key(Policy=key_policy(OTHER_PCR0))["KeyMetadata"]["Arn"]
@@ -136,6 +138,15 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def toml_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes would split non-BMP characters into surrogates)."""
+    escaped = "".join(
+        "\\" + c if c in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
+        for c in text
+    )
+    return f'"{escaped}"'
+
+
 def toml_value(value: object) -> str:
     """A TOML value for strings, booleans, numbers, lists and inline tables."""
     if isinstance(value, bool):
@@ -143,9 +154,11 @@ def toml_value(value: object) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return toml_string(value)
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{toml_string(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(type(value))
