@@ -191,7 +191,7 @@ def _open_and_hand_over(
         _check(supervisor)
         _refuse(failures)
         extra: dict[str, str] = {}
-        if proxy and settings.proxy_env and not service.kms_proxy:
+        if proxy and settings.proxy_env:
             extra = {
                 "HTTPS_PROXY": proxy,
                 "https_proxy": proxy,

@@ -72,7 +72,7 @@ _DENIED = {
 }
 
 
-def ciphertext_from_bytes(data: bytes, *, what: str) -> bytes:
+def ciphertext_from_bytes(data: bytes, *, what: str = "the stored value") -> bytes:
     """A stored value as a ciphertext: base64 text if it is that, else raw bytes.
 
     Raises:
@@ -134,7 +134,7 @@ class Stores:
             return source.blob
         if isinstance(source, CiphertextFile):
             with open(source.path, "rb") as handle:
-                return ciphertext_from_bytes(handle.read(_MAX_STORED + 1), what=str(source))
+                return ciphertext_from_bytes(handle.read(_MAX_STORED + 1))
         if isinstance(source, SecretsManagerItem):
             region = source.region or self._region
             answer = self._call(
@@ -142,18 +142,18 @@ class Stores:
             )
             binary, text = answer.get("SecretBinary"), answer.get("SecretString")
             if isinstance(binary, bytes):
-                return ciphertext_from_bytes(binary, what=str(source))
+                return ciphertext_from_bytes(binary)
             if isinstance(text, str):
-                return ciphertext_from_bytes(text.encode("utf-8", "replace"), what=str(source))
-            raise MalformedError(f"{source} holds neither SecretBinary nor SecretString")
+                return ciphertext_from_bytes(text.encode("utf-8", "replace"))
+            raise MalformedError("the secret holds neither SecretBinary nor SecretString")
         if isinstance(source, SsmParameter):
             answer = self._call(
                 "ssm", self._region, source, "GetParameter", Name=source.name, WithDecryption=True
             )
             value = answer.get("Parameter", {}).get("Value")
             if not isinstance(value, str):
-                raise MalformedError(f"{source} has no value")
-            return ciphertext_from_bytes(value.encode("utf-8", "replace"), what=str(source))
+                raise MalformedError("the parameter has no value")
+            return ciphertext_from_bytes(value.encode("utf-8", "replace"))
         answer = self._call(
             "s3", self._region, source, "GetObject", Bucket=source.bucket, Key=source.key
         )
@@ -164,7 +164,7 @@ class Stores:
             raise self._transport(exc, "s3", source) from exc
         finally:
             body.close()
-        return ciphertext_from_bytes(data, what=str(source))
+        return ciphertext_from_bytes(data)
 
     def close(self) -> None:
         """Close the HTTPS connections."""
@@ -203,36 +203,38 @@ class Stores:
         try:
             return method(**params)
         except ClientError as exc:
-            raise _client_error(exc, service, source, operation) from exc
+            raise _client_error(exc, service, operation) from exc
         except BotoCoreError as exc:
             raise self._transport(exc, service, source) from exc
 
     def _transport(self, exc: BotoCoreError, service: str, source: Source) -> Exception:
-        endpoint = self._endpoints[service] or f"the {service} endpoint"
-        host = urlsplit(endpoint).hostname or endpoint
+        region = source.region if isinstance(source, SecretsManagerItem) else None
+        client = self._clients.get((service, region or self._region))
+        endpoint = str(client.meta.endpoint_url) if client is not None else service
+        parts = urlsplit(endpoint)
+        host = parts.hostname or endpoint
+        port = parts.port or 443
         proxy = self._network.proxy
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-            return CredentialsUnavailable(f"{source}: no AWS credentials to sign with")
+            return CredentialsUnavailable(f"{service}: no AWS credentials to sign with")
         if isinstance(exc, ProxyConnectionError):
             return StoreUnavailable(
-                f"{source}: the egress proxy {proxy} refused the tunnel to {host} "
+                f"the egress proxy {proxy} refused the tunnel to {host} "
                 f"({_detail(exc)}); check that the parent's egress allowlist lists "
-                f"{host}:443 (each store has its own host name)",
+                f"{host}:{port} (each store has its own host name)",
                 service=service,
             )
         via = f" through the proxy {proxy}" if proxy else " directly (no proxy configured)"
         return StoreUnavailable(
-            f"{source}: could not reach {service}{via} ({_detail(exc)})", service=service
+            f"could not reach {endpoint}{via} ({_detail(exc)})", service=service
         )
 
 
-def _client_error(exc: ClientError, service: str, source: Source, operation: str) -> Exception:
+def _client_error(exc: ClientError, service: str, operation: str) -> Exception:
     error = exc.response.get("Error", {})
     code = str(error.get("Code") or "Unknown")
     message = str(error.get("Message") or "").strip()
-    head = f"{source}: {service} {operation} failed with {code}" + (
-        f": {message}" if message else ""
-    )
+    head = f"{service} {operation} failed with {code}" + (f": {message}" if message else "")
     if code in _MISSING:
         return StoreItemMissing(
             f"{head}. Check the name, the region and that the item was created",

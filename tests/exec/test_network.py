@@ -152,6 +152,8 @@ def test_egress_refused_by_the_parent_stops_start_up_naming_the_secret(
     assert run.status == 3, run.stderr
     assert "secret 'relayed'" in run.stderr
     assert "tunnel" in run.stderr
+    if blocked == "secretsmanager":  # the message names the host and port to allow
+        assert f"allowlist lists 127.0.0.1:{moto_port}" in run.stderr
     assert not marker.exists()
 
 
