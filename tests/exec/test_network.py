@@ -25,10 +25,11 @@ import pytest
 from werkzeug.serving import make_server
 
 from attested.emulator import make_dev_tls
+from attested.errors import ConfigurationError
 from attested.exec import HostEntry
 from attested.exec._net import HOSTS_BEGIN, HOSTS_END, write_hosts
 from attested.net import parse_address
-from attested.relay import Allowlist, ParentEgress, Relay, StaticResolver
+from attested.relay import Allowlist, Forward, ParentEgress, Relay, StaticResolver
 from tests.exec.support import (
     REGION,
     Emulator,
@@ -326,3 +327,18 @@ def test_lo_already_up_needs_no_privilege(sim_state: Path, short_dir: Path) -> N
     run = run_exec(config, ["true"])
     assert run.status == 0, run.stderr
     assert "loopback interface lo is up" not in run.stderr
+
+
+def test_a_tunnel_forward_checks_its_destination() -> None:
+    """``Forward(tunnel_to=...)``, the relay role behind [[hosts]]."""
+    listen, parent = parse_address("tcp:127.0.0.10:443"), parse_address("vsock:3:8000")
+    forward = Forward(
+        listen=listen, to=parent, tunnel_to=("DynamoDB.us-east-1.amazonaws.com.", 443)
+    )
+    assert forward.tunnel_to == ("dynamodb.us-east-1.amazonaws.com", 443)
+    for bad in (("bad host", 443), ("a.example", 0), ("a.example", 70000)):
+        with pytest.raises(ConfigurationError, match="tunnel destination"):
+            Forward(listen=listen, to=parent, tunnel_to=bad)
+    with pytest.raises(ConfigurationError, match="allowlist to the parent"):
+        Forward(listen=listen, to=parent, tunnel_to=("a.example", 443),
+                allowlist=Allowlist.of(("a.example", 443)))  # fmt: skip
