@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -40,7 +39,6 @@ from attested.exec import (
     run,
 )
 from attested.net import Address
-from attested.relay import VsockLogHandler
 from attested.service import ENV_VARS
 
 EXIT_CANNOT_EXECUTE = 126
@@ -129,11 +127,6 @@ def _exec(config: ExecConfig, argv: list[str], ready_file: Path | None) -> int:
         for name, address in listeners.items():
             print(f"attested exec: {name} listening on {address}", file=sys.stderr)
 
-    shipper: VsockLogHandler | None = None
-    if config.service.logs_ship_to:
-        # exec's own records, as serve ships its own; the app's lines go separately.
-        shipper = VsockLogHandler(config.service.logs_ship_to, source="attested-exec")
-        logging.getLogger("attested").addHandler(shipper)
     try:
         ended = run(config, argv, console=(sys.stdout.buffer, sys.stderr.buffer), on_ready=on_ready)
     except SecretsNotOpened as exc:
@@ -153,9 +146,6 @@ def _exec(config: ExecConfig, argv: list[str], ready_file: Path | None) -> int:
         print(f"attested exec: cannot start: {detail}; the app was not started", file=sys.stderr)
         return EXIT_ENV
     finally:
-        if shipper is not None:
-            logging.getLogger("attested").removeHandler(shipper)
-            shipper.close()
         if ready_file is not None:
             with contextlib.suppress(OSError):
                 ready_file.unlink()

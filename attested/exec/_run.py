@@ -71,6 +71,11 @@ def run(
 ) -> AppExit:
     """Run the app under ``config``: the five steps, then the way back.
 
+    Call it from the main thread, before starting threads of your own: it blocks the
+    signals it handles for every thread started after it begins (see ``_supervise``).
+    With ``logs.ship_to``, exec's own records (the ``attested`` logger) and the app's
+    lines are shipped there.
+
     Args:
         config: the checked configuration.
         argv: the app's command and arguments.
@@ -94,7 +99,13 @@ def run(
         raise ValueError("no command to run")
     settings = config.settings
     with contextlib.ExitStack() as stack:
+        # First: the signal mask must be in place before any thread starts.
         supervisor = stack.enter_context(Supervisor(subreaper=settings.subreaper))
+        if config.service.logs_ship_to:  # exec's own records, as serve ships its own
+            own = VsockLogHandler(config.service.logs_ship_to, source="attested-exec")
+            logging.getLogger("attested").addHandler(own)
+            stack.callback(_close_shipper, own)
+            stack.callback(logging.getLogger("attested").removeHandler, own)
         make_undumpable()
         if settings.loopback:
             bring_up_loopback()

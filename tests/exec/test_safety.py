@@ -110,6 +110,8 @@ def test_only_the_apps_environment_and_file_hold_the_plaintext(
     wait_for(lambda: any(line.get("message") == "started" for line in sink_lines(sink[1])), "sink")
     texts = [log.read_text(), sink[1].read_text()]
     assert "DEBUG" in texts[0]
+    own = [line for line in sink_lines(sink[1]) if line.get("source") == "attested-exec"]
+    assert any(line["level"] == "DEBUG" for line in own)  # exec's own log is shipped too
     for text in texts:
         for form in forms(PLAINTEXT):
             assert form not in text
