@@ -25,7 +25,6 @@ from typing import TypeVar
 
 from attested._aws import SECRETSMANAGER_ARN
 from attested._runtime.config import Section
-from attested.errors import ConfigError  # noqa: F401 - raised by load_exec_config
 from attested.kms import NetworkSettings
 from attested.net import Address, is_loopback
 from attested.relay._allowlist import normalize_host
