@@ -445,13 +445,22 @@ def _from_file(config: Path, value: object) -> str:
     return str(config.parent / value)
 
 
-def load_config(path: Path | None, env: Mapping[str, str]) -> ServiceConfig:
+def load_config(
+    path: Path | None,
+    env: Mapping[str, str],
+    *,
+    extra: Mapping[str, Callable[[Section], None]] | None = None,
+) -> ServiceConfig:
     """Read the TOML file (if any), apply environment overrides, check everything.
 
     Args:
         path: the TOML file; ``None`` for defaults and environment only. Relative paths
             in it are taken from its directory (as in ``attested parent``'s file).
         env: the environment (``os.environ``), for the ``ATTESTED_*`` overrides.
+        extra: more top-level keys a caller reads from the same document (``attested
+            exec``'s ``[[secrets]]``): each reader gets the whole document's
+            :class:`Section` and records its problems there, so they are listed with
+            the service's in one ``ConfigError``.
 
     Returns:
         The checked configuration.
@@ -460,10 +469,10 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> ServiceConfig:
         ConfigError: one message per problem: unknown keys, wrong types, bad values,
             unreadable files.
     """
-    problems = Problems()
+    problems, extra = Problems(), extra or {}
     document = None if path is None else read_file(path, problems, name=str(path))
     top = Section(problems, document, overrides=read_environment(_OVERRIDES, env, problems))
-    top.refuse_unknown([*_SCHEMA[""], *(section for section in _SCHEMA if section)])
+    top.refuse_unknown([*_SCHEMA[""], *(section for section in _SCHEMA if section), *extra])
     sections = {name: top.table(name) if name else top for name in _SCHEMA}
     values: dict[str, object] = {}
     for section_name, keys in _SCHEMA.items():
@@ -491,6 +500,8 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> ServiceConfig:
     simulated.update(_pcrs(nsm))
     if simulated:
         values["nsm_simulated_pcrs"] = simulated
+    for read in extra.values():
+        read(top)
     config = problems.check("", lambda: ServiceConfig(**values))  # type: ignore[arg-type]
     problems.raise_if_any()
     assert config is not None  # noqa: S101 - no problem means it was built
