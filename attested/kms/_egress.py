@@ -154,6 +154,9 @@ def make_boto_client(
     return client
 
 
+_IGNORE_CONFIGURED_ENDPOINTS: dict[str, Any] = {"ignore_configured_endpoint_urls": True}
+
+
 def make_aws_client(
     service: str,
     *,
@@ -188,7 +191,9 @@ def make_aws_client(
         # Only network.endpoint_url redirects KMS: AWS_ENDPOINT_URL(_KMS) and the config
         # file's endpoint_url are for the app's SDKs (attested exec points them at the
         # in-enclave KMS endpoint), and must never silently send the service elsewhere.
-        ignore_configured_endpoint_urls=True,
+        # botocore has it since 1.31.3 (we need 1.34.126); botocore-stubs lags behind,
+        # so it goes in by name, which type-checks whether or not the stubs know it.
+        **_IGNORE_CONFIGURED_ENDPOINTS,
     )
     session = boto3.session.Session(botocore_session=core, region_name=region)
     return session.client(
