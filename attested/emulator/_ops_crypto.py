@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from attested.emulator import _ciphertext, _keys
 from attested.emulator._keys import KeyRecord
-from attested.emulator._protocol import ApiError, Json
 from attested.emulator._sigv4 import Caller
 from attested.errors import MalformedError
 from attested.keypolicy._evaluate import encryption_context_condition_values
+from attested.kms._wire import ApiError, Json
 
 if TYPE_CHECKING:
     from attested.emulator._service import Handler, KmsService, Recipient
