@@ -48,7 +48,9 @@ __all__ = [
     "Authorization",
     "Json",
     "answer",
+    "check_data_key_size",
     "check_envelope",
+    "check_random_size",
     "encode_error",
     "encode_response",
     "http_error_code",
@@ -298,6 +300,34 @@ def encode_error(error: ApiError) -> bytes:
     # layer, which writes "Message" (seen in aws-nitro-enclaves-sdk-c #157).
     field = "Message" if error.code == "AccessDeniedException" else "message"
     return json.dumps({"__type": error.code, field: str(error)}).encode("utf-8")
+
+
+def check_data_key_size(params: Mapping[str, object]) -> None:
+    """GenerateDataKey(WithoutPlaintext) takes ``KeySpec`` or ``NumberOfBytes``, one of them.
+
+    A rule of KMS's beyond the model, with its wording.
+
+    Raises:
+        ApiError: ``ValidationException``.
+    """
+    has_size, has_spec = "NumberOfBytes" in params, "KeySpec" in params
+    if has_size == has_spec:
+        raise ApiError(
+            "ValidationException",
+            "Specify either KeySpec or NumberOfBytes, but not both"
+            if has_size
+            else "Please specify either number of bytes or key spec.",
+        )
+
+
+def check_random_size(params: Mapping[str, object]) -> None:
+    """GenerateRandom needs ``NumberOfBytes`` (optional in the model, required by KMS).
+
+    Raises:
+        ApiError: ``ValidationException``.
+    """
+    if "NumberOfBytes" not in params:
+        raise ApiError("ValidationException", "NumberOfBytes is required.")
 
 
 def model_members(operation: str, result: Mapping[str, object]) -> dict[str, object]:
