@@ -56,6 +56,7 @@ __all__ = [
     "http_error_code",
     "kms_model",
     "model_members",
+    "null_member",
     "operation_of",
     "parse_authorization",
     "parse_request",
@@ -300,6 +301,13 @@ def encode_error(error: ApiError) -> bytes:
     # layer, which writes "Message" (seen in aws-nitro-enclaves-sdk-c #157).
     field = "Message" if error.code == "AccessDeniedException" else "message"
     return json.dumps({"__type": error.code, field: str(error)}).encode("utf-8")
+
+
+def null_member(name: str) -> ApiError:
+    """KMS's ``ValidationException`` for a member that must be given (``CiphertextBlob``)."""
+    errors: list[str] = []
+    _constraint(errors, None, _member_path("", name), "not be null")
+    return ApiError("ValidationException", f"1 validation error detected: {errors[0]}")
 
 
 def check_data_key_size(params: Mapping[str, object]) -> None:

@@ -305,6 +305,8 @@ class KmsEndpoint:
             raise ApiError("ValidationException", str(exc)) from None
 
     def _decrypt(self, p: Json) -> Json:
+        if "CiphertextBlob" not in p:  # optional in the model (DryRunModifiers), not here
+            raise _wire.null_member("CiphertextBlob")
         key_id = p.get("KeyId")
         send = None if key_id is None else self._keys.admit(key_id)
         result = self._call_kms(

@@ -42,9 +42,8 @@ Describe = Callable[[str], str]
 """Resolves a key name as KMS does (DescribeKey) to the key ARN; raises :class:`ApiError`."""
 
 _HOW = (
-    "kms.allowed_keys of attested serve's configuration lists the keys this enclave's "
-    "KMS endpoint may use (key ARNs and alias ARNs; a key named otherwise is resolved with "
-    "DescribeKey)"
+    "kms.allowed_keys of attested serve's configuration, which lists key ARNs and alias "
+    "ARNs (a key named another way is resolved with DescribeKey)"
 )
 
 
@@ -95,8 +94,7 @@ class KeyGate:
         shown = f"{key_id!r:.200}" + ("" if arn == key_id else f" (key {arn})")
         raise ApiError(
             "AccessDeniedException",
-            f"This enclave's KMS endpoint may not use the key {shown}: it is not in "
-            f"kms.allowed_keys. {_HOW}.",
+            f"This enclave's KMS endpoint may not use the key {shown}: it is not in {_HOW}.",
         )
 
     def admit_answer(self, key_arn: str | None, operation: str) -> None:
@@ -111,9 +109,9 @@ class KeyGate:
             return
         raise ApiError(
             "AccessDeniedException",
-            f"This enclave's KMS endpoint may not use the key {key_arn!r:.200}: the "
-            f"ciphertext was made under it and it is not in kms.allowed_keys, so KMS's "
-            f"{operation} answer was dropped. {_HOW}.",
+            f"This enclave's KMS endpoint may not use the key {key_arn!r:.200}, which the "
+            f"ciphertext was made under: it is not in {_HOW}. KMS's {operation} answer was "
+            "dropped.",
         )
 
     def _resolve_request(self, key_id: str) -> str:
