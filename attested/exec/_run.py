@@ -201,14 +201,7 @@ def _open_and_hand_over(
     try:
         _check(supervisor)
         _refuse(failures)
-        extra: dict[str, str] = {}
-        if proxy and settings.proxy_env:
-            extra = {
-                "HTTPS_PROXY": proxy,
-                "https_proxy": proxy,
-                "NO_PROXY": "127.0.0.1,localhost",
-                "no_proxy": "127.0.0.1,localhost",
-            }
+        extra = _app_env(parts, proxy if settings.proxy_env else None)
         handover, more = hand_over(
             config.secrets,
             plaintexts,
@@ -225,6 +218,27 @@ def _open_and_hand_over(
         handover.remove_files()
         raise
     return handover
+
+
+def _app_env(parts: EnclaveParts, proxy: str | None) -> dict[str, str]:
+    """Variables the app gets unless it has them: the egress proxy, the KMS endpoint.
+
+    A stock AWS SDK honours ``AWS_ENDPOINT_URL_KMS`` (ADR 0090); a Unix-socket endpoint
+    cannot be named that way, so the app is then pointed at it by its own configuration.
+    """
+    extra: dict[str, str] = {}
+    if proxy:
+        extra |= {
+            "HTTPS_PROXY": proxy,
+            "https_proxy": proxy,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+    endpoint = parts.listeners.get("kms_endpoint")
+    if endpoint is not None and endpoint.kind == "tcp":
+        host = f"[{endpoint.host}]" if ":" in (endpoint.host or "") else endpoint.host
+        extra["AWS_ENDPOINT_URL_KMS"] = f"http://{host}:{endpoint.port}"
+    return extra
 
 
 def _refuse(failures: list[SecretFailure]) -> None:
