@@ -136,3 +136,23 @@ def test_connect_to_nothing_exits_3(sim_state: Path) -> None:
 def test_connect_refuses_a_url_that_is_not_https() -> None:
     done = _connect("http://127.0.0.1:1/")
     assert done.returncode == 2
+
+
+def test_the_relying_party_example_gets_the_page_and_refuses_another_image(
+    exec_ingress: int, sim_state: Path
+) -> None:
+    example = Path(__file__).parents[2] / "examples" / "relying_party_tls.py"
+    common = [f"https://127.0.0.1:{exec_ingress}/", "--trust-root", str(sim_state / "root.pem")]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(example), *common, *extra],
+            capture_output=True, text=True, timeout=120, env=clean_env(), check=False,
+        )  # fmt: skip
+
+    good = run("--pcr", f"0={PCR0.hex()}", "--nonce")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout == PAGE.decode()
+    bad = run("--pcr", f"0={OTHER_PCR0.hex()}")
+    assert bad.returncode == 1
+    assert "pcr0" in bad.stderr
