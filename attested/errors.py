@@ -13,6 +13,8 @@ must never be retried into success and the second usually can be::
     │   ├── ChainError            no valid path to the trust root at the verification time
     │   ├── PolicyError           the document is genuine but not what the policy expects;
     │   │                         ``.failures`` lists every mismatch
+    │   ├── PeerNotAttested       a TLS peer's certificate carries no acceptable attestation
+    │   │                         bound to its key; ``.failures`` lists every failed check
     │   ├── EnvelopeNotForRecipient  the envelope is addressed to another recipient key
     │   ├── EnvelopeDecryptionError  the envelope does not open with our key (one uniform
     │   │                            error for every unwrap failure: no padding oracle)
@@ -73,6 +75,7 @@ __all__ = [
     "KmsUnreachable",
     "MalformedEnvelope",
     "MalformedError",
+    "PeerNotAttested",
     "PolicyError",
     "PolicyFailure",
     "ProxyUnreachable",
@@ -332,6 +335,28 @@ class KeyPolicyError(MalformedError):
 
 class RelayUnavailable(UnavailableError):
     """A relay could not listen on its address (in use, no permission, no AF_VSOCK)."""
+
+
+# -- attested TLS (attested.tls) ------------------------------------------------------------
+
+
+class PeerNotAttested(VerificationError):
+    """A TLS peer is not an attested enclave that matches the policy.
+
+    Raised during the handshake, before any application byte is sent: the certificate
+    carries no attestation document, the document binds another key, its chain or
+    signature fails, or it does not satisfy the policy.
+
+    Attributes:
+        failures: every failed check, one line each (``"binding: ..."``, ``"chain: ..."``,
+            ``"policy: pcr0: expected ..., got ..."``). Never empty.
+    """
+
+    def __init__(self, failures: Sequence[str]) -> None:
+        if not failures:
+            raise ValueError("PeerNotAttested needs at least one failure")
+        self.failures: tuple[str, ...] = tuple(failures)
+        super().__init__("the peer is not an attested enclave: " + "; ".join(self.failures))
 
 
 # -- configuration files (attested serve, attested parent) --------------------------------

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from attested import __version__
 from attested.cli import (
     _cms,
+    _connect,
     _demo,
     _eif,
     _emulator,
@@ -50,6 +51,7 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _serve.register,
     _parent.register,
     _exec.register,
+    _connect.register,
 )
 
 

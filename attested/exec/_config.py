@@ -53,6 +53,7 @@ __all__ = [
 MAX_SECRETS = 64
 MAX_HOSTS = 256
 MAX_INGRESS = 32
+MAX_SERVER_NAMES = 16
 MAX_PORTS = 16
 MAX_CONTEXT_PAIRS = 32
 MAX_CONTEXT_TEXT = 1024
@@ -212,10 +213,20 @@ class HostEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IngressSpec:
-    """One ``[[ingress]]`` forward: from the parent (``listen``, vsock) to the app (``to``)."""
+    """One ``[[ingress]]`` forward: from the parent (``listen``, vsock) to the app (``to``).
+
+    Attributes:
+        listen: where the parent's forward arrives.
+        to: the app.
+        tls: ``""`` (raw bytes) or ``"attested"``: terminate TLS here with a certificate
+            that carries an attestation document binding its key (``attested.tls``).
+        server_names: DNS names for the attested certificate.
+    """
 
     listen: Address
     to: Address
+    tls: str = ""
+    server_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -610,15 +621,41 @@ def _ports(section: Section) -> tuple[int, ...]:
 def _ingress(top: Section) -> tuple[IngressSpec, ...]:
     forwards: list[IngressSpec] = []
     for section in top.tables("ingress", max_items=MAX_INGRESS):
-        section.refuse_unknown(("listen", "to"))
+        section.refuse_unknown(("listen", "to", "tls", "server_name"))
         before = len(section.problems)
         listen = section.address("listen", kinds=("vsock", "tcp"))
         to = section.address("to", kinds=("tcp", "unix"))
         if to is not None and to.kind == "tcp" and not is_loopback(to.host):
             section.problem("to", "must be the app inside the enclave: a loopback tcp or unix")
+        tls = section.text("tls", "", choices=("", "attested"))
+        names = _server_names(section)
+        if names and tls != "attested":
+            section.problem("server_name", 'applies to tls = "attested" only')
         if listen is not None and to is not None and len(section.problems) == before:
-            forwards.append(IngressSpec(listen=listen, to=to))
+            forwards.append(IngressSpec(listen=listen, to=to, tls=tls, server_names=names))
     return tuple(forwards)
+
+
+def _server_names(section: Section) -> tuple[str, ...]:
+    """``server_name``: one DNS name or a list of them (the certificate's SANs)."""
+    raw = section.get("server_name", [])
+    values = [raw] if isinstance(raw, str) else raw
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        section.problem("server_name", "must be a DNS name or a list of them")
+        return ()
+    names: list[str] = []
+    for value in values[: MAX_SERVER_NAMES + 1]:
+        try:
+            name = normalize_host(value)
+            if _is_ip(name):
+                raise ValueError("is an IP address, not a name")
+        except ValueError as exc:
+            section.problem("server_name", f"{value!r:.80}: {exc}")
+            continue
+        names.append(name)
+    if len(values) > MAX_SERVER_NAMES:
+        section.problem("server_name", f"at most {MAX_SERVER_NAMES} names")
+    return tuple(names)
 
 
 def _settings(section: Section) -> ExecSettings:

@@ -2,7 +2,8 @@
 
 :class:`EnclaveParts` is the local API (:class:`attested.service.Service`, with its
 in-process enclave-egress relay and its counters) plus one relay for the
-``[[hosts]]`` tunnels and the ``[[ingress]]`` forwards. Both follow
+``[[hosts]]`` tunnels and the ``[[ingress]]`` forwards, and one
+:class:`attested.tls.AttestedTlsIngress` per ``[[ingress]]`` with ``tls = "attested"``. All follow
 :class:`attested._runtime.lifecycle.Lifecycle`; together they are one too: ``start()``
 all or nothing, ``stop(deadline)`` in parallel within one deadline, ``running`` while
 both serve, ``listeners`` of both.
@@ -22,8 +23,9 @@ from attested.net import Address, parse_address
 from attested.provider import AttestationProvider
 from attested.relay import Forward, Relay, Role
 from attested.service import Service
+from attested.tls import AttestedTlsIngress
 
-__all__ = ["EnclaveParts", "relay_roles"]
+__all__ = ["EnclaveParts", "attested_ingresses", "relay_roles"]
 
 log = logging.getLogger("attested.exec")
 
@@ -44,8 +46,27 @@ def relay_roles(config: ExecConfig) -> list[Role]:
                 )
             )
     for index, ingress in enumerate(config.ingress):
+        if ingress.tls == "attested":
+            continue  # terminated by an AttestedTlsIngress (attested_ingresses)
         roles.append(Forward(listen=ingress.listen, to=ingress.to, name=f"ingress-{index}"))
     return roles
+
+
+def attested_ingresses(
+    config: ExecConfig, attestation: AttestationProvider
+) -> list[AttestedTlsIngress]:
+    """The ``[[ingress]]`` entries with ``tls = "attested"``, named ``ingress-N`` too."""
+    return [
+        AttestedTlsIngress(
+            listen=ingress.listen,
+            to=ingress.to,
+            attestation=attestation,
+            server_names=ingress.server_names,
+            name=f"ingress-{index}",
+        )
+        for index, ingress in enumerate(config.ingress)
+        if ingress.tls == "attested"
+    ]
 
 
 class EnclaveParts(Scoped):
@@ -73,10 +94,11 @@ class EnclaveParts(Scoped):
             credentials=credentials,
             relays=[self._relay] if self._relay is not None else [],
         )
+        self._tls = attested_ingresses(config, attestation)
         self._started = False
 
     def start(self) -> None:
-        """Start the local API (and its egress relay), then the hosts and ingress relay.
+        """Start the local API (and its egress relay), the attested TLS ingresses, then the relay.
 
         Raises:
             ConfigurationError: a listener cannot be bound; nothing is left running.
@@ -84,24 +106,32 @@ class EnclaveParts(Scoped):
         """
         self.service.start()
         self._started = True
+        try:
+            for ingress in self._tls:
+                ingress.start()
+        except BaseException as exc:
+            self.stop(deadline=1.0)
+            if isinstance(exc, RelayUnavailable):
+                raise ConfigurationError(f"[[ingress]]: {exc}") from exc
+            raise
         if self._relay is None:
             return
         try:
             self._relay.start()
         except RelayUnavailable as exc:
-            self.service.stop(deadline=1.0)
-            self._started = False
+            self.stop(deadline=1.0)
             raise ConfigurationError(f"[[hosts]] or [[ingress]]: {exc}") from exc
         except BaseException:
-            self.service.stop(deadline=1.0)
-            self._started = False
+            self.stop(deadline=1.0)
             raise
 
     def stop(self, deadline: float = 10.0) -> bool:
         """Stop both at once within ``deadline``; safe twice and before start."""
-        parts: dict[str, Service | Relay] = {"service": self.service}
+        parts: dict[str, Service | Relay | AttestedTlsIngress] = {"service": self.service}
         if self._relay is not None:
             parts["relays"] = self._relay
+        for ingress in self._tls:
+            parts[ingress.name] = ingress
         self._started = False
         return stop_all(parts, deadline)
 
@@ -109,7 +139,8 @@ class EnclaveParts(Scoped):
     def running(self) -> bool:
         """Whether the local API and the relay (if any) are serving."""
         relay_ok = self._relay is None or self._relay.running
-        return self._started and self.service.running and relay_ok
+        tls_ok = all(ingress.running for ingress in self._tls)
+        return self._started and self.service.running and relay_ok and tls_ok
 
     @property
     def listeners(self) -> Mapping[str, Address]:
@@ -117,6 +148,8 @@ class EnclaveParts(Scoped):
         found = dict(self.service.listeners)
         if self._relay is not None:
             found.update(self._relay.listeners)
+        for ingress in self._tls:
+            found.update(ingress.listeners)
         return MappingProxyType(found)
 
     def egress_proxy(self) -> str | None:
