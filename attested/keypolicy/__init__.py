@@ -11,7 +11,8 @@
 >>> lint_policy(parse_policy_json(text.encode()))        # doctest: +SKIP
 ()
 
-Both work on one policy document at a time. KMS decides with the key policy, the IAM
+:func:`render_terraform` and :func:`render_cloudformation` wrap a policy in a KMS key
+resource. Both work on one policy document at a time. KMS decides with the key policy, the IAM
 policies of the caller, grants and SCPs together; see ``docs/keypolicy.md`` for what a
 clean lint does and does not show.
 """
@@ -25,8 +26,10 @@ from attested.keypolicy._generate import (
     ENCRYPT_ACTIONS,
     generate_policy,
 )
+from attested.keypolicy._iac import render_cloudformation, render_terraform
 from attested.keypolicy._keys import ATTESTED_OPERATIONS
 from attested.keypolicy._lint import RULES, Finding, Severity, lint_policy
+from attested.keypolicy._marker import ENCLAVE_ALIAS_PREFIX, ENCLAVE_TAG, enclave_marker
 from attested.keypolicy._measurements import HASH_ALGORITHMS, MeasurementSet, parse_measurements
 from attested.keypolicy._policy import (
     Condition,
@@ -44,6 +47,8 @@ __all__ = [
     "Condition",
     "DEFAULT_OPERATIONS",
     "DEFAULT_PCRS",
+    "ENCLAVE_ALIAS_PREFIX",
+    "ENCLAVE_TAG",
     "ENCRYPT_ACTIONS",
     "Finding",
     "HASH_ALGORITHMS",
@@ -53,10 +58,13 @@ __all__ = [
     "RULES",
     "Severity",
     "Statement",
+    "enclave_marker",
     "generate_policy",
     "lint_policy",
     "parse_measurements",
     "parse_policy",
     "parse_policy_json",
+    "render_cloudformation",
     "render_policy",
+    "render_terraform",
 ]
