@@ -1,4 +1,4 @@
-"""``attested keypolicy generate`` and ``attested keypolicy lint``."""
+"""``attested keypolicy generate``, ``lint`` and ``audit``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ProfileNotFound
+
+from attested import __version__
+from attested._aws import REGION
 from attested.cli._common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -20,12 +27,15 @@ from attested.cli._common import (
     usage_error,
 )
 from attested.cli._eif import read_eif_file
-from attested.errors import ConfigurationError, MalformedError, SecurityWarning
+from attested.errors import ConfigurationError, MalformedError, SecurityWarning, UnavailableError
 from attested.keypolicy import (
     ATTESTED_OPERATIONS,
     DEFAULT_OPERATIONS,
+    KeyAudit,
+    KmsReader,
     MeasurementSet,
     Severity,
+    audit_keys,
     generate_policy,
     lint_policy,
     parse_measurements,
@@ -89,6 +99,44 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "AWS::Partition); repeatable. Without it a parameter's Default is used and said",
     )
     lint.set_defaults(handler=_run_lint)
+    _register_audit(commands)
+
+
+def _register_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser(
+        "audit",
+        help="lint the key policy of every enclave key in an account",
+        description="List the account's customer managed KMS keys in one region, read each "
+        "key policy and lint every enclave key: its policy names kms:RecipientAttestation, "
+        "it is tagged attested:enclave=true, or an alias starts with alias/enclave/. One "
+        "line per key. Credentials come from botocore's usual chain (environment, "
+        "AWS_PROFILE or --profile, web identity (IRSA), container (EKS Pod Identity) or "
+        "instance role); the caller needs kms:ListKeys and kms:ListAliases, and "
+        "kms:DescribeKey, kms:GetKeyPolicy and kms:ListResourceTags on each key. Exit 0 if "
+        "every enclave key is clean, 1 if one has an error finding or cannot be read, 2 on a "
+        "usage error, 3 if the keys cannot be listed (credentials, permission, network).",
+    )
+    audit.add_argument("--region", required=True, metavar="REGION", help="the region to audit")
+    audit.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="another KMS endpoint (a VPC endpoint, the emulator). AWS_ENDPOINT_URL_KMS and "
+        "configured endpoints are ignored: only this option redirects the audit",
+    )
+    audit.add_argument("--profile", metavar="NAME", help="a profile of the AWS config files")
+    audit.add_argument(
+        "--all", action="store_true", help="lint every customer managed key, not only enclave keys"
+    )
+    audit.add_argument(
+        "--max-attempts",
+        type=int,
+        default=8,
+        metavar="N",
+        help="requests per call, throttled ones included (botocore's standard retry mode "
+        "with exponential backoff; default 8)",
+    )
+    audit.add_argument("--json", action="store_true", help="print one JSON object")
+    audit.set_defaults(handler=_run_audit)
 
 
 def _register_generate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -427,3 +475,107 @@ def _print_lint(
         f"{found.kind}, {len(rows)} KMS key polic{'y' if len(rows) == 1 else 'ies'}, "
         f"{linted} judged: {errors} error(s), {warnings_count} warning(s)"
     )
+
+
+def _kms_client(args: argparse.Namespace) -> KmsReader:
+    """A boto3 KMS client with botocore's credential chain and standard retries."""
+    if not REGION.fullmatch(args.region):
+        raise usage_error(f"--region {args.region!r:.40} is not a region name")
+    if not 1 <= args.max_attempts <= 20:
+        raise usage_error("--max-attempts must be 1..20")
+    if args.endpoint_url is not None:
+        parts = urlsplit(args.endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            raise usage_error("--endpoint-url must be an http:// or https:// URL without user info")
+    try:
+        session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+    except ProfileNotFound as exc:
+        raise usage_error(str(exc)) from exc
+    if session.get_credentials() is None:
+        raise env_error(
+            "no AWS credentials: botocore's chain found none (environment, profile, web "
+            "identity, container or instance role)"
+        )
+    settings: dict[str, Any] = {
+        "retries": {"mode": "standard", "total_max_attempts": args.max_attempts},
+        "connect_timeout": 5,
+        "read_timeout": 30,
+        "user_agent_extra": f"attested/{__version__} keypolicy-audit",
+        # As the KMS client: only --endpoint-url sends the audit elsewhere.
+        "ignore_configured_endpoint_urls": True,
+    }
+    client: Any = session.client(  # boto3's typed client has the calls KmsReader names
+        "kms", region_name=args.region, endpoint_url=args.endpoint_url, config=Config(**settings)
+    )
+    reader: KmsReader = client
+    return reader
+
+
+def _audit_line(result: KeyAudit) -> str:
+    names = ",".join(result.aliases) or "-"
+    head = {"ok": "ok", "error": "ERROR", "unreadable": "ERROR"}.get(result.status, "skip")
+    if result.status == "aws-managed":
+        why = "AWS managed"
+    elif result.status == "not-enclave":
+        why = "not an enclave key"
+    elif result.status == "unreadable":
+        why = f"not judged, a read failed: {result.problem}"
+    elif result.problem is not None:
+        why = f"{result.marker}: {result.problem}"
+    else:
+        errors = [f for f in result.findings if f.severity is Severity.ERROR]
+        rules = ", ".join(f"{f.rule} ({f.statement})" for f in errors)
+        warnings_count = len(result.findings) - len(errors)
+        counts = f"{len(errors)} error(s)" + (f": {rules}" if rules else "")
+        why = f"enclave key ({result.marker or '--all'}): {counts}, {warnings_count} warning(s)"
+    state = "" if result.state in (None, "Enabled") else f" [{result.state}]"
+    return f"{head:<6} {result.key_id} {names}{state}: {why}"
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    client = _kms_client(args)
+    results: list[KeyAudit] = []
+    try:
+        for result in audit_keys(client, lint_all=args.all):
+            results.append(result)
+            if not args.json:
+                print(_audit_line(result), flush=True)
+    except UnavailableError as exc:
+        raise env_error(str(exc)) from exc
+    failed = sum(1 for r in results if r.failed)
+    if args.json:
+        out = {
+            "region": args.region,
+            "keys": [
+                {
+                    "key_id": r.key_id,
+                    "arn": r.arn,
+                    "aliases": list(r.aliases),
+                    "state": r.state,
+                    "status": r.status,
+                    "marker": r.marker,
+                    "problem": r.problem,
+                    "findings": [
+                        {
+                            "severity": f.severity.value,
+                            "rule": f.rule,
+                            "statement": f.statement,
+                            "index": f.index,
+                            "message": f.message,
+                        }
+                        for f in r.findings
+                    ],
+                }
+                for r in results
+            ],
+            "failed": failed,
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        judged = sum(1 for r in results if r.status in ("ok", "error"))
+        skipped = sum(1 for r in results if r.status in ("aws-managed", "not-enclave"))
+        print(
+            f"{len(results)} key(s) in {args.region}: {judged} judged, {failed} failed, "
+            f"{skipped} skipped"
+        )
+    return EXIT_FAIL if failed else EXIT_OK

@@ -12,13 +12,15 @@
 ()
 
 :func:`render_terraform` and :func:`render_cloudformation` wrap a policy in a KMS key
-resource. Both work on one policy document at a time. KMS decides with the key policy, the IAM
-policies of the caller, grants and SCPs together; see ``docs/keypolicy.md`` for what a
-clean lint does and does not show.
+resource; :func:`audit_keys` lints every enclave key of an account through a KMS client
+the caller builds. Generation and lint work on one policy document at a time. KMS
+decides with the key policy, the IAM policies of the caller, grants and SCPs together;
+see ``docs/keypolicy.md`` for what a clean lint does and does not show.
 """
 
 from __future__ import annotations
 
+from attested.keypolicy._audit import KeyAudit, KmsReader, audit_keys
 from attested.keypolicy._generate import (
     ADMIN_ACTIONS,
     DEFAULT_OPERATIONS,
@@ -52,12 +54,15 @@ __all__ = [
     "ENCRYPT_ACTIONS",
     "Finding",
     "HASH_ALGORITHMS",
+    "KeyAudit",
+    "KmsReader",
     "MeasurementSet",
     "PolicyDocument",
     "Principals",
     "RULES",
     "Severity",
     "Statement",
+    "audit_keys",
     "enclave_marker",
     "generate_policy",
     "lint_policy",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -39,11 +40,11 @@ def _json(tmp_path: Path, capsys, a: Image | bytes, b: Image | bytes, *extra: st
     return status, json.loads(out)
 
 
-def _differ(report: dict) -> dict[str, bool]:
+def _differ(report: dict[str, Any]) -> dict[str, bool]:
     return {name: not value["Equal"] for name, value in report["PCRs"].items()}
 
 
-def _sections(report: dict) -> dict[str, bool]:
+def _sections(report: dict[str, Any]) -> dict[str, bool]:
     return {s["Section"]: s["Equal"] for s in report["Sections"]}
 
 

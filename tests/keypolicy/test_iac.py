@@ -37,7 +37,7 @@ def _generate(capsys, *extra: str) -> str:
     assert main([*BASE, *PCRS, *extra]) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    return out
+    return str(out)
 
 
 class _CfnLoader(yaml.SafeLoader):
