@@ -7,6 +7,9 @@ Exit statuses, for every subcommand:
 * 1: the evidence is not acceptable (not verified, malformed, refused);
 * 2: usage error (bad arguments);
 * 3: I/O or environment error (unreadable file, no device, service unreachable).
+
+``exec`` uses these until its app has started, then passes on the app's own status
+(128 + N for signal N); 126 and 127 mean the app's command cannot run (docs/exec.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from attested.cli import (
     _demo,
     _eif,
     _emulator,
+    _exec,
     _keypolicy,
     _parent,
     _relay,
@@ -45,6 +49,7 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _relay.register,
     _serve.register,
     _parent.register,
+    _exec.register,
 )
 
 

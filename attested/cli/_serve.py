@@ -23,10 +23,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the enclave secrets service (KMS with attestation behind a local API)",
         description="Serve the local HTTP/JSON API (decrypt, generate-data-key, "
         "generate-data-key-pair, generate-random, derive-shared-secret, attestation, health, "
-        "metrics) on a Unix domain socket, and optionally loopback TCP and vsock. Every KMS "
-        "call carries a fresh attestation document. Logs go to stderr. SIGTERM or SIGINT "
-        "stops it gracefully; under systemd, Type=notify and WatchdogSec= work. See "
-        "docs/service.md.",
+        "metrics) on a Unix domain socket, and optionally loopback TCP and vsock; with "
+        "[kms_endpoint], also KMS's own protocol on loopback for stock AWS SDKs "
+        "(docs/kms-endpoint.md). Every KMS call carries a fresh attestation document. Logs "
+        "go to stderr. SIGTERM or SIGINT stops it gracefully; under systemd, Type=notify and "
+        "WatchdogSec= work. See docs/service.md.",
         epilog=f"Environment overrides: {overrides}.",
     )
     serve.add_argument(
