@@ -142,6 +142,18 @@ def test_the_launcher_has_its_device_memory_and_probes() -> None:
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["app"]  # not the health port
 
 
+def test_the_enclave_image_listens_where_the_probes_ask() -> None:
+    # The EIF is built from examples/enclave: its enclave.toml opens the local API on the
+    # vsock port the pod's health forward goes to, so the probes reach /v1/health.
+    enclave = tomllib.loads((K8S.parent / "enclave" / "enclave.toml").read_text())
+    listen = enclave["api"]["vsock"]
+    assert listen.startswith("vsock:ANY:")
+    forwards = tomllib.loads(_configs()["payments-ingress/ingress.toml"])["ingress"]
+    health = next(f for f in forwards if f["listen"].endswith(":9000"))
+    assert health["to"].rsplit(":", 1)[1] == listen.rsplit(":", 1)[1]
+    assert not enclave["api"].get("vsock_allow_secrets", False)
+
+
 def test_node_parent_uses_irsa_and_no_host_network() -> None:
     account = _one("ServiceAccount", "attested-parent")
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
