@@ -1,4 +1,4 @@
-"""``attested eif describe`` and ``attested pcr``."""
+"""``attested eif describe``, ``attested eif compare`` and ``attested pcr``."""
 
 from __future__ import annotations
 
@@ -15,8 +15,23 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from attested import pcr
-from attested.cli._common import EXIT_FAIL, EXIT_OK, env_error, read_input, usage_error
-from attested.eif import EifImage, read_eif
+from attested.cli._common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    CliError,
+    env_error,
+    pcr_index,
+    read_input,
+    usage_error,
+)
+from attested.eif import (
+    EifComparison,
+    EifImage,
+    SectionDigest,
+    compare_eifs,
+    read_eif,
+    read_sections,
+)
 from attested.errors import MalformedError
 
 HASH_ALGORITHM = "Sha384 { ... }"
@@ -62,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     describe.add_argument("eif", metavar="FILE.eif", help="the image file")
     describe.add_argument("--json", action="store_true", help="print describe-eif's JSON")
     describe.set_defaults(handler=_run_describe)
+    _register_compare(commands)
 
     parser = subparsers.add_parser(
         "pcr",
@@ -84,6 +100,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="PCR8: the EIF signing certificate",
     )
     parser.set_defaults(handler=_run_pcr)
+
+
+def _register_compare(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="compare two EIFs PCR by PCR and section by section",
+        description="Compare two EIFs: PCR0, PCR1, PCR2 and PCR8, and each section (kernel, "
+        "cmdline, each ramdisk, signature, metadata), saying which differ and which PCR each "
+        "difference moves. Metadata is not measured: it may differ while every PCR is equal. "
+        "Exit 0 if the compared PCRs are equal and both images pass their checks, 1 if a "
+        "compared PCR differs or a check (CRC, section table, signature) fails, 2 if a file "
+        "is not a well-formed EIF or on a usage error, 3 if a file cannot be read.",
+    )
+    compare.add_argument("first", metavar="A.eif", help="the first image (e.g. the pinned one)")
+    compare.add_argument("second", metavar="B.eif", help="the second image (e.g. a rebuild)")
+    compare.add_argument(
+        "--pcrs",
+        type=_pcr_list,
+        default=(0, 1, 2),
+        metavar="N[,N...]",
+        help="the PCRs whose difference fails the comparison (default 0,1,2; add 8 when "
+        "a key policy pins the signing certificate)",
+    )
+    compare.add_argument("--json", action="store_true", help="print one JSON object")
+    compare.set_defaults(handler=_run_compare)
+
+
+def _pcr_list(value: str) -> tuple[int, ...]:
+    indexes = tuple(pcr_index(part.strip()) for part in value.split(",") if part.strip())
+    unknown = [i for i in indexes if i not in (0, 1, 2, 8)]
+    if unknown or not indexes:
+        raise argparse.ArgumentTypeError("an EIF measures PCR0, 1, 2 and 8 only")
+    return indexes
 
 
 def read_eif_file(path: str) -> EifImage:
@@ -114,6 +163,119 @@ def _run_describe(args: argparse.Namespace) -> int:
     else:
         _print_describe(image)
     return EXIT_OK if image.intact else EXIT_FAIL
+
+
+def _measure_both(path: str, label: str) -> tuple[EifImage, tuple[SectionDigest, ...]]:
+    try:
+        image = read_eif_file(path)
+        with Path(path).open("rb", buffering=0) as handle:
+            sections = read_sections(handle)
+    except OSError as exc:
+        raise env_error(f"cannot read EIF {path!r}: {exc.strerror or exc}") from exc
+    except MalformedError as exc:
+        raise CliError(f"{label} {path}: not a well-formed EIF: {exc}", 2) from exc
+    return image, sections
+
+
+def _checks(image: EifImage) -> list[str]:
+    problems = []
+    if not image.crc_ok:
+        problems.append("CRC mismatch")
+    if image.inconsistencies:
+        problems.append("the section table disagrees with the sections")
+    if image.signature is not None and not image.signature.valid:
+        problems.append(f"invalid signature ({image.signature.problem})")
+    return problems
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    a, a_sections = _measure_both(args.first, "A")
+    b, b_sections = _measure_both(args.second, "B")
+    try:
+        result = compare_eifs(a, a_sections, b, b_sections)
+    except MalformedError as exc:
+        raise CliError(str(exc), 2) from exc
+    differing = result.differing(args.pcrs)
+    problems = {"A": _checks(a), "B": _checks(b)}
+    if args.json:
+        print(json.dumps(_compare_json(result, args.pcrs, problems), indent=2))
+    else:
+        _print_compare(result, args.pcrs, problems)
+    failed = differing or problems["A"] or problems["B"]
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def _side(section: SectionDigest | None) -> dict[str, Any] | None:
+    if section is None:
+        return None
+    return {"Size": section.header.size, "Sha384": section.sha384.hex()}
+
+
+def _compare_json(
+    result: EifComparison, decisive: tuple[int, ...], problems: dict[str, list[str]]
+) -> dict[str, Any]:
+    differing = result.differing(decisive)
+    return {
+        "Equal": not differing and not problems["A"] and not problems["B"],
+        "ComparedPCRs": [f"PCR{i}" for i in decisive],
+        "DifferingPCRs": [f"PCR{i}" for i in result.differing()],
+        "PCRs": {
+            f"PCR{d.index}": {
+                "A": None if d.a is None else d.a.hex(),
+                "B": None if d.b is None else d.b.hex(),
+                "Equal": d.equal,
+            }
+            for d in result.pcrs
+        },
+        "Sections": [
+            {
+                "Section": s.name,
+                "MeasuredIn": [f"PCR{i}" for i in s.measured_in],
+                "A": _side(s.a),
+                "B": _side(s.b),
+                "Equal": s.equal,
+                "Meaning": s.why,
+            }
+            for s in result.sections
+        ],
+        "MetadataDifferences": list(result.metadata_fields),
+        "CheckProblems": problems,
+    }
+
+
+def _print_compare(
+    result: EifComparison, decisive: tuple[int, ...], problems: dict[str, list[str]]
+) -> None:
+    for d in result.pcrs:
+        if d.a is None and d.b is None:
+            print(f"PCR{d.index}  absent   (both images are unsigned)")
+            continue
+        state = "equal" if d.equal else "DIFFERS"
+        left = "absent (unsigned)" if d.a is None else d.a.hex()
+        print(f"PCR{d.index}  {state:<8} A {left}")
+        if not d.equal:
+            right = "absent (unsigned)" if d.b is None else d.b.hex()
+            print(f"{'':15}B {right}")
+    for s in result.sections:
+        state = "equal" if s.equal else "DIFFERS"
+        sizes = ""
+        if not s.equal and s.a is not None and s.b is not None:
+            sizes = f" ({s.a.header.size} vs {s.b.header.size} bytes)"
+        print(f"  {s.name:<10} {state}{sizes}: {s.why}")
+    if result.metadata_fields:
+        print(f"  metadata fields that differ: {', '.join(result.metadata_fields)}")
+    for label, found in problems.items():
+        for problem in found:
+            print(f"{label}: CHECK FAILED: {problem}")
+    differing = result.differing(decisive)
+    if differing:
+        names = ", ".join(f"PCR{i}" for i in differing)
+        print(f"DIFFERENT: {names} differ; a key policy pinning A's values refuses B")
+    else:
+        names = ", ".join(f"PCR{i}" for i in decisive)
+        others = [i for i in result.differing() if i not in decisive]
+        tail = f" (PCR{others[0]} differs, not compared)" if others else ""
+        print(f"SAME MEASUREMENTS: {names} are equal{tail}")
 
 
 def _openssl_time(when: datetime) -> str:

@@ -1,4 +1,4 @@
-"""``attested keypolicy generate`` and ``attested keypolicy lint``."""
+"""``attested keypolicy generate``, ``lint`` and ``audit``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from attested import _json
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ProfileNotFound
+
+from attested import __version__
+from attested._aws import REGION
 from attested.cli._common import (
     EXIT_FAIL,
     EXIT_OK,
@@ -20,20 +27,33 @@ from attested.cli._common import (
     usage_error,
 )
 from attested.cli._eif import read_eif_file
-from attested.errors import ConfigurationError, MalformedError, SecurityWarning
+from attested.errors import ConfigurationError, MalformedError, SecurityWarning, UnavailableError
 from attested.keypolicy import (
     ATTESTED_OPERATIONS,
     DEFAULT_OPERATIONS,
+    KeyAudit,
+    KmsReader,
     MeasurementSet,
     Severity,
+    audit_keys,
     generate_policy,
     lint_policy,
     parse_measurements,
-    parse_policy_json,
     render_policy,
 )
+from attested.keypolicy._iac import (
+    DEFAULT_CLOUDFORMATION_ID,
+    DEFAULT_TERRAFORM_NAME,
+    render_cloudformation,
+    render_terraform,
+)
 from attested.keypolicy._measurements import MAX_MEASUREMENTS_SIZE
-from attested.keypolicy._policy import MAX_POLICY_SIZE
+from attested.keypolicy._sources import (
+    MAX_INPUT_SIZE,
+    PolicyInput,
+    PolicySource,
+    read_policy_input,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,14 +68,75 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _register_generate(commands)
     lint = commands.add_parser(
         "lint",
-        help="check a key policy or IAM policy for attestation mistakes",
-        description="Lint a KMS key policy or IAM identity policy (also the output of "
-        "'aws kms get-key-policy'). Exit 0 if there is no error-level finding, 1 if there "
-        "is, 2 if the file is not a policy, 3 if it cannot be read.",
+        help="check key policies (a policy file, a Terraform plan, a CloudFormation "
+        "template) for attestation mistakes",
+        description="Lint KMS key policies for attestation mistakes. The input is found by "
+        "its shape: a key policy or IAM identity policy, 'aws kms get-key-policy' output, a "
+        "Terraform plan or state ('terraform show -json'), or a CloudFormation template "
+        "(JSON or YAML). In a plan or template every enclave key is linted (its policy "
+        "names kms:RecipientAttestation, or it is tagged attested:enclave=true) and "
+        "findings name the resource; a policy that cannot be judged (known only after "
+        "apply, an intrinsic that cannot be resolved) is an error. Exit 0 if there is no "
+        "error-level finding, 1 if there is, 2 if the input is none of these, 3 if it "
+        "cannot be read.",
     )
-    lint.add_argument("policy", metavar="POLICY.json", help="the policy file, or - for stdin")
+    lint.add_argument(
+        "policy", metavar="FILE", help="the policy, plan or template file, or - for stdin"
+    )
     lint.add_argument("--json", action="store_true", help="print one JSON object")
+    lint.add_argument(
+        "--all",
+        action="store_true",
+        help="in a plan or template, lint every KMS key policy, not only enclave keys",
+    )
+    lint.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=_parameter_argument,
+        help="a CloudFormation parameter's value (also AWS::AccountId, AWS::Region, "
+        "AWS::Partition); repeatable. Without it a parameter's Default is used and said",
+    )
     lint.set_defaults(handler=_run_lint)
+    _register_audit(commands)
+
+
+def _register_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser(
+        "audit",
+        help="lint the key policy of every enclave key in an account",
+        description="List the account's customer managed KMS keys in one region, read each "
+        "key policy and lint every enclave key: its policy names kms:RecipientAttestation, "
+        "it is tagged attested:enclave=true, or an alias starts with alias/enclave/. One "
+        "line per key. Credentials come from botocore's usual chain (environment, "
+        "AWS_PROFILE or --profile, web identity (IRSA), container (EKS Pod Identity) or "
+        "instance role); the caller needs kms:ListKeys and kms:ListAliases, and "
+        "kms:DescribeKey, kms:GetKeyPolicy and kms:ListResourceTags on each key. Exit 0 if "
+        "every enclave key is clean, 1 if one has an error finding or cannot be read, 2 on a "
+        "usage error, 3 if the keys cannot be listed (credentials, permission, network).",
+    )
+    audit.add_argument("--region", required=True, metavar="REGION", help="the region to audit")
+    audit.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="another KMS endpoint (a VPC endpoint, the emulator). AWS_ENDPOINT_URL_KMS and "
+        "configured endpoints are ignored: only this option redirects the audit",
+    )
+    audit.add_argument("--profile", metavar="NAME", help="a profile of the AWS config files")
+    audit.add_argument(
+        "--all", action="store_true", help="lint every customer managed key, not only enclave keys"
+    )
+    audit.add_argument(
+        "--max-attempts",
+        type=int,
+        default=8,
+        metavar="N",
+        help="requests per call, throttled ones included (botocore's standard retry mode "
+        "with exponential backoff; default 8)",
+    )
+    audit.add_argument("--json", action="store_true", help="print one JSON object")
+    audit.set_defaults(handler=_run_audit)
 
 
 def _register_generate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -135,8 +216,42 @@ def _register_generate(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="accept all-zero PCRs. Danger: debug-mode enclaves' memory is readable by "
         "the parent instance",
     )
+    generate.add_argument(
+        "--format",
+        choices=_FORMATS,
+        default="json",
+        help="json: the policy (default); terraform: an aws_kms_key carrying it; "
+        "cloudformation: a template with an AWS::KMS::Key carrying it, in YAML "
+        "(cloudformation-json: the same in JSON). The key is tagged attested:enclave=true",
+    )
+    generate.add_argument(
+        "--resource-name",
+        metavar="NAME",
+        help="the key's Terraform resource name (default enclave) or CloudFormation "
+        "logical id (default EnclaveKey)",
+    )
     generate.add_argument("--output", "-o", metavar="FILE", help="write here, not to stdout")
     generate.set_defaults(handler=_run_generate)
+
+
+_FORMATS = ("json", "terraform", "cloudformation", "cloudformation-json")
+
+
+def _render(policy: dict[str, object], args: argparse.Namespace) -> str:
+    if args.resource_name is not None and args.format == "json":
+        raise usage_error("--resource-name applies to --format terraform and cloudformation")
+    try:
+        if args.format == "terraform":
+            return render_terraform(policy, name=args.resource_name or DEFAULT_TERRAFORM_NAME)
+        if args.format.startswith("cloudformation"):
+            return render_cloudformation(
+                policy,
+                syntax="json" if args.format == "cloudformation-json" else "yaml",
+                logical_id=args.resource_name or DEFAULT_CLOUDFORMATION_ID,
+            )
+    except ConfigurationError as exc:
+        raise usage_error(str(exc)) from exc
+    return render_policy(policy)
 
 
 def _pcr_argument(value: str) -> tuple[int, bytes]:
@@ -219,9 +334,9 @@ def _run_generate(args: argparse.Namespace) -> int:
             )
         except ConfigurationError as exc:
             raise usage_error(str(exc)) from exc
+    text = _render(policy, args)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
-    text = render_policy(policy)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -232,17 +347,11 @@ def _run_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _unwrap(data: bytes) -> bytes:
-    """The policy inside ``aws kms get-key-policy`` output (``{"Policy": "..."}``)."""
-    try:
-        outer = _json.loads(data, what="policy", max_size=MAX_POLICY_SIZE, max_depth=16)
-    except MalformedError:
-        return data
-    if isinstance(outer, dict) and "Statement" not in outer:
-        inner = outer.get("Policy")
-        if isinstance(inner, str):
-            return inner.encode("utf-8")
-    return data
+def _parameter_argument(value: str) -> tuple[str, str]:
+    name, sep, text = value.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {value!r:.60}")
+    return name, text
 
 
 def _read_capped(path: str, *, what: str, max_size: int) -> bytes:
@@ -256,39 +365,217 @@ def _read_capped(path: str, *, what: str, max_size: int) -> bytes:
 
 
 def _run_lint(args: argparse.Namespace) -> int:
-    data = _read_capped(args.policy, what="policy", max_size=MAX_POLICY_SIZE)
+    data = _read_capped(args.policy, what="input", max_size=MAX_INPUT_SIZE)
     try:
-        policy = parse_policy_json(_unwrap(data))
+        found = read_policy_input(data, parameters=dict(args.parameter))
     except MalformedError as exc:
-        raise usage_error(f"{args.policy}: not a policy: {exc}") from exc
-    findings = lint_policy(policy)
-    errors = sum(1 for f in findings if f.severity is Severity.ERROR)
+        raise usage_error(f"{args.policy}: {exc}") from exc
+    single = found.kind in ("policy", "get-key-policy")
+    rows: list[dict[str, Any]] = []
+    findings: list[dict[str, Any]] = []
+    for source in found.sources:
+        row = _lint_source(source, lint=single or args.all or source.marker is not None)
+        rows.append(row)
+        findings.extend(row.pop("findings"))
+    errors = sum(1 for f in findings if f["severity"] == Severity.ERROR.value)
     warnings_count = len(findings) - errors
     if args.json:
+        out: dict[str, Any] = {"input": found.kind, "findings": findings}
+        if not single:
+            out["resources"] = rows
+        out.update(errors=errors, warnings=warnings_count)
+        print(json.dumps(out, indent=2))
+    else:
+        _print_lint(found, rows, findings, errors, warnings_count)
+    return EXIT_FAIL if errors else EXIT_OK
+
+
+def _lint_source(source: PolicySource, *, lint: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "resource": source.resource,
+        "type": source.resource_type,
+        "marker": source.marker,
+        "assumptions": list(source.assumptions),
+        "findings": [],
+    }
+    if not lint:
+        row["status"] = "skipped"
+        row["problem"] = source.problem
+        return row
+    if source.policy is None:
+        row["status"] = "not-judged"
+        row["problem"] = source.problem
+        row["findings"] = [
+            {
+                "severity": Severity.ERROR.value,
+                "rule": "not-judged",
+                "resource": source.resource,
+                "statement": None,
+                "index": None,
+                "message": f"cannot be judged: {source.problem}",
+            }
+        ]
+        return row
+    row["status"] = "linted"
+    row["statements"] = len(source.policy.statements)
+    row["identity_policy"] = source.policy.is_identity_policy
+    row["findings"] = [
+        {
+            "severity": f.severity.value,
+            "rule": f.rule,
+            "resource": source.resource,
+            "statement": f.statement,
+            "index": f.index,
+            "message": f.message,
+        }
+        for f in lint_policy(source.policy)
+    ]
+    return row
+
+
+def _print_lint(
+    found: PolicyInput,
+    rows: list[dict[str, Any]],
+    findings: list[dict[str, Any]],
+    errors: int,
+    warnings_count: int,
+) -> None:
+    for finding in findings:
+        where = [p for p in (finding["resource"], finding["statement"]) if p]
+        print(
+            f"{finding['severity']:<8} {finding['rule']}: {': '.join(where)}: {finding['message']}"
+        )
+    if found.kind in ("policy", "get-key-policy"):
+        row = rows[0]
+        kind = "identity policy" if row["identity_policy"] else "key policy"
+        print(
+            f"{kind}, {row['statements']} statement(s): {errors} error(s), "
+            f"{warnings_count} warning(s)"
+        )
+        return
+    for row in rows:
+        if row["status"] == "skipped":
+            why = f" ({row['problem']})" if row["problem"] else ""
+            print(
+                f"skipped  {row['resource']}: not an enclave key: its policy does not name "
+                f"kms:RecipientAttestation and no attested:enclave=true tag marks it{why}; "
+                "--all lints it"
+            )
+            continue
+        for assumption in row["assumptions"]:
+            print(f"assumed  {row['resource']}: {assumption}")
+        if row["status"] == "linted":
+            count = sum(1 for f in findings if f["resource"] == row["resource"])
+            print(
+                f"judged   {row['resource']}: enclave key ({row['marker'] or '--all'}), "
+                f"{row['statements']} statement(s), {count} finding(s)"
+            )
+    linted = sum(1 for row in rows if row["status"] != "skipped")
+    print(
+        f"{found.kind}, {len(rows)} KMS key polic{'y' if len(rows) == 1 else 'ies'}, "
+        f"{linted} judged: {errors} error(s), {warnings_count} warning(s)"
+    )
+
+
+def _kms_client(args: argparse.Namespace) -> KmsReader:
+    """A boto3 KMS client with botocore's credential chain and standard retries."""
+    if not REGION.fullmatch(args.region):
+        raise usage_error(f"--region {args.region!r:.40} is not a region name")
+    if not 1 <= args.max_attempts <= 20:
+        raise usage_error("--max-attempts must be 1..20")
+    if args.endpoint_url is not None:
+        parts = urlsplit(args.endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            raise usage_error("--endpoint-url must be an http:// or https:// URL without user info")
+    try:
+        session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+    except ProfileNotFound as exc:
+        raise usage_error(str(exc)) from exc
+    if session.get_credentials() is None:
+        raise env_error(
+            "no AWS credentials: botocore's chain found none (environment, profile, web "
+            "identity, container or instance role)"
+        )
+    settings: dict[str, Any] = {
+        "retries": {"mode": "standard", "total_max_attempts": args.max_attempts},
+        "connect_timeout": 5,
+        "read_timeout": 30,
+        "user_agent_extra": f"attested/{__version__} keypolicy-audit",
+        # As the KMS client: only --endpoint-url sends the audit elsewhere.
+        "ignore_configured_endpoint_urls": True,
+    }
+    client: Any = session.client(  # boto3's typed client has the calls KmsReader names
+        "kms", region_name=args.region, endpoint_url=args.endpoint_url, config=Config(**settings)
+    )
+    reader: KmsReader = client
+    return reader
+
+
+def _audit_line(result: KeyAudit) -> str:
+    names = ",".join(result.aliases) or "-"
+    head = {"ok": "ok", "error": "ERROR", "unreadable": "ERROR"}.get(result.status, "skip")
+    if result.status == "aws-managed":
+        why = "AWS managed"
+    elif result.status == "not-enclave":
+        why = "not an enclave key"
+    elif result.status == "unreadable":
+        why = f"not judged, a read failed: {result.problem}"
+    elif result.problem is not None:
+        why = f"{result.marker}: {result.problem}"
+    else:
+        errors = [f for f in result.findings if f.severity is Severity.ERROR]
+        rules = ", ".join(f"{f.rule} ({f.statement})" for f in errors)
+        warnings_count = len(result.findings) - len(errors)
+        counts = f"{len(errors)} error(s)" + (f": {rules}" if rules else "")
+        why = f"enclave key ({result.marker or '--all'}): {counts}, {warnings_count} warning(s)"
+    state = "" if result.state in (None, "Enabled") else f" [{result.state}]"
+    return f"{head:<6} {result.key_id} {names}{state}: {why}"
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    client = _kms_client(args)
+    results: list[KeyAudit] = []
+    try:
+        for result in audit_keys(client, lint_all=args.all):
+            results.append(result)
+            if not args.json:
+                print(_audit_line(result), flush=True)
+    except UnavailableError as exc:
+        raise env_error(str(exc)) from exc
+    failed = sum(1 for r in results if r.failed)
+    if args.json:
         out = {
-            "findings": [
+            "region": args.region,
+            "keys": [
                 {
-                    "severity": f.severity.value,
-                    "rule": f.rule,
-                    "statement": f.statement,
-                    "index": f.index,
-                    "message": f.message,
+                    "key_id": r.key_id,
+                    "arn": r.arn,
+                    "aliases": list(r.aliases),
+                    "state": r.state,
+                    "status": r.status,
+                    "marker": r.marker,
+                    "problem": r.problem,
+                    "findings": [
+                        {
+                            "severity": f.severity.value,
+                            "rule": f.rule,
+                            "statement": f.statement,
+                            "index": f.index,
+                            "message": f.message,
+                        }
+                        for f in r.findings
+                    ],
                 }
-                for f in findings
+                for r in results
             ],
-            "errors": errors,
-            "warnings": warnings_count,
+            "failed": failed,
         }
         print(json.dumps(out, indent=2))
     else:
-        for finding in findings:
-            print(
-                f"{finding.severity.value:<8} {finding.rule}: {finding.statement}: "
-                f"{finding.message}"
-            )
-        kind = "identity policy" if policy.is_identity_policy else "key policy"
+        judged = sum(1 for r in results if r.status in ("ok", "error"))
+        skipped = sum(1 for r in results if r.status in ("aws-managed", "not-enclave"))
         print(
-            f"{kind}, {len(policy.statements)} statement(s): {errors} error(s), "
-            f"{warnings_count} warning(s)"
+            f"{len(results)} key(s) in {args.region}: {judged} judged, {failed} failed, "
+            f"{skipped} skipped"
         )
-    return EXIT_FAIL if errors else EXIT_OK
+    return EXIT_FAIL if failed else EXIT_OK

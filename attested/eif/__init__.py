@@ -9,10 +9,21 @@ booted from this image reports (outside debug mode), the CRC check and the signa
 check. It reads the file once and keeps memory flat. It does not decide whether an image
 is trustworthy: that is what pinning its PCRs in a verification or key policy is for.
 Metadata is unmeasured and only informative.
+
+:func:`compare_eifs` tells, PCR by PCR and section by section, how two images differ (with
+:func:`read_sections`, which hashes each section on its own).
 """
 
 from __future__ import annotations
 
+from attested.eif._compare import (
+    EifComparison,
+    PcrDiff,
+    SectionDiff,
+    SectionDigest,
+    compare_eifs,
+    read_sections,
+)
 from attested.eif._format import EifHeader, SectionHeader, SectionType
 from attested.eif._metadata import EifMetadata
 from attested.eif._reader import DEFAULT_EIF_LIMITS, EifImage, EifLimits, SupportsRead, read_eif
@@ -20,13 +31,19 @@ from attested.eif._signature import EifSignature
 
 __all__ = [
     "DEFAULT_EIF_LIMITS",
+    "EifComparison",
     "EifHeader",
     "EifImage",
     "EifLimits",
     "EifMetadata",
     "EifSignature",
+    "PcrDiff",
+    "SectionDiff",
+    "SectionDigest",
     "SectionHeader",
     "SectionType",
     "SupportsRead",
+    "compare_eifs",
     "read_eif",
+    "read_sections",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from attested.keypolicy._policy import POLICY_ELEMENTS, STATEMENT_ELEMENTS
 
-__all__ = ["render_policy"]
+__all__ = ["canonical_policy", "render_policy"]
 
 _ORDER = {name: rank for rank, name in enumerate(POLICY_ELEMENTS + STATEMENT_ELEMENTS)}
 
@@ -26,6 +26,14 @@ def _canonical(value: object) -> object:
         return {key: _canonical(value[key]) for key in keys}
     if isinstance(value, list | tuple):
         return [_canonical(item) for item in value]
+    return value
+
+
+def canonical_policy(policy: Mapping[str, object]) -> dict[str, object]:
+    """A copy of ``policy`` with its keys in the canonical order (what is rendered)."""
+    value = _canonical(policy)
+    if not isinstance(value, dict):  # pragma: no cover - a Mapping stays a dict
+        raise TypeError("a policy is a mapping")
     return value
 
 

@@ -16,7 +16,7 @@ MANIFEST = json.loads((POLICIES / "manifest.json").read_text())
 
 def test_every_generated_file_is_in_the_manifest() -> None:
     listed = {entry["output"] for entry in MANIFEST}
-    on_disk = {f"generated/{p.name}" for p in (POLICIES / "generated").glob("*.json")}
+    on_disk = {f"generated/{p.name}" for p in (POLICIES / "generated").iterdir()}
     assert listed == on_disk
 
 
@@ -28,4 +28,5 @@ def test_generated_policy_matches_byte_for_byte(entry, capsys, monkeypatch) -> N
     assert err == ""
     expected = (POLICIES / entry["output"]).read_text()
     assert out == expected, f"regenerate with: python policies/regenerate.py ({entry['output']})"
-    assert lint_policy(parse_policy_json(expected.encode())) == ()
+    if "--format" not in entry["args"]:  # the others embed it: tests/keypolicy/test_iac.py
+        assert lint_policy(parse_policy_json(expected.encode())) == ()
