@@ -27,6 +27,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -328,6 +329,7 @@ def _run(d: _Demo) -> None:
     enclave_a = _boot_enclave_a(d)
     _unmodified_app_in_a(d, enclave_a)
     enclave_b = _enclave_b_is_refused(d)
+    _attested_tls(d, enclave_a, enclave_b)
     _stop_everything(d, (enclave_b, enclave_a))
 
 
@@ -582,6 +584,103 @@ def _wait_for_shipped(sink: Path, source: str, count: int, timeout: float = 10.0
     return False
 
 
+# The web app behind the attested TLS ingress: plain HTTP on loopback, no TLS code. It
+# exits 0 on SIGTERM, so its `attested exec` does too.
+_WEB_APP = """\
+import functools, http.server, signal, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
+"""
+
+
+def _attested_tls(d: _Demo, enclave_a: _Enclave, enclave_b: _Enclave) -> None:
+    d.p.step("A relying party connects to each enclave with attested TLS")
+    urls = {e.name: _start_web_enclave(d, e) for e in (enclave_a, enclave_b)}
+    pcr0 = d.image.pcrs[0].hex()
+    root = str(d.state / ROOT_CERT_FILE)
+    answers = {}
+    for name, url in urls.items():
+        command = ["connect", url, "--root", root, "--pcr", f"0={pcr0}", "--timeout", "10"]
+        answers[name] = _attested_cli(d, command)
+    status_a, page_a, _ = answers[enclave_a.name]
+    if status_a != 0 or f"hello from {enclave_a.name}" not in page_a:
+        raise DemoFailure(f"attested connect to enclave A exited {status_a}: {page_a!r}")
+    status_b, _, said_b = answers[enclave_b.name]
+    if status_b != 1 or "pcr0" not in said_b.lower():
+        raise DemoFailure(f"attested connect to enclave B exited {status_b}: {said_b!r}")
+    d.p.say(
+        f"attested connect {urls[enclave_a.name]} --pcr 0=<the policy's PCR0>\n"
+        f"  -> exit 0, page {page_a.strip()!r}: the certificate carried a document\n"
+        "  binding its key, signed by the (simulated) NSM, with the expected PCR0\n"
+        f"attested connect {urls[enclave_b.name]} (enclave B) -> exit 1, refused in the\n"
+        "  handshake before any byte was sent: PCR0 is not the expected one\n"
+        "the app behind each ingress is plain `http.server`: TLS ends in the enclave"
+    )
+
+
+def _start_web_enclave(d: _Demo, enclave: _Enclave) -> str:
+    """`attested exec` with an attested TLS ingress in front of a web app; its URL."""
+    directory = d.base / f"{enclave.name}-web"
+    (directory / "site").mkdir(parents=True, mode=0o700)
+    (directory / "site" / "index.html").write_text(f"hello from {enclave.name}\n")
+    with socket.socket() as probe:  # a free port for the app on loopback
+        probe.bind(("127.0.0.1", 0))
+        app_port = probe.getsockname()[1]
+    config = directory / "enclave.toml"
+    config.write_text(
+        f"# attested exec with an attested TLS ingress inside simulated {enclave.name}\n"
+        + _enclave_toml(d, enclave.pcrs, enclave.egress, str(directory / "api.sock"))
+        + '\n[exec]\napp_name = "web"\nloopback = false\n'
+        + '\n[[ingress]]\nlisten = "tcp:127.0.0.1:0"\n'
+        + f'to = "tcp:127.0.0.1:{app_port}"\ntls = "attested"\n'
+    )
+    app = [sys.executable, "-c", _WEB_APP, str(app_port), str(directory / "site")]
+    ready = directory / "ready.json"
+    listeners = d.processes.start(
+        f"{enclave.name}-web",
+        ["exec", "--config", str(config), "--ready-file", str(ready), "--", *app],
+        env=_child_env(),
+        ready_file=ready,
+    )
+    ingress = listeners["ingress-0"]
+    _wait_for_port("127.0.0.1", app_port)
+    return f"https://{ingress.host}:{ingress.port}/"
+
+
+def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise DemoFailure(f"nothing listens on {host}:{port}") from None
+            time.sleep(0.05)
+
+
+def _attested_cli(d: _Demo, args: list[str]) -> tuple[int, str, str]:
+    """Run ``attested ARGS`` to its end: (status, stdout, stderr)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "attested", *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=_child_env(),
+            cwd=d.base,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DemoFailure(f"attested {args[0]} did not finish within 60 s") from None
+    return (
+        done.returncode,
+        done.stdout.decode(errors="replace"),
+        done.stderr.decode(errors="replace"),
+    )
+
+
 def _decrypt_in(d: _Demo, enclave: _Enclave) -> tuple[int, dict[str, Any]]:
     body = {"ciphertext_blob": _b64(d.blob), "key_id": d.key_arn, "encryption_context": CONTEXT}
     return api_call(enclave.socket_path, "/v1/decrypt", body)
@@ -618,7 +717,10 @@ def _stop_everything(d: _Demo, enclaves: tuple[_Enclave, ...]) -> None:
             raise DemoFailure(f"{enclave.name} exited with {status_code} on SIGTERM")
         if os.path.exists(enclave.socket_path):
             raise DemoFailure(f"{enclave.name} left its socket behind")
-        d.processes.stop(f"{enclave.name}-egress")
+        for part in ("web", "egress"):
+            status_code = d.processes.stop(f"{enclave.name}-{part}")
+            if status_code not in (0, None):
+                raise DemoFailure(f"{enclave.name}-{part} exited with {status_code} on SIGTERM")
     d.processes.stop("parent")
     logs = dict(d.processes.logs())
     for path in d.base.glob("*-exec.log"):

@@ -63,6 +63,8 @@ def test_demo_runs_the_whole_flow_and_cleans_up() -> None:
     # (status 1) otherwise; here, that it ran.
     assert "An unmodified app in enclave A, started by `attested exec`" in out
     assert "through the in-enclave KMS endpoint" in out
+    assert "-> exit 0, page 'hello from enclave-a'" in out
+    assert "(enclave B) -> exit 1, refused in the" in out
     assert "verified" in out
     assert "the parent's log sink received" in out
     assert "the measured enclave got its secret; the modified one was refused" in out
