@@ -413,12 +413,16 @@ def _encrypt_secret(d: _Demo) -> None:
 
 def _parent_cannot_decrypt(d: _Demo) -> None:
     d.p.step("The parent instance itself cannot decrypt it, even with the enclave's role")
+    d.p.say(f"Decrypt without an attestation document: refused ({_parent_refused(d)})")
+
+
+def _parent_refused(d: _Demo) -> str:
+    """The error code KMS gives the parent's role for a Decrypt without attestation."""
     parent_kms = _boto(d.direct, d.parent_role, d.ca)
     try:
         parent_kms.decrypt(CiphertextBlob=d.blob, EncryptionContext=CONTEXT, KeyId=d.key_arn)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "?")
-        d.p.say(f"Decrypt without an attestation document: refused ({code})")
+        return str(exc.response.get("Error", {}).get("Code", "?"))
     else:
         raise DemoFailure("the parent decrypted without attestation: the policy is wrong")
     finally:
@@ -503,17 +507,23 @@ def _boot_enclave_a(d: _Demo) -> _Enclave:
     return enclave_a
 
 
-# The unmodified app _unmodified_app_in_a runs under `attested exec`: it reads its secret
-# from the environment and decrypts with a stock boto3 client that names no endpoint. It
-# prints digests only, and refuses to run unless exec pointed it at a loopback endpoint
-# (so it can never reach out to a real AWS host).
-_APP = """\
+# The unmodified app _unmodified_app_in_a runs under `attested exec`: a POSIX shell script
+# (not Python) that reads its secret from the environment, then hands over to a Python
+# program whose stock boto3 client names no endpoint. Both print digests only; the Python
+# part refuses to run unless exec pointed it at a loopback endpoint (so it can never
+# reach a real AWS host).
+_APP_SH = """\
+set -eu
+digest=$(printf %s "$DATABASE_URL" | { sha256sum 2>/dev/null || shasum -a 256; } | cut -d' ' -f1)
+echo "env DATABASE_URL sha256 $digest"
+exec "$@"
+"""
+_APP_PY = """\
 import base64, hashlib, json, os, sys
 url = os.environ.get("AWS_ENDPOINT_URL_KMS", "")
 if not url.startswith("http://127.0.0.1:"):
     sys.exit("no in-enclave KMS endpoint in AWS_ENDPOINT_URL_KMS")
 import boto3
-print("env DATABASE_URL sha256", hashlib.sha256(os.environb[b"DATABASE_URL"]).hexdigest())
 kms = boto3.client("kms", region_name=sys.argv[1])
 blob, context = base64.b64decode(sys.argv[2]), json.loads(sys.argv[3])
 got = kms.decrypt(CiphertextBlob=blob, EncryptionContext=context)
@@ -536,7 +546,8 @@ def _unmodified_app_in_a(d: _Demo, enclave: _Enclave) -> None:
         + "".join(f"{k} = {_toml_str(v)}\n" for k, v in secret.items())
         + f"encryption_context = {json.dumps(CONTEXT).replace(':', ' =')}\n"
     )
-    app = [sys.executable, "-c", _APP, REGION, _b64(d.blob), json.dumps(CONTEXT)]
+    python = [sys.executable, "-c", _APP_PY, REGION, _b64(d.blob), json.dumps(CONTEXT)]
+    app = ["sh", "-c", _APP_SH, "app.sh", *python]
     # Any credentials will do for the app's SDK: the endpoint signs nothing with them.
     env = _child_env({"AWS_ACCESS_KEY_ID": "AKIAANYAPPKEY0000000", "AWS_SECRET_ACCESS_KEY": "x"})
     with (d.base / f"{enclave.name}-exec.log").open("wb") as stderr:
@@ -563,12 +574,14 @@ def _unmodified_app_in_a(d: _Demo, enclave: _Enclave) -> None:
         )
     if not _wait_for_shipped(d.base / "enclave-logs.jsonl", "legacy-app", len(wanted)):
         raise DemoFailure("the app's output did not reach the parent's log sink")
+    code = _parent_refused(d)
     d.p.say(
-        "`attested exec --config enclave.toml -- python app.py`: exec attested, opened the\n"
-        "secret with KMS and only then started the app, with it in DATABASE_URL;\n"
-        "the app's stock boto3 (no endpoint_url, no attestation code) decrypted the same\n"
-        "ciphertext through the in-enclave KMS endpoint (exec set AWS_ENDPOINT_URL_KMS);\n"
-        "both plaintexts match, and the app's output went to the parent's log sink"
+        "`attested exec --config enclave.toml -- sh app.sh`: exec attested, opened the\n"
+        "secret with KMS and only then started the shell script, with it in DATABASE_URL;\n"
+        "the script's Python part, a stock boto3 (no endpoint_url, no attestation code),\n"
+        "decrypted the same ciphertext through the in-enclave KMS endpoint (exec set\n"
+        "AWS_ENDPOINT_URL_KMS); both plaintexts match, and the app's output went to the\n"
+        f"parent's log sink; the parent's role alone is still refused ({code})"
     )
 
 
