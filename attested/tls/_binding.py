@@ -23,6 +23,7 @@ import re
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from attested._certs import load_certificate
 from attested.errors import MalformedError
 from attested.limits import DEFAULT_LIMITS
 
@@ -151,13 +152,11 @@ def evidence_from_certificate(der: bytes) -> tuple[x509.Certificate, bytes | Non
         raise MalformedError("the peer presented no certificate")
     if len(der) > MAX_CERTIFICATE_SIZE:
         raise MalformedError(f"the peer's certificate is larger than {MAX_CERTIFICATE_SIZE} bytes")
+    # Parsed whole, as the attestation's own certificates are: anything cryptography
+    # only warns about (a non-positive serial number) is malformed here too.
+    certificate = load_certificate(der, "the peer's certificate")
     try:
-        certificate = x509.load_der_x509_certificate(der)
-        extensions = certificate.extensions
-    except ValueError as exc:  # includes duplicate extensions
-        raise MalformedError(f"the peer's certificate is not valid DER X.509: {exc}") from None
-    try:
-        extension = extensions.get_extension_for_oid(EVIDENCE_OID)
+        extension = certificate.extensions.get_extension_for_oid(EVIDENCE_OID)
     except x509.ExtensionNotFound:
         return certificate, None
     value = extension.value

@@ -153,6 +153,12 @@ def issue_credentials(
     certificate = builder.sign(key, hashes.SHA256())
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # No TLS 1.3 session tickets. Resumption would let a client skip the certificate,
+    # and so the current document, after a renewal. And the tickets the server sends
+    # right after the handshake cost a client with TCP_NODELAY (http.client, urllib3,
+    # curl, Go, browsers) about 40 ms on its first request: its request crosses them,
+    # and the answer waited for a delayed ACK (measured with bench/tls_bench.py).
+    context.num_tickets = 0
     _load_key(context, certificate, key)
     return TlsCredentials(
         certificate=certificate.public_bytes(serialization.Encoding.DER),

@@ -184,3 +184,13 @@ def test_arbitrary_request_heads_raise_only_malformed(head: bytes) -> None:
     except MalformedError:
         return
     assert 1 <= len(request.nonce) <= 64
+
+
+def test_a_certificate_with_a_negative_serial_number_is_malformed() -> None:
+    # Found by the property test above: cryptography only warns about it (an error in a
+    # coming release), which escaped as a CryptographyDeprecationWarning.
+    version_then_serial = b"\xa0\x03\x02\x01\x02\x02"
+    at = _GOOD.index(version_then_serial) + len(version_then_serial) + 1  # the first byte
+    negative = _GOOD[:at] + bytes([_GOOD[at] | 0x80]) + _GOOD[at + 1 :]
+    with pytest.raises(MalformedError, match="the peer's certificate"):
+        evidence_from_certificate(negative)
