@@ -15,7 +15,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
 from attested import pcr
-from attested.cli._common import EXIT_FAIL, EXIT_OK, env_error, read_input, usage_error
+from attested.cli._common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    env_error,
+    epilog,
+    invalid_input,
+    read_input,
+    usage_error,
+)
 from attested.eif import EifImage, read_eif
 from attested.errors import MalformedError
 
@@ -49,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "eif",
         help="inspect Enclave Image Files",
         description="Inspect Enclave Image Files (EIF) offline.",
+        epilog=epilog(["attested eif describe app.eif"], topic="keypolicy"),
     )
     commands = eif.add_subparsers(dest="eif_command", metavar="COMMAND", required=True)
     describe = commands.add_parser(
@@ -56,8 +65,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="measure an EIF and check its CRC, section table and signature",
         description="Parse an EIF, compute PCR0, PCR1, PCR2 (and PCR8 when signed), and "
         "check its CRC, that its offset table agrees with its sections, and its signature. "
-        "The JSON form mirrors 'nitro-cli describe-eif'. Exit 0 if every check passes, 1 "
-        "if one fails or the file is not a well-formed EIF, 3 if it cannot be read.",
+        "The JSON form mirrors 'nitro-cli describe-eif'.",
+        epilog=epilog(
+            ["attested eif describe app.eif", "attested eif describe app.eif --json"],
+            ok="every check passes",
+            fail="a check fails (CRC, section table, signature)",
+            usage="the file is not an EIF",
+            env="the file cannot be read",
+            topic="keypolicy",
+        ),
     )
     describe.add_argument("eif", metavar="FILE.eif", help="the image file")
     describe.add_argument("--json", action="store_true", help="print describe-eif's JSON")
@@ -70,6 +86,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "and --signing-cert extend an all-zero PCR with the SHA-384 of the content (PCR8 "
         "is --signing-cert: the certificate's DER); --string, --role-arn (PCR3) and "
         "--instance-id (PCR4) extend it with the raw UTF-8 text.",
+        epilog=epilog(
+            [
+                "attested pcr --role-arn arn:aws:iam::111122223333:role/enclave-parent",
+                "attested pcr --signing-cert signing.pem",
+            ],
+            ok="the PCR was printed",
+            usage="--signing-cert is not a PEM certificate",
+            env="the file cannot be read",
+            topic="keypolicy",
+        ),
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--input", metavar="FILE", help="a file's content (- for stdin)")
@@ -104,11 +130,7 @@ def _run_describe(args: argparse.Namespace) -> int:
     try:
         image = read_eif_file(args.eif)
     except MalformedError as exc:
-        if args.json:
-            print(json.dumps({"Error": f"not a well-formed EIF: {exc}"}, indent=2))
-        else:
-            print(f"NOT A WELL-FORMED EIF: {exc}")
-        return EXIT_FAIL
+        raise invalid_input(f"{args.eif} is not a well-formed EIF: {exc}") from exc
     if args.json:
         print(json.dumps(describe_json(image), indent=2))
     else:
@@ -249,7 +271,7 @@ def _certificate_pcr(path: str) -> bytes:
     try:
         certificate = x509.load_pem_x509_certificate(data)
     except ValueError as exc:
-        raise usage_error(f"{path}: not a PEM X.509 certificate") from exc
+        raise invalid_input(f"{path}: not a PEM X.509 certificate") from exc
     return pcr.pcr8_from_certificate(certificate.public_bytes(Encoding.DER))
 
 

@@ -12,11 +12,13 @@ from attested import _json
 from attested.cli._common import (
     EXIT_FAIL,
     EXIT_OK,
-    CliError,
     env_error,
+    epilog,
+    invalid_input,
     parse_hex,
     pcr_index,
     read_input,
+    refused,
     usage_error,
 )
 from attested.cli._eif import read_eif_file
@@ -43,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="generate and lint KMS key policies for enclaves",
         description="Generate KMS key policies from enclave measurements, and lint key "
         "policies and IAM policies for attestation mistakes.",
+        epilog=epilog(
+            [
+                "attested keypolicy generate --help",
+                "attested keypolicy lint policy.json",
+            ],
+            topic="keypolicy",
+        ),
     )
     commands = group.add_subparsers(dest="keypolicy_command", metavar="COMMAND", required=True)
     _register_generate(commands)
@@ -50,8 +59,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "lint",
         help="check a key policy or IAM policy for attestation mistakes",
         description="Lint a KMS key policy or IAM identity policy (also the output of "
-        "'aws kms get-key-policy'). Exit 0 if there is no error-level finding, 1 if there "
-        "is, 2 if the file is not a policy, 3 if it cannot be read.",
+        "'aws kms get-key-policy'): can anyone decrypt without the enclave?",
+        epilog=epilog(
+            [
+                "attested keypolicy lint policy.json",
+                "aws kms get-key-policy --key-id KEY --policy-name default | "
+                "attested keypolicy lint - --json",
+            ],
+            ok="no error-level finding (warnings may be printed)",
+            fail="at least one error-level finding",
+            usage="the file is not a policy",
+            env="the file cannot be read",
+            topic="keypolicy",
+        ),
     )
     lint.add_argument("policy", metavar="POLICY.json", help="the policy file, or - for stdin")
     lint.add_argument("--json", action="store_true", help="print one JSON object")
@@ -66,8 +86,24 @@ def _register_generate(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "enclave images use the key. Measurements come from --eif, --measurements (JSON "
         "printed by nitro-cli build-enclave, describe-eif or describe-enclaves) or --pcr; "
         "each EIF, file entry or the --pcr values form one set, and several sets become "
-        "lists of accepted values. Exit 0 on success, 1 if an EIF is malformed or fails "
-        "its checks, 2 on a usage error or a refused input, 3 on an I/O error.",
+        "lists of accepted values.",
+        epilog=epilog(
+            [
+                "attested keypolicy generate --eif app.eif --account 111122223333 "
+                "--enclave-role arn:aws:iam::111122223333:role/enclave-parent "
+                "--admin-role arn:aws:iam::111122223333:role/KeyAdmin --output policy.json",
+                "attested keypolicy generate --measurements measurements.json "
+                "--account 111122223333 --enclave-role arn:aws:iam::111122223333:role/parent "
+                "--admin-role arn:aws:iam::111122223333:role/KeyAdmin "
+                "--deny-without-attestation",
+            ],
+            ok="the policy was written",
+            fail="an --eif fails its checks (CRC, section table, signature)",
+            usage="an input is not an EIF or measurements, or is refused "
+            "(all-zero PCRs without --allow-debug)",
+            env="a file cannot be read or written",
+            topic="keypolicy",
+        ),
     )
     generate.add_argument("--account", required=True, metavar="ID", help="the key's account")
     generate.add_argument(
@@ -162,7 +198,7 @@ def _measurement_sets(args: argparse.Namespace) -> list[MeasurementSet]:
         try:
             image = read_eif_file(path)
         except MalformedError as exc:
-            raise CliError(f"--eif {path}: not a well-formed EIF: {exc}", EXIT_FAIL) from exc
+            raise invalid_input(f"--eif {path}: not a well-formed EIF: {exc}") from exc
         if not image.intact:
             problems = []
             if not image.crc_ok:
@@ -171,17 +207,16 @@ def _measurement_sets(args: argparse.Namespace) -> list[MeasurementSet]:
                 problems.append("its section table disagrees with its sections")
             if image.signature is not None and not image.signature.valid:
                 problems.append(f"its signature is invalid ({image.signature.problem})")
-            raise CliError(
-                f"--eif {path}: refusing to pin an image whose checks fail: " + "; ".join(problems),
-                EXIT_FAIL,
+            raise refused(
+                f"--eif {path}: refusing to pin an image whose checks fail: " + "; ".join(problems)
             )
         sets.append(MeasurementSet(pcrs=image.pcrs, source=path))
     for path in args.measurements:
-        data = _read_capped(path, what="measurements", max_size=MAX_MEASUREMENTS_SIZE)
+        data = read_input(path, what="measurements", max_size=MAX_MEASUREMENTS_SIZE)
         try:
             sets.extend(parse_measurements(data, source=path))
         except MalformedError as exc:
-            raise usage_error(f"--measurements {path}: {exc}") from exc
+            raise invalid_input(f"--measurements {path}: {exc}") from exc
     if args.pcr:
         values: dict[int, bytes] = {}
         for index, value in args.pcr:
@@ -245,22 +280,12 @@ def _unwrap(data: bytes) -> bytes:
     return data
 
 
-def _read_capped(path: str, *, what: str, max_size: int) -> bytes:
-    """Read an input file; one over the cap is a usage error (exit 2), not exit 1."""
-    try:
-        return read_input(path, what=what, max_size=max_size)
-    except CliError as exc:
-        if exc.status == EXIT_FAIL:  # too large: not an input we would accept
-            raise usage_error(str(exc)) from exc
-        raise
-
-
 def _run_lint(args: argparse.Namespace) -> int:
-    data = _read_capped(args.policy, what="policy", max_size=MAX_POLICY_SIZE)
+    data = read_input(args.policy, what="policy", max_size=MAX_POLICY_SIZE)
     try:
         policy = parse_policy_json(_unwrap(data))
     except MalformedError as exc:
-        raise usage_error(f"{args.policy}: not a policy: {exc}") from exc
+        raise invalid_input(f"{args.policy}: not a policy: {exc}") from exc
     findings = lint_policy(policy)
     errors = sum(1 for f in findings if f.severity is Severity.ERROR)
     warnings_count = len(findings) - errors
