@@ -33,7 +33,8 @@ def test_every_option_and_argument_has_help(prog: str) -> None:
                 assert choice.help, f"{prog} {choice.dest}: no help"
             continue
         name = "/".join(action.option_strings) or action.dest
-        assert action.help and action.help != argparse.SUPPRESS, f"{prog} {name}: no help"
+        assert action.help, f"{prog} {name}: no help"
+        assert action.help != argparse.SUPPRESS, f"{prog} {name}: hidden"
 
 
 @pytest.mark.parametrize("prog", sorted(ALL))

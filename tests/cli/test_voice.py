@@ -86,11 +86,19 @@ CASES: dict[str, Cases] = {
         pipe=["demo", "--offline"],
     ),
     "simulate attest": Cases(
-        missing=["simulate", "attest", "--state", "{sim}", "--out", "{tmp}/d",
-                 "--public-key-file", "{missing}"],
+        missing=[
+            "simulate",
+            "attest",
+            "--state",
+            "{sim}",
+            "--out",
+            "{tmp}/d",
+            "--public-key-file",
+            "{missing}",
+        ],
         malformed=["simulate", "attest", "--state", "{badsim}", "--out", "{tmp}/d"],
         pipe=["simulate", "attest", "--state", "{sim}", "--out", "-"],
-    ),  # fmt: skip
+    ),
     "emulator kms": Cases(
         missing=["emulator", "kms", "--simulated-state", "{sim}", "--identities", "{missing}"],
         malformed=["emulator", "kms", "--trust-root", "{bad}"],
@@ -129,13 +137,18 @@ CASES: dict[str, Cases] = {
         daemon=True,
     ),
     "relay parent-egress": Cases(
-        missing=["relay", "parent-egress", "--listen", "tcp:127.0.0.1:0",
-                 "--allowlist", "{missing}"],
-        malformed=["relay", "parent-egress", "--listen", "tcp:127.0.0.1:0",
-                   "--allowlist", "{bad}"],
+        missing=[
+            "relay",
+            "parent-egress",
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "--allowlist",
+            "{missing}",
+        ],
+        malformed=["relay", "parent-egress", "--listen", "tcp:127.0.0.1:0", "--allowlist", "{bad}"],
         pipe=["relay", "parent-egress", "--forward", "tcp:127.0.0.1:0=tcp:127.0.0.1:9"],
         daemon=True,
-    ),  # fmt: skip
+    ),
     "relay ingress": Cases(
         missing=f"{NA}: reads no file",
         malformed=f"{NA}: reads no file",
