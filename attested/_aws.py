@@ -22,6 +22,7 @@ __all__ = [
     "REGION",
     "ROLE_ARN",
     "ROOT_ARN",
+    "SECRETSMANAGER_ARN",
 ]
 
 _PARTITION = r"aws[a-z-]*"
@@ -58,3 +59,10 @@ PRINCIPAL_ARN = re.compile(rf"arn:({_PARTITION}):(iam|sts)::({_ACCOUNT}):(.+)")
 
 ARN_ACCOUNT = re.compile(rf"arn:{_PARTITION}:[a-z0-9-]*:[a-z0-9-]*:({_ACCOUNT}):")
 """The start of any ARN that names an account (``match``, not ``fullmatch``). Group: account."""
+
+SECRETSMANAGER_ARN = re.compile(
+    rf"arn:(?P<partition>{_PARTITION}):secretsmanager:(?P<region>{REGION.pattern}):"
+    rf"(?P<account>{_ACCOUNT}):secret:(?P<name>[A-Za-z0-9/_+=.@-]{{1,519}})"
+)
+"""A Secrets Manager secret (its name, with or without the random suffix AWS adds).
+Named groups: partition, region, account, name."""

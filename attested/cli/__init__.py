@@ -11,7 +11,9 @@ One voice for every subcommand (ADR 0075):
 * a failure is one line on stderr, ``attested COMMAND: MESSAGE``, never a traceback;
   with ``--json`` it is also ``{"error": {"code": CODE, "message": MESSAGE}}`` on stdout;
 * a reader that stops reading (``attested verify DOC | head -1``) ends the output
-  quietly and leaves the exit status as it would have been.
+  quietly and leaves the exit status as it would have been;
+* ``exec`` uses these until its app has started, then passes on the app's own status
+  (128 + N for signal N); 126 and 127 mean the app's command cannot run (docs/exec.md).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from attested.cli import (
     _docs,
     _eif,
     _emulator,
+    _exec,
     _keypolicy,
     _parent,
     _relay,
@@ -64,6 +67,7 @@ _COMMANDS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _relay.register,
     _serve.register,
     _parent.register,
+    _exec.register,
     _docs.register,
     _completion.register,
 )

@@ -23,9 +23,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the enclave secrets service (KMS with attestation behind a local API)",
         description="Serve the local HTTP/JSON API (decrypt, generate-data-key, "
         "generate-data-key-pair, generate-random, derive-shared-secret, attestation, health, "
-        "metrics) on a Unix domain socket, and optionally loopback TCP and vsock. Every KMS "
-        "call carries a fresh attestation document. Logs go to stderr. SIGTERM or SIGINT "
-        "stops it gracefully; under systemd, Type=notify and WatchdogSec= work.",
+        "metrics) on a Unix domain socket, and optionally loopback TCP and vsock; with "
+        "[kms_endpoint], also KMS's own protocol on loopback for stock AWS SDKs "
+        "('attested docs kms-endpoint'). Every KMS call carries a fresh attestation document. "
+        "Logs go to stderr. SIGTERM or SIGINT stops it gracefully; under systemd, "
+        "Type=notify and WatchdogSec= work.",
         epilog=epilog(
             [
                 "attested serve --config /etc/attested/service.toml --ready-file "
@@ -68,7 +70,7 @@ def _serve(args: argparse.Namespace, diagnostics: Diagnostics) -> int:
     try:
         config = load_config(args.config, os.environ)
     except ConfigError as exc:
-        raise config_error(exc) from exc
+        raise config_error(exc, command="serve") from exc
     shipper: VsockLogHandler | None = None
     if config.logs_ship_to:
         # The same records as stderr, also to the parent's log sink (a production enclave
@@ -90,16 +92,20 @@ def _serve(args: argparse.Namespace, diagnostics: Diagnostics) -> int:
             shipper.close()  # waits briefly for the buffer to drain
 
 
-def config_error(exc: ConfigError) -> CliError:
+def config_error(exc: ConfigError, *, command: str) -> CliError:
     """A configuration that cannot be used: one line, or one per problem and a summary.
 
     A file that cannot be read is an I/O error (exit 3) and the only problem reported;
     anything else is invalid input (exit 2), every problem at once.
+
+    Args:
+        exc: the configuration's problems.
+        command: the subcommand, for the lines printed here (``serve``, ``exec``).
     """
     if isinstance(exc.__cause__, OSError):
         return env_error(f"configuration: {exc.problems[0]}")
     if len(exc.problems) == 1:
         return invalid_input(f"configuration: {exc.problems[0]}; not started")
     for problem in exc.problems:
-        print(f"attested serve: configuration: {problem}", file=sys.stderr)
+        print(f"attested {command}: configuration: {problem}", file=sys.stderr)
     return invalid_input(f"{len(exc.problems)} configuration problems; not started")

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from attested.emulator import _keys
 from attested.emulator._keys import KeyRecord, KeyState
-from attested.emulator._protocol import ApiError, Json
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import AliasRecord
 from attested.keypolicy._evaluate import default_key_policy, parse_key_policy
+from attested.kms._wire import ApiError, Json
 
 if TYPE_CHECKING:
     from attested.emulator._service import Handler, KmsService

@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from attested.emulator import _ciphertext, _keys
 from attested.emulator._keys import KeyRecord
-from attested.emulator._protocol import ApiError, Json
 from attested.emulator._sigv4 import Caller
 from attested.errors import MalformedError
 from attested.keypolicy._evaluate import encryption_context_condition_values
+from attested.kms._wire import ApiError, Json, check_data_key_size, check_random_size
 
 if TYPE_CHECKING:
     from attested.emulator._service import Handler, KmsService, Recipient
@@ -304,15 +304,10 @@ def _generate_data_key(
     *,
     without_plaintext: bool = False,
 ) -> Json:
-    has_size, has_spec = "NumberOfBytes" in p, "KeySpec" in p
-    if has_size == has_spec:
-        raise ApiError(
-            "ValidationException",
-            "Specify either KeySpec or NumberOfBytes, but not both"
-            if has_size
-            else "Please specify either number of bytes or key spec.",
-        )
-    size = p["NumberOfBytes"] if has_size else {"AES_256": 32, "AES_128": 16}[p["KeySpec"]]
+    check_data_key_size(p)
+    size = (
+        p["NumberOfBytes"] if "NumberOfBytes" in p else {"AES_256": 32, "AES_128": 16}[p["KeySpec"]]
+    )
     recipient = svc.verify_recipient(p, now)
     context = _context(p)
     action = "kms:GenerateDataKey" + ("WithoutPlaintext" if without_plaintext else "")
@@ -371,8 +366,7 @@ def _generate_random(svc: KmsService, p: Json, caller: Caller, now: datetime) ->
             "UnsupportedOperationException",
             "The KMS emulator does not emulate custom key stores",
         )
-    if "NumberOfBytes" not in p:
-        raise ApiError("ValidationException", "NumberOfBytes is required.")
+    check_random_size(p)
     recipient = svc.verify_recipient(p, now)
     return svc.deliver({}, "Plaintext", os.urandom(p["NumberOfBytes"]), recipient)
 

@@ -23,19 +23,17 @@ from attested._runtime.lifecycle import Scoped
 from attested._runtime.listen import open_listener
 from attested.emulator._config import DEV_ACCESS_KEY_ID, EmulatorConfig
 from attested.emulator._faults import Fault, FaultInjector
-from attested.emulator._protocol import ApiError, encode_error
 from attested.emulator._service import KmsService
 from attested.emulator._sigv4 import Caller, verify_sigv4
 from attested.emulator._store import KeyStore
 from attested.errors import ConfigurationError
+from attested.kms import _wire
+from attested.kms._wire import ApiError, encode_error
 from attested.net import Address, is_loopback
 
 __all__ = ["EmulatorStats", "KmsEmulator"]
 
 logger = logging.getLogger(__name__)
-
-_TARGET_PREFIX = "TrentService."
-_CONTENT_TYPE = "application/x-amz-json-1.1"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,12 +54,6 @@ class EmulatorStats:
 _REQUEST_TIMEOUT = 10.0
 _LOGGED_MESSAGE = 300  # characters of an error's message in its log line
 _STOP_DEADLINE = 10.0
-# Errors the HTTP layer answers by itself, as KMS-style codes.
-_HTTP_ERRORS = {
-    500: "KMSInternalException",
-    501: "UnknownOperationException",
-    503: "ServiceUnavailableException",
-}
 
 
 class KmsEmulator(Scoped):
@@ -266,7 +258,7 @@ class KmsEmulator(Scoped):
             )
         body = request.body
         target = request.headers.get("x-amz-target", "")
-        operation = target[len(_TARGET_PREFIX) :] if target.startswith(_TARGET_PREFIX) else ""
+        operation = _wire.operation_of(target)
         decision = self._faults.decide(operation)
         if decision.delay > 0:
             self._stopping.wait(decision.delay)
@@ -306,7 +298,7 @@ class KmsEmulator(Scoped):
             (time.perf_counter() - started) * 1000,
             f" ({note})" if note else "",
         )
-        return _answer(status, answer, request_id)
+        return _wire.answer(status, answer, request_id)
 
     def _how_to_authenticate(self) -> str:
         """What to do about an unrecognized access key, for the log line."""
@@ -319,14 +311,7 @@ class KmsEmulator(Scoped):
         )
 
     def _authenticate(self, request: Request, operation: str, body: bytes) -> Caller:
-        if request.path != "/" or not operation:
-            raise ApiError(
-                "UnknownOperationException",
-                "Send POST / with X-Amz-Target: TrentService.<Operation>",
-            )
-        content_type = request.headers.get("content-type", "")
-        if not content_type.startswith("application/x-amz-json-1."):
-            raise ApiError("UnknownOperationException", f"Content-Type must be {_CONTENT_TYPE}")
+        _wire.check_envelope(request.path, operation, request.headers.get("content-type", ""))
         headers: dict[str, str] = {}
         for name, value in request.header_list:
             lower = name.lower()
@@ -359,20 +344,10 @@ class KmsEmulator(Scoped):
 
     def _refuse(self, status: int, code: str, message: str, request_id: str) -> Response:
         self._count(code)
-        return _answer(status, encode_error(ApiError(code, message)), request_id)
+        return _wire.answer(status, encode_error(ApiError(code, message)), request_id)
 
     def _http_error(self, status: int, code: str, message: str) -> Response:
         """Errors the HTTP layer finds (framing, caps, overload), counted and KMS-shaped."""
         with self._lock:
             self._requests += 1
-        kms_code = _HTTP_ERRORS.get(status, "SerializationException")
-        return self._refuse(status, kms_code, message, str(uuid.uuid4()))
-
-
-def _answer(status: int, body: bytes, request_id: str) -> Response:
-    return Response(
-        status=status,
-        body=body,
-        content_type=_CONTENT_TYPE,
-        headers={"x-amzn-RequestId": request_id},
-    )
+        return self._refuse(status, _wire.http_error_code(status), message, str(uuid.uuid4()))

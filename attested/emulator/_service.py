@@ -2,7 +2,7 @@
 
 No sockets here: :class:`KmsService` takes an operation name, the raw JSON body, the
 authenticated caller and the time, and returns the JSON answer or raises
-:class:`~attested.emulator._protocol.ApiError`. The HTTP layer (``_server``) and tests
+:class:`~attested.kms._wire.ApiError`. The HTTP layer (``_server``) and tests
 call it the same way. The operations themselves live in ``_ops_admin`` (key
 administration) and ``_ops_crypto`` (cryptographic operations); every operation of
 botocore's KMS model that neither implements answers ``UnsupportedOperationException``.
@@ -39,7 +39,6 @@ from attested._aws import KMS_KEY_ID
 from attested.emulator import _keys, _ops_admin, _ops_crypto
 from attested.emulator._cms_writer import build_envelope
 from attested.emulator._keys import KeyRecord, KeyState, PrivateKey
-from attested.emulator._protocol import ApiError, Json, encode_response, kms_model, parse_request
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import KeyStore
 from attested.errors import (
@@ -59,6 +58,7 @@ from attested.keypolicy._evaluate import (
     recipient_condition_values,
 )
 from attested.keypolicy._evaluate import evaluate as evaluate_key_policy
+from attested.kms._wire import ApiError, Json, encode_response, kms_model, parse_request
 from attested.policy import Policy
 from attested.trust import TrustRoot
 from attested.verify import VerifiedAttestation, Verifier

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,17 +31,13 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from attested._aws import ASSUMED_ROLE_ARN, PRINCIPAL_ARN
-from attested.emulator._protocol import ApiError
+from attested.kms._wire import ApiError, parse_authorization
 
 __all__ = ["MAX_SKEW", "Caller", "Identity", "verify_sigv4"]
 
 MAX_SKEW = timedelta(minutes=5)
 """How far a request's X-Amz-Date may be from the emulator's clock (as in AWS)."""
 
-_AUTH_RE = re.compile(
-    r"AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+)\s*,\s*"
-    r"SignedHeaders=(?P<signed>[^,\s]+)\s*,\s*Signature=(?P<signature>[0-9a-f]{64})\s*"
-)
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _UNRECOGNIZED = "The security token included in the request is invalid."
 # Headers that must be in SignedHeaders when the request has them (host always): AWS
@@ -154,20 +149,9 @@ def verify_sigv4(
             ``IncompleteSignatureException``, ``UnrecognizedClientException`` or
             ``InvalidSignatureException``.
     """
-    authorization = headers.get("authorization")
-    if not authorization:
-        raise ApiError("MissingAuthenticationTokenException", "Missing Authentication Token")
-    match = _AUTH_RE.fullmatch(authorization.strip())
-    if match is None:
-        raise ApiError(
-            "IncompleteSignatureException",
-            "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' "
-            "parameters with the AWS4-HMAC-SHA256 algorithm",
-        )
-    scope = match["credential"].split("/")
-    if len(scope) != 5 or scope[4] != "aws4_request":
-        raise ApiError("IncompleteSignatureException", "Credential is not a valid SigV4 scope")
-    access_key_id, scope_date, scope_region, scope_service, _ = scope
+    auth = parse_authorization(headers.get("authorization"))
+    access_key_id = auth.access_key_id
+    scope_date, scope_region, scope_service = auth.date, auth.region, auth.service
     shown = repr(access_key_id[:40])
     identity = identities.get(access_key_id)
     if identity is None and anyone is None:
@@ -199,7 +183,7 @@ def verify_sigv4(
         ) from None
     _check_scope(scope_date, scope_region, scope_service, amz_date, region, service)
     _check_skew(when, now)
-    signed = match["signed"].split(";")
+    signed = list(auth.signed_headers)
     if signed != sorted(set(signed)):
         raise ApiError("InvalidSignatureException", "SignedHeaders must be sorted and unique")
     for name in _MUST_SIGN:
@@ -226,7 +210,7 @@ def verify_sigv4(
     expected = signer.signature(
         signer.string_to_sign(request, signer.canonical_request(request)), request
     )
-    if not hmac.compare_digest(expected.encode("ascii"), match["signature"].encode("ascii")):
+    if not hmac.compare_digest(expected.encode("ascii"), auth.signature.encode("ascii")):
         raise ApiError(
             "InvalidSignatureException",
             "The request signature we calculated does not match the signature you provided. "

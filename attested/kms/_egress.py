@@ -8,14 +8,16 @@ tunnel: botocore sends SNI ``kms.<region>.amazonaws.com`` and verifies the real
 certificate and host name, so the parent sees only ciphertext. No ``/etc/hosts``
 edits, no DNS inside the enclave (the proxy resolves the name).
 
-For the emulator or a test server, ``endpoint_url`` replaces the AWS endpoint.
+For the emulator or a test server, ``endpoint_url`` replaces the AWS endpoint. Other
+services an enclave reads (``attested exec`` fetches stored ciphertexts from Secrets
+Manager, SSM and S3) take the same path: :func:`make_aws_client`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
 import boto3
@@ -29,7 +31,7 @@ from attested.errors import ConfigurationError
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
-__all__ = ["NetworkSettings", "make_boto_client"]
+__all__ = ["NetworkSettings", "make_aws_client", "make_boto_client"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,6 +148,31 @@ def make_boto_client(
     Raises:
         ConfigurationError: the CA bundle file does not exist.
     """
+    client: KMSClient = make_aws_client(
+        "kms", region=region, credentials=credentials, network=network
+    )
+    return client
+
+
+_IGNORE_CONFIGURED_ENDPOINTS: dict[str, Any] = {"ignore_configured_endpoint_urls": True}
+
+
+def make_aws_client(
+    service: str,
+    *,
+    region: str,
+    credentials: Credentials,
+    network: NetworkSettings,
+    attempts: int = 1,
+) -> Any:
+    """A boto3 client of ``service`` for ``network``, signing with ``credentials``.
+
+    ``attempts`` is botocore's ``total_max_attempts`` (standard mode); 1, for KMS, whose
+    client retries itself with a fresh attestation document.
+
+    Raises:
+        ConfigurationError: the CA bundle file does not exist.
+    """
     network.check_files()
     core = botocore.session.Session()
     core.register_component(
@@ -156,19 +183,21 @@ def make_boto_client(
         connect_timeout=network.connect_timeout,
         read_timeout=network.read_timeout,
         max_pool_connections=network.max_pool_connections,
-        # The client retries itself (jittered, with a fresh attestation document).
-        retries={"total_max_attempts": 1, "mode": "standard"},
+        # The KMS client retries itself (jittered, with a fresh attestation document).
+        retries={"total_max_attempts": attempts, "mode": "standard"},
         proxies={"https": network.proxy} if network.proxy else None,
         user_agent_extra=f"attested/{__version__}",
         tcp_keepalive=True,
         # Only network.endpoint_url redirects KMS: AWS_ENDPOINT_URL(_KMS) and the config
         # file's endpoint_url are for the app's SDKs (attested exec points them at the
         # in-enclave KMS endpoint), and must never silently send the service elsewhere.
-        ignore_configured_endpoint_urls=True,
+        # botocore has it since 1.31.3 (we need 1.34.126); botocore-stubs lags behind,
+        # so it goes in by name, which type-checks whether or not the stubs know it.
+        **_IGNORE_CONFIGURED_ENDPOINTS,
     )
     session = boto3.session.Session(botocore_session=core, region_name=region)
     return session.client(
-        "kms",
+        service,  # type: ignore[call-overload]
         region_name=region,
         endpoint_url=network.endpoint_url,
         verify=network.ca_bundle if network.ca_bundle is not None else True,

@@ -8,7 +8,8 @@ it has finished with the connection itself:
   header, wait for its reply), answer ``200 Connection established``;
 * parent egress: read the tunnel header, dial the destination under the allowlist,
   reply ``OK``;
-* forward: dial the fixed destination (with the egress DNS rules when guarded);
+* forward: dial the fixed destination (with the egress DNS rules when guarded), or
+  open a tunnel to it through the parent (``tunnel_to``);
 * log sink: append the JSON lines to the output and acknowledge them, to the end.
 
 :class:`Dialer` opens the upstream socket: a configured address (the operator chose it:
@@ -309,10 +310,13 @@ class Handlers:
         return self.logs
 
     async def forward(self, listener: Listener, sock: socket.socket) -> socket.socket | None:
-        """A forward: dial the fixed destination."""
+        """A forward: dial the fixed destination, or tunnel to it through the parent."""
         role = listener.role
         assert isinstance(role, Forward)  # noqa: S101
         try:
+            if role.tunnel_to is not None:
+                host, port = role.tunnel_to
+                return await self._open_tunnel(role.to, ConnectRequest(host=host, port=port))
             if role.allowlist is not None:
                 assert role.to.host is not None  # noqa: S101 - checked at construction
                 assert role.to.port is not None  # noqa: S101

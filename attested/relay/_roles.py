@@ -99,6 +99,9 @@ class Forward:
     Used for ingress (parent ``tcp:0.0.0.0:8443`` to ``vsock:16:8443``, then enclave
     ``vsock:ANY:8443`` to ``tcp:127.0.0.1:8443``), for enclave apps that cannot use a
     proxy, and for the parent's fixed-destination egress (vsock-proxy's command line).
+    With ``tunnel_to``, ``to`` is the parent's :class:`ParentEgress` and each connection
+    opens a tunnel naming that destination, as a CONNECT through :class:`EnclaveEgress`
+    would: the parent's allowlist decides (``attested exec``'s ``[[hosts]]``).
 
     Attributes:
         listen: where to accept connections.
@@ -110,17 +113,32 @@ class Forward:
             the other side is the enclave. ``Allowlist.of((host, port))`` lists just
             the destination.
         name: the name in counters and logs.
+        tunnel_to: ``(host, port)``: open a tunnel through the parent-egress relay at
+            ``to`` to this destination, instead of sending raw bytes to ``to``.
 
     Raises:
-        ConfigurationError: ``allowlist`` is set and does not permit ``to``.
+        ConfigurationError: ``allowlist`` is set and does not permit ``to``;
+            ``tunnel_to`` is not a valid host and port, or is given with ``allowlist``.
     """
 
     listen: Address
     to: Address
     allowlist: Allowlist | None = None
     name: str = "forward"
+    tunnel_to: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.tunnel_to is not None:
+            host, port = self.tunnel_to
+            if self.allowlist is not None:
+                raise ConfigurationError("a tunnel forward leaves the allowlist to the parent")
+            try:
+                canonical = normalize_host(host)
+            except ValueError as exc:
+                raise ConfigurationError(f"tunnel destination: {exc}") from exc
+            if not 1 <= port <= 65535:
+                raise ConfigurationError(f"tunnel destination port {port} is out of range")
+            object.__setattr__(self, "tunnel_to", (canonical, port))
         if self.allowlist is None:
             return
         if self.to.kind != "tcp" or self.to.host is None or self.to.port is None:

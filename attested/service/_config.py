@@ -124,6 +124,14 @@ class ServiceConfig:
         max_body: largest request body, in bytes.
         max_connections: open API connections at most; more get 503.
         idle_timeout: seconds an API connection may stay silent.
+        kms_endpoint_listen: the KMS-compatible endpoint for stock AWS SDKs
+            (``tcp:127.0.0.1:PORT`` on a loopback host, or ``unix:PATH``), or ``""`` (off).
+            Never vsock or another host: it answers with plaintexts (ADR 0090).
+        kms_endpoint_unix_mode: the file mode of its Unix socket.
+        kms_endpoint_allow_reencrypt: also pass ReEncrypt through (off: it moves data
+            from an attested key to a key whose policy may not ask for attestation).
+        kms_endpoint_access_key_id: serve only requests whose SigV4 credential names
+            this access key id; ``""`` takes any (signatures are not checked: ADR 0093).
 
     Raises:
         ConfigError: every problem found, at once.
@@ -155,6 +163,10 @@ class ServiceConfig:
     max_body: int = 65536
     max_connections: int = 512
     idle_timeout: float = 30.0
+    kms_endpoint_listen: str = ""
+    kms_endpoint_unix_mode: int = 0o660
+    kms_endpoint_allow_reencrypt: bool = False
+    kms_endpoint_access_key_id: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_keys", tuple(self.allowed_keys))
@@ -182,6 +194,10 @@ class ServiceConfig:
         if self.api_vsock:
             found["vsock"] = parse_address(self.api_vsock)
         return found
+
+    def kms_endpoint_address(self) -> Address | None:
+        """Where the KMS endpoint listens, or ``None`` when it is off."""
+        return parse_address(self.kms_endpoint_listen) if self.kms_endpoint_listen else None
 
 
 def _check_api(config: ServiceConfig, problems: Problems) -> None:
@@ -320,7 +336,67 @@ def _check_limits(config: ServiceConfig, problems: Problems) -> None:
         add("limits.idle_timeout", "must be between 0 and 3600 seconds")
 
 
-_CHECKS = (_check_api, _check_nsm, _check_kms, _check_links, _check_limits)
+_ACCESS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+
+
+def _check_kms_endpoint(config: ServiceConfig, problems: Problems) -> None:
+    """``[kms_endpoint]``: inside the enclave only (loopback TCP or a Unix socket)."""
+    add = problems.add
+    text = config.kms_endpoint_listen
+    why = (
+        f"{text!r:.80} is not allowed: the KMS endpoint answers with plaintexts (Decrypt, "
+        "GenerateDataKey, ...) to whoever connects, so it listens only inside the enclave, "
+        'on a loopback host ("tcp:127.0.0.1:4566", "tcp:[::1]:4566", "tcp:localhost:4566") '
+        'or a Unix socket ("unix:/run/attested/kms.sock"); never on vsock or another '
+        "address, which the parent instance or the network could reach"
+    )
+    address = _address(problems, "kms_endpoint.listen", text, ("tcp", "unix"), why)
+    if address is not None and address.kind == "tcp" and not is_loopback(address.host):
+        add("kms_endpoint.listen", why)
+    if address is not None and address.kind == "unix":
+        path = address.path or ""
+        if "\x00" in path or not os.path.isabs(path):
+            add("kms_endpoint.listen", f"{path!r:.200} must be an absolute path")
+        elif _fs_length(path) > 107:
+            add("kms_endpoint.listen", "the path is longer than a Unix socket path may be")
+        elif path == config.api_unix:
+            add("kms_endpoint.listen", "is the API's socket (api.unix); give it its own path")
+    if address is not None and address.kind == "tcp" and address.port:
+        for key, other in (("api.tcp", config.api_tcp), ("egress.listen", config.egress_listen)):
+            if other and _same_tcp(address, other):
+                add("kms_endpoint.listen", f"is also {key}; give it its own port")
+    if not 0 <= config.kms_endpoint_unix_mode <= 0o777 or config.kms_endpoint_unix_mode & 0o007:
+        add(
+            "kms_endpoint.unix_mode",
+            "must be an octal mode that gives others no access (e.g. 0660)",
+        )
+    key_id = config.kms_endpoint_access_key_id
+    if key_id and not _ACCESS_KEY_ID.fullmatch(key_id):
+        add(
+            "kms_endpoint.access_key_id",
+            "must be an access key id (16 to 128 capital letters and digits, e.g. "
+            "AKIAIOSFODNN7EXAMPLE)",
+        )
+    if not text and (config.kms_endpoint_allow_reencrypt or key_id):
+        add("kms_endpoint", "allow_reencrypt and access_key_id apply only with listen")
+
+
+def _same_tcp(address: Address, other: str) -> bool:
+    try:
+        found = parse_address(other)
+    except ValueError:
+        return False
+    return found.kind == "tcp" and (found.host, found.port) == (address.host, address.port)
+
+
+_CHECKS = (
+    _check_api,
+    _check_nsm,
+    _check_kms,
+    _check_links,
+    _check_limits,
+    _check_kms_endpoint,
+)
 
 
 def _fs_length(path: str) -> int:
@@ -373,6 +449,12 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "max_body": ("max_body", "int"),
         "max_connections": ("max_connections", "int"),
         "idle_timeout": ("idle_timeout", "float"),
+    },
+    "kms_endpoint": {
+        "listen": ("kms_endpoint_listen", "str"),
+        "unix_mode": ("kms_endpoint_unix_mode", "mode"),
+        "allow_reencrypt": ("kms_endpoint_allow_reencrypt", "bool"),
+        "access_key_id": ("kms_endpoint_access_key_id", "str"),
     },
 }
 
@@ -445,13 +527,22 @@ def _from_file(config: Path, value: object) -> str:
     return str(config.parent / value)
 
 
-def load_config(path: Path | None, env: Mapping[str, str]) -> ServiceConfig:
+def load_config(
+    path: Path | None,
+    env: Mapping[str, str],
+    *,
+    extra: Mapping[str, Callable[[Section], None]] | None = None,
+) -> ServiceConfig:
     """Read the TOML file (if any), apply environment overrides, check everything.
 
     Args:
         path: the TOML file; ``None`` for defaults and environment only. Relative paths
             in it are taken from its directory (as in ``attested parent``'s file).
         env: the environment (``os.environ``), for the ``ATTESTED_*`` overrides.
+        extra: more top-level keys a caller reads from the same document (``attested
+            exec``'s ``[[secrets]]``): each reader gets the whole document's
+            :class:`Section` and records its problems there, so they are listed with
+            the service's in one ``ConfigError``.
 
     Returns:
         The checked configuration.
@@ -460,12 +551,12 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> ServiceConfig:
         ConfigError: one message per problem: unknown keys, wrong types, bad values,
             unreadable files.
     """
-    problems = Problems()
+    problems, extra = Problems(), extra or {}
     document = None if path is None else read_file(path, problems, name=str(path))
     if path is not None and document is None:  # unreadable, not TOML: the rest is noise
         problems.raise_if_any()
     top = Section(problems, document, overrides=read_environment(_OVERRIDES, env, problems))
-    top.refuse_unknown([*_SCHEMA[""], *(section for section in _SCHEMA if section)])
+    top.refuse_unknown([*_SCHEMA[""], *(section for section in _SCHEMA if section), *extra])
     sections = {name: top.table(name) if name else top for name in _SCHEMA}
     values: dict[str, object] = {}
     for section_name, keys in _SCHEMA.items():
@@ -493,6 +584,8 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> ServiceConfig:
     simulated.update(_pcrs(nsm))
     if simulated:
         values["nsm_simulated_pcrs"] = simulated
+    for read in extra.values():
+        read(top)
     config = problems.check("", lambda: ServiceConfig(**values))  # type: ignore[arg-type]
     problems.raise_if_any()
     assert config is not None  # noqa: S101 - no problem means it was built

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from attested._runtime.http import HttpServer as RuntimeServer
 from attested._runtime.lifecycle import Scoped, stop_all
 from attested.enclave import open_provider
 from attested.errors import ConfigurationError, RelayUnavailable
@@ -23,6 +24,7 @@ from attested.relay import EnclaveEgress, Relay
 from attested.service._app import OutsideApp, ServiceApp
 from attested.service._config import ServiceConfig
 from attested.service._http import HttpServer, Request, Response
+from attested.service._kms_endpoint import open_kms_endpoint
 from attested.service.cache import CacheLimits, DataKeyCache
 from attested.service.metrics import ServiceMetrics
 
@@ -56,7 +58,7 @@ class Service(Scoped):
         self._given_attestation = attestation
         self._given_credentials = credentials
         self._relays = tuple(relays)
-        self._servers: dict[str, HttpServer] = {}
+        self._servers: dict[str, RuntimeServer] = {}
         self._egress: Relay | None = None
         self._closers: list[Callable[[], object]] = []
         self._listeners: Mapping[str, Address] = MappingProxyType({})
@@ -65,7 +67,10 @@ class Service(Scoped):
 
     @property
     def listeners(self) -> Mapping[str, Address]:
-        """Bound addresses (real ports) by kind: ``unix``, ``tcp``, ``vsock``, ``egress``."""
+        """Bound addresses (real ports) by name.
+
+        ``unix``, ``tcp``, ``vsock`` (the API), ``egress`` and ``kms_endpoint``.
+        """
         return self._listeners
 
     @property
@@ -101,16 +106,14 @@ class Service(Scoped):
             if config.credentials_source == "environment"
             else ParentCredentials(config.credentials_parent)
         )
+        network = NetworkSettings(
+            endpoint_url=config.kms_endpoint_url or None,
+            proxy=proxy,
+            ca_bundle=config.kms_ca_bundle or None,
+            max_pool_connections=_KMS_POOL,
+        )
         kms = KmsClient(
-            region=config.region,
-            attestation=provider,
-            credentials=credentials,
-            network=NetworkSettings(
-                endpoint_url=config.kms_endpoint_url or None,
-                proxy=proxy,
-                ca_bundle=config.kms_ca_bundle or None,
-                max_pool_connections=_KMS_POOL,
-            ),
+            region=config.region, attestation=provider, credentials=credentials, network=network
         )
         self._closers.append(kms.close)
         expiry = _seconds_to_expiry(credentials.botocore_credentials())
@@ -131,6 +134,8 @@ class Service(Scoped):
         )
         self._app = app
         self._listen(config, app, bound)
+        if config.kms_endpoint_listen:
+            self._listen_kms_endpoint(config, kms, credentials, network, metrics, bound)
         self._listeners = MappingProxyType(bound)
         log.info(
             "attested service ready: region %s, NSM %s, %d allowed key(s), operations %s",
@@ -209,6 +214,40 @@ class Service(Scoped):
             server.start()
             bound[kind] = server.address
             log.info("listening on %s", server.address)
+
+    def _listen_kms_endpoint(
+        self,
+        config: ServiceConfig,
+        kms: KmsClient,
+        credentials: CredentialsProvider,
+        network: NetworkSettings,
+        metrics: ServiceMetrics,
+        bound: dict[str, Address],
+    ) -> None:
+        """The KMS-compatible endpoint for stock SDKs (``[kms_endpoint]``, ADR 0090)."""
+        try:
+            server, plain = open_kms_endpoint(
+                config,
+                kms=kms,
+                credentials=credentials.botocore_credentials(),
+                network=network,
+                metrics=metrics,
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"kms_endpoint.listen: cannot listen on {config.kms_endpoint_listen}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        self._closers.append(plain.close)
+        self._servers["kms_endpoint"] = server
+        server.start()
+        bound["kms_endpoint"] = server.address
+        log.info(
+            "KMS endpoint listening on %s (attested: %s; ReEncrypt %s)",
+            server.address,
+            ",".join(sorted(o for o in config.operations if o != "attestation")),
+            "allowed" if config.kms_endpoint_allow_reencrypt else "refused",
+        )
 
     def stop(self, deadline: float = 10.0) -> bool:
         """Stop accepting, let in-flight requests finish, remove the socket file.

@@ -1,23 +1,23 @@
-"""A minimal enclave app: answers on 127.0.0.1:$APP_PORT with random bytes from KMS.
+"""A minimal enclave app for ``attested exec``: no SDK, no attestation code, no log client.
 
-It uses the secrets service over its unix socket (``attested serve``) and ships its
-logs to the parent's sink. Replace it with your own; the entrypoint runs the image's
-CMD after the service is ready.
+Its secret arrives in ``DB_PASSWORD`` (and in ``/run/secrets/db-password``, mode 0400)
+before it starts; what it prints goes to the parent's log sink line by line. It answers
+on 127.0.0.1:$APP_PORT (the ``[[ingress]]`` of enclave.toml) with random bytes from the
+local API (``attested exec`` runs it on unix:/run/attested/api.sock). Replace it with
+your own program, in any language.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
-import logging
 import os
 import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from attested.relay import VsockLogHandler
-
-API_SOCKET = "/run/attested/api.sock"
-log = logging.getLogger("app")
+# The local API's socket: serve's own override variable, which exec passes on.
+API_SOCKET = os.environ.get("ATTESTED_API_SOCKET", "/run/attested/api.sock")
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -45,13 +45,16 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def log_message(self, format: str, *args: object) -> None:
-        log.info("request %s", self.path)
+        print(f"request {self.path}")  # stdout: shipped to the parent by attested exec
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, handlers=[VsockLogHandler("vsock:3:8090")])
+    password = os.environ.get("DB_PASSWORD", "")
+    # Never print a secret: its fingerprint is enough to tell versions apart.
+    fingerprint = hashlib.sha256(password.encode()).hexdigest()[:12] if password else "none"
+    print(f"database password loaded (sha256 {fingerprint}...)")
     port = int(os.environ.get("APP_PORT", "8443"))
-    log.info("app listening on 127.0.0.1:%d", port)
+    print(f"app listening on 127.0.0.1:{port}")
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 

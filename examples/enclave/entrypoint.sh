@@ -1,4 +1,9 @@
 #!/bin/bash
+# The manual alternative to `attested exec` (see docs/exec.md): the Dockerfile's
+# entrypoint is now `attested exec --config /etc/attested/enclave.toml -- CMD`, which does
+# all of this in one process and also opens the app's [[secrets]]. Kept for reference and
+# for images that must run the parts as separate processes.
+#
 # Enclave entrypoint: loopback up, egress proxy, attested serve, ingress, then the app.
 #
 # Any of them exiting ends the enclave (its console shows why in debug mode); the

@@ -18,6 +18,7 @@ process (fast, and what the process would print); the broken pipes run as proces
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -167,6 +168,11 @@ CASES: dict[str, Cases] = {
         pipe=["serve", "--config", "{serve_toml}"],
         daemon=True,
     ),
+    "exec": Cases(
+        missing=["exec", "--config", "{missing}", "--check"],
+        malformed=["exec", "--config", "{bad}", "--check"],
+        pipe=["exec", "--config", "{serve_toml}", "--check"],
+    ),
     "parent": Cases(
         missing=["parent", "--config", "{missing}"],
         malformed=["parent", "--config", "{bad}"],
@@ -259,7 +265,7 @@ def test_a_usage_error_exits_2_in_one_line(
         assert_json_error(out, assert_one_line(command, err), "usage")
 
 
-def _parser(command: str) -> object:
+def _parser(command: str) -> argparse.ArgumentParser:
     return next(p for p in parsers(build_parser()) if p.prog == f"attested {command}")
 
 

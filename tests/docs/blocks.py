@@ -24,7 +24,10 @@ from pathlib import Path
 
 SHELLS = frozenset({"sh", "bash", "console"})
 CONFIGS = frozenset({"toml", "json", "yaml", "ini"})
-LANGUAGES = SHELLS | CONFIGS | {"python", "text"}
+# Shown, never run here: no Docker daemon and no Terraform in CI (checked by eye and by
+# the tests of the code that writes them, such as keypolicy generate --format terraform).
+SHOWN = frozenset({"dockerfile", "hcl"})
+LANGUAGES = SHELLS | CONFIGS | SHOWN | {"python", "text"}
 # What a configuration block is, and so which loader checks it beyond its syntax.
 KINDS = {
     "serve-config": "toml",

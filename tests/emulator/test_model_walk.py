@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from attested.emulator import EmulatorConfig, KmsEmulator
-from attested.emulator._protocol import kms_model
+from attested.kms._wire import kms_model
 from tests.emulator.conftest import ROOT_ARN, Enclave, client
 from tests.emulator.modelcheck import answer_problems
 

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from attested.emulator import DEV_ARN, EmulatorConfig, KmsEmulator
-from attested.emulator._protocol import ApiError
 from attested.emulator._sigv4 import Caller
+from attested.kms._wire import ApiError
 from tests.emulator.conftest import ACCOUNT, REGION, ROOT_ARN, Enclave, client
 
 

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attested.emulator import DEV_ARN, KmsEmulator
-from attested.emulator._protocol import ApiError
 from attested.emulator._service import KmsService
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import KeyStore
+from attested.kms._wire import ApiError
 from tests.emulator.conftest import ACCOUNT, Enclave
 from tests.emulator.rawhttp import call, post, sign
 

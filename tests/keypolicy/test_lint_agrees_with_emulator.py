@@ -32,13 +32,13 @@ from attested import emulator, pcr
 from attested.cli import main
 from attested.emulator import _ciphertext
 from attested.emulator._keys import KeyRecord
-from attested.emulator._protocol import ApiError
 from attested.emulator._service import KmsService
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import KeyStore
 from attested.keypolicy import lint_policy, parse_policy
 from attested.keypolicy._evaluate import UNKNOWN_CONDITION_PREFIX, compile_policy, evaluate
 from attested.keypolicy._reach import Evidence, Witness, find_access
+from attested.kms._wire import ApiError
 from attested.simulator import SimulatedNsm
 from attested.trust import TrustRoot
 

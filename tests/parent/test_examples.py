@@ -147,9 +147,10 @@ def test_the_dockerfile_copies_what_is_there() -> None:
     for source, _ in copies:
         assert source == wheel or (ENCLAVE / source).is_file(), source
     destinations = {destination for _, destination in copies}
-    assert "/usr/local/bin/entrypoint.sh" in destinations
-    assert "/etc/attested/serve.toml" in destinations
-    assert 'ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]' in lines
+    assert "/etc/attested/enclave.toml" in destinations  # attested exec (tests/exec)
+    assert (
+        'ENTRYPOINT ["attested", "exec", "--config", "/etc/attested/enclave.toml", "--"]' in lines
+    )
     assert any(line.startswith(f"RUN pip install --no-cache-dir /tmp/{wheel}") for line in lines)
     built = "pip wheel --no-deps --wheel-dir examples/enclave ."
     assert built in (ENCLAVE / "Dockerfile").read_text()

@@ -385,7 +385,7 @@ def test_a_key_cannot_forge_an_output_line(tmp_path: Path, capsys) -> None:
     assert lines[-1] == "attested serve: 2 configuration problem(s); not started"
     assert lines[:-1] == [
         f"attested serve: configuration: 'x\\n{forged}': unknown key or section (known: "
-        "region, api, nsm, kms, egress, logs, credentials, cache, limits)",
+        "region, api, nsm, kms, egress, logs, credentials, cache, limits, kms_endpoint)",
         "attested serve: configuration: kms.'a\\nb': unknown key (known: endpoint_url, proxy, "
         "ca_bundle, allowed_keys, operations)",
     ]

@@ -67,3 +67,51 @@ def test_one_policy_evaluator() -> None:
     }
     defining.discard("attested/policy.py")  # attestation policies: Policy.evaluate
     assert defining == {"attested/keypolicy/_evaluate.py", "attested/keypolicy/_operators.py"}
+
+
+def _string_constants(tree: ast.Module) -> list[str]:
+    """String literals that are code, not docstrings."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
+
+
+def test_one_kms_wire_protocol() -> None:
+    """KMS's JSON 1.1 protocol has one home, shared by the emulator and the KMS endpoint.
+
+    attested/kms/_wire.py loads botocore's KMS model, parses requests against it, encodes
+    answers and error shapes, and names the target prefix and the content type; no other
+    module does any of it (so production code never needs the emulator's copy: ADR 0094).
+    """
+    wire = "attested/kms/_wire.py"
+    # Loading the model, and reading operations' input and output shapes from it.
+    assert _callers("get_service_model") == {wire}
+    assert _callers("operation_model") == {wire}
+    defining = {
+        path
+        for path, tree in _modules().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef)
+        and node.name in ("encode_response", "model_members", "parse_authorization", "kms_model")
+    }
+    assert defining == {wire}
+    protocol_words = ("TrentService", "x-amz-json-1", "__type", "AWS4-HMAC-SHA256")
+    speaking = {
+        path
+        for path, tree in _modules().items()
+        if any(word in text for text in _string_constants(tree) for word in protocol_words)
+    }
+    assert speaking == {wire}
+    assert not (PACKAGE / "emulator" / "_protocol.py").exists()

@@ -1,15 +1,25 @@
-"""KMS's AWS JSON 1.1 protocol: request validation from botocore's own model, error bodies.
+"""KMS's AWS JSON 1.1 wire protocol, server side: one home for both KMS servers.
 
-Requests are checked against the KMS service model that ships with botocore (the same
-file every AWS SDK is generated from): member types, required members, string and blob
-lengths, enums, patterns and integer ranges. Messages follow KMS's wording, for example
-``1 validation error detected: Value '2000' at 'numberOfBytes' failed to satisfy
-constraint: Member must have value less than or equal to 1024``. A body that is not JSON,
-or a member of the wrong JSON type, is a ``SerializationException``, as in AWS.
+The KMS emulator (:mod:`attested.emulator`, development only) and the service's KMS
+endpoint (:mod:`attested.service._kms_endpoint`, production) both speak it, so it lives
+here, in neither (production code must not import the emulator; ADR 0094):
 
-Blob values are never echoed in messages. Unknown members are ignored, as AWS does. An
-empty request body means ``{}`` (the Smithy awsJson1_1 protocol requires servers to
-accept it).
+* **Requests** (:func:`parse_request`) are checked against the KMS service model that
+  ships with botocore (the same file every AWS SDK is generated from): member types,
+  required members, string and blob lengths, enums, patterns and integer ranges.
+  Messages follow KMS's wording, for example ``1 validation error detected: Value '2000'
+  at 'numberOfBytes' failed to satisfy constraint: Member must have value less than or
+  equal to 1024``. A body that is not JSON, or a member of the wrong JSON type, is a
+  ``SerializationException``, as in AWS. Blob values are never echoed in messages.
+  Unknown members are ignored, as AWS does. An empty request body means ``{}`` (the
+  Smithy awsJson1_1 protocol requires servers to accept it).
+* **The envelope**: ``POST /`` with ``X-Amz-Target: TrentService.<Operation>`` and
+  ``Content-Type: application/x-amz-json-1.1`` (:func:`operation_of`,
+  :func:`check_envelope`); the SigV4 ``Authorization`` header's shape
+  (:func:`parse_authorization`; checking the signature is the emulator's business).
+* **Answers** (:func:`encode_response`, :func:`model_members`, :func:`answer`) and
+  **errors** (:class:`ApiError`, :func:`encode_error`, :func:`http_error_code`):
+  ``{"__type": CODE, "message": TEXT}`` with KMS's HTTP status for the code.
 """
 
 from __future__ import annotations
@@ -19,16 +29,43 @@ import binascii
 import functools
 import json
 import re
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import botocore.session
 from botocore.model import ServiceModel, Shape
 
+from attested._runtime.http import Response
 from attested.errors import KmsError
 
-__all__ = ["ApiError", "Json", "encode_error", "encode_response", "kms_model", "parse_request"]
+__all__ = [
+    "CONTENT_TYPE",
+    "TARGET_PREFIX",
+    "ApiError",
+    "Authorization",
+    "Json",
+    "answer",
+    "check_data_key_size",
+    "check_envelope",
+    "check_random_size",
+    "encode_error",
+    "encode_response",
+    "http_error_code",
+    "kms_model",
+    "model_members",
+    "null_member",
+    "operation_of",
+    "parse_authorization",
+    "parse_request",
+]
+
+TARGET_PREFIX = "TrentService."
+"""``X-Amz-Target`` is ``TrentService.<Operation>`` for KMS."""
+CONTENT_TYPE = "application/x-amz-json-1.1"
+"""The content type of KMS requests and answers."""
 
 Json = dict[str, Any]
 """A decoded JSON object: an operation's validated parameters, or its answer's members."""
@@ -39,6 +76,12 @@ _STATUS = {
     "DependencyTimeoutException": 503,
     "DryRunOperationException": 412,
 }
+# Errors the HTTP layer answers by itself (framing, caps, overload), as KMS-style codes.
+_HTTP_ERRORS = {
+    500: "KMSInternalException",
+    501: "UnknownOperationException",
+    503: "ServiceUnavailableException",
+}
 _MAX_SHOWN = 1024  # AWS echoes a value whole; recorded ones are up to 257 characters
 
 
@@ -48,7 +91,7 @@ class ApiError(KmsError):
     Attributes:
         code: the AWS error code.
         status: the HTTP status (400 unless KMS uses another for this code).
-        note: for the emulator's log only, never the answer: why, in more words than KMS
+        note: for the server's log only, never the answer: why, in more words than KMS
             gives a caller (an unknown access key id, why a ciphertext does not open).
             Never a secret.
     """
@@ -264,3 +307,140 @@ def encode_error(error: ApiError) -> bytes:
     # layer, which writes "Message" (seen in aws-nitro-enclaves-sdk-c #157).
     field = "Message" if error.code == "AccessDeniedException" else "message"
     return json.dumps({"__type": error.code, field: str(error)}).encode("utf-8")
+
+
+def null_member(name: str) -> ApiError:
+    """KMS's ``ValidationException`` for a member that must be given (``CiphertextBlob``)."""
+    errors: list[str] = []
+    _constraint(errors, None, _member_path("", name), "not be null")
+    return ApiError("ValidationException", f"1 validation error detected: {errors[0]}")
+
+
+def check_data_key_size(params: Mapping[str, object]) -> None:
+    """GenerateDataKey(WithoutPlaintext) takes ``KeySpec`` or ``NumberOfBytes``, one of them.
+
+    A rule of KMS's beyond the model, with its wording.
+
+    Raises:
+        ApiError: ``ValidationException``.
+    """
+    has_size, has_spec = "NumberOfBytes" in params, "KeySpec" in params
+    if has_size == has_spec:
+        raise ApiError(
+            "ValidationException",
+            "Specify either KeySpec or NumberOfBytes, but not both"
+            if has_size
+            else "Please specify either number of bytes or key spec.",
+        )
+
+
+def check_random_size(params: Mapping[str, object]) -> None:
+    """GenerateRandom needs ``NumberOfBytes`` (optional in the model, required by KMS).
+
+    Raises:
+        ApiError: ``ValidationException``.
+    """
+    if "NumberOfBytes" not in params:
+        raise ApiError("ValidationException", "NumberOfBytes is required.")
+
+
+def model_members(operation: str, result: Mapping[str, object]) -> dict[str, object]:
+    """The members of ``result`` that ``operation``'s output shape defines, at the top level.
+
+    For answers parsed by botocore (which adds ``ResponseMetadata``) that are sent on.
+    """
+    shape = kms_model().operation_model(operation).output_shape
+    members = shape.members if shape is not None else {}
+    return {name: value for name, value in result.items() if name in members}
+
+
+def answer(status: int, body: bytes, request_id: str | None = None) -> Response:
+    """An HTTP answer in KMS's form: its content type and an ``x-amzn-RequestId``."""
+    return Response(
+        status=status,
+        body=body,
+        content_type=CONTENT_TYPE,
+        headers={"x-amzn-RequestId": request_id or str(uuid.uuid4())},
+    )
+
+
+def http_error_code(status: int) -> str:
+    """The KMS error code for an error the HTTP server found itself (``status``)."""
+    return _HTTP_ERRORS.get(status, "SerializationException")
+
+
+def operation_of(target: str) -> str:
+    """The operation ``X-Amz-Target`` names, or ``""`` if it does not name a KMS one."""
+    return target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
+
+
+def check_envelope(path: str, operation: str, content_type: str) -> None:
+    """Refuse what is not a KMS request: another path, no operation, another content type.
+
+    Raises:
+        ApiError: ``UnknownOperationException``.
+    """
+    if path != "/" or not operation:
+        raise ApiError(
+            "UnknownOperationException",
+            "Send POST / with X-Amz-Target: TrentService.<Operation>",
+        )
+    if not content_type.startswith("application/x-amz-json-1."):
+        raise ApiError("UnknownOperationException", f"Content-Type must be {CONTENT_TYPE}")
+
+
+_AUTH_RE = re.compile(
+    r"AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+)\s*,\s*"
+    r"SignedHeaders=(?P<signed>[^,\s]+)\s*,\s*Signature=(?P<signature>[0-9a-f]{64})\s*"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authorization:
+    """A SigV4 ``Authorization`` header, taken apart (nothing checked against a secret).
+
+    Attributes:
+        access_key_id: the access key id of the credential scope.
+        date: the scope's date (``YYYYMMDD``).
+        region: the scope's region.
+        service: the scope's service (``kms``).
+        signed_headers: the ``SignedHeaders`` names, as sent.
+        signature: 64 hex digits.
+    """
+
+    access_key_id: str
+    date: str
+    region: str
+    service: str
+    signed_headers: tuple[str, ...]
+    signature: str
+
+
+def parse_authorization(value: str | None) -> Authorization:
+    """Take a SigV4 ``Authorization`` header apart.
+
+    Raises:
+        ApiError: ``MissingAuthenticationTokenException`` (absent or empty) or
+            ``IncompleteSignatureException`` (not ``AWS4-HMAC-SHA256 Credential=...,
+            SignedHeaders=..., Signature=...`` with a five-part credential scope).
+    """
+    if not value:
+        raise ApiError("MissingAuthenticationTokenException", "Missing Authentication Token")
+    match = _AUTH_RE.fullmatch(value.strip())
+    if match is None:
+        raise ApiError(
+            "IncompleteSignatureException",
+            "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' "
+            "parameters with the AWS4-HMAC-SHA256 algorithm",
+        )
+    scope = match["credential"].split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request":
+        raise ApiError("IncompleteSignatureException", "Credential is not a valid SigV4 scope")
+    return Authorization(
+        access_key_id=scope[0],
+        date=scope[1],
+        region=scope[2],
+        service=scope[3],
+        signed_headers=tuple(match["signed"].split(";")),
+        signature=match["signature"],
+    )
