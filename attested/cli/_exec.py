@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             config = load_exec_config(args.config, os.environ)
         except ConfigError as exc:
-            raise config_error(exc, command="exec") from exc
+            raise config_error(exc, command="exec", outcome="the app was not started") from exc
         if args.check:
             print(f"attested exec: {args.config or 'the environment'}: valid ({_summary(config)})")
             return EXIT_OK

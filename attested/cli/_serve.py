@@ -92,7 +92,7 @@ def _serve(args: argparse.Namespace, diagnostics: Diagnostics) -> int:
             shipper.close()  # waits briefly for the buffer to drain
 
 
-def config_error(exc: ConfigError, *, command: str) -> CliError:
+def config_error(exc: ConfigError, *, command: str, outcome: str = "not started") -> CliError:
     """A configuration that cannot be used: one line, or one per problem and a summary.
 
     A file that cannot be read is an I/O error (exit 3) and the only problem reported;
@@ -101,11 +101,12 @@ def config_error(exc: ConfigError, *, command: str) -> CliError:
     Args:
         exc: the configuration's problems.
         command: the subcommand, for the lines printed here (``serve``, ``exec``).
+        outcome: what did not happen, at the end of the line.
     """
     if isinstance(exc.__cause__, OSError):
         return env_error(f"configuration: {exc.problems[0]}")
     if len(exc.problems) == 1:
-        return invalid_input(f"configuration: {exc.problems[0]}; not started")
+        return invalid_input(f"configuration: {exc.problems[0]}; {outcome}")
     for problem in exc.problems:
         print(f"attested {command}: configuration: {problem}", file=sys.stderr)
-    return invalid_input(f"{len(exc.problems)} configuration problems; not started")
+    return invalid_input(f"{len(exc.problems)} configuration problems; {outcome}")
