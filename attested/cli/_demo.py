@@ -77,7 +77,10 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     print("\nDone: the measured enclave got its secret; the modified one was refused.")
     if workdir is not None:
-        print(f"Kept {workdir}: key-policy.json, parent.toml, enclave-*/serve.toml, the logs.")
+        print(
+            f"Kept {workdir}: key-policy.json, parent.toml, enclave-*/serve.toml,"
+            " enclave-a-exec/enclave.toml, the logs."
+        )
     return EXIT_OK
 
 

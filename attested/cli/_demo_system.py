@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -325,6 +326,7 @@ def _run(d: _Demo) -> None:
     _parent_cannot_decrypt(d)
     _start_parent(d)
     enclave_a = _boot_enclave_a(d)
+    _unmodified_app_in_a(d, enclave_a)
     enclave_b = _enclave_b_is_refused(d)
     _stop_everything(d, (enclave_b, enclave_a))
 
@@ -499,6 +501,87 @@ def _boot_enclave_a(d: _Demo) -> _Enclave:
     return enclave_a
 
 
+# The unmodified app _unmodified_app_in_a runs under `attested exec`: it reads its secret
+# from the environment and decrypts with a stock boto3 client that names no endpoint. It
+# prints digests only, and refuses to run unless exec pointed it at a loopback endpoint
+# (so it can never reach out to a real AWS host).
+_APP = """\
+import base64, hashlib, json, os, sys
+url = os.environ.get("AWS_ENDPOINT_URL_KMS", "")
+if not url.startswith("http://127.0.0.1:"):
+    sys.exit("no in-enclave KMS endpoint in AWS_ENDPOINT_URL_KMS")
+import boto3
+print("env DATABASE_URL sha256", hashlib.sha256(os.environb[b"DATABASE_URL"]).hexdigest())
+kms = boto3.client("kms", region_name=sys.argv[1])
+blob, context = base64.b64decode(sys.argv[2]), json.loads(sys.argv[3])
+got = kms.decrypt(CiphertextBlob=blob, EncryptionContext=context)
+print("boto3 kms.decrypt sha256", hashlib.sha256(got["Plaintext"]).hexdigest())
+"""
+
+
+def _unmodified_app_in_a(d: _Demo, enclave: _Enclave) -> None:
+    d.p.step("An unmodified app in enclave A, started by `attested exec`")
+    directory = d.base / f"{enclave.name}-exec"
+    directory.mkdir(mode=0o700)
+    config = directory / "enclave.toml"
+    secret = {"ciphertext": _b64(d.blob), "key_id": d.key_arn, "env": "DATABASE_URL"}
+    config.write_text(
+        f"# attested exec inside simulated {enclave.name}\n"
+        + _enclave_toml(d, enclave.pcrs, enclave.egress, str(directory / "api.sock"))
+        + '\n[kms_endpoint]\nlisten = "tcp:127.0.0.1:0"\n'
+        + '\n[exec]\napp_name = "legacy-app"\nloopback = false\n'
+        + '\n[[secrets]]\nname = "database-url"\n'
+        + "".join(f"{k} = {_toml_str(v)}\n" for k, v in secret.items())
+        + f"encryption_context = {json.dumps(CONTEXT).replace(':', ' =')}\n"
+    )
+    app = [sys.executable, "-c", _APP, REGION, _b64(d.blob), json.dumps(CONTEXT)]
+    # Any credentials will do for the app's SDK: the endpoint signs nothing with them.
+    env = _child_env({"AWS_ACCESS_KEY_ID": "AKIAANYAPPKEY0000000", "AWS_SECRET_ACCESS_KEY": "x"})
+    with (d.base / f"{enclave.name}-exec.log").open("wb") as stderr:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "attested", "exec", "--config", str(config), "--", *app],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                cwd=d.base,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise DemoFailure("attested exec did not finish within 60 s") from None
+    printed = done.stdout.decode(errors="replace")
+    digest = hashlib.sha256(SECRET).hexdigest()
+    wanted = (f"env DATABASE_URL sha256 {digest}", f"boto3 kms.decrypt sha256 {digest}")
+    if done.returncode != 0 or any(line not in printed for line in wanted):
+        log = (d.base / f"{enclave.name}-exec.log").read_text(errors="replace")
+        raise DemoFailure(
+            f"attested exec exited {done.returncode}; the app printed {printed!r}\n{log}"
+        )
+    if not _wait_for_shipped(d.base / "enclave-logs.jsonl", "legacy-app", len(wanted)):
+        raise DemoFailure("the app's output did not reach the parent's log sink")
+    d.p.say(
+        "`attested exec --config enclave.toml -- python app.py`: exec attested, opened the\n"
+        "secret with KMS and only then started the app, with it in DATABASE_URL;\n"
+        "the app's stock boto3 (no endpoint_url, no attestation code) decrypted the same\n"
+        "ciphertext through the in-enclave KMS endpoint (exec set AWS_ENDPOINT_URL_KMS);\n"
+        "both plaintexts match, and the app's output went to the parent's log sink"
+    )
+
+
+def _wait_for_shipped(sink: Path, source: str, count: int, timeout: float = 10.0) -> bool:
+    """Whether ``count`` lines of ``source`` reached the log sink's file in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):  # not there yet, or a line half-written
+            records = [json.loads(line) for line in sink.read_text().splitlines() if line]
+            if sum(1 for r in records if r.get("source") == source) >= count:
+                return True
+        time.sleep(0.05)
+    return False
+
+
 def _decrypt_in(d: _Demo, enclave: _Enclave) -> tuple[int, dict[str, Any]]:
     body = {"ciphertext_blob": _b64(d.blob), "key_id": d.key_arn, "encryption_context": CONTEXT}
     return api_call(enclave.socket_path, "/v1/decrypt", body)
@@ -538,6 +621,8 @@ def _stop_everything(d: _Demo, enclaves: tuple[_Enclave, ...]) -> None:
         d.processes.stop(f"{enclave.name}-egress")
     d.processes.stop("parent")
     logs = dict(d.processes.logs())
+    for path in d.base.glob("*-exec.log"):
+        logs[path.stem] = path.read_text(errors="replace")
     shipped = d.base / "enclave-logs.jsonl"
     lines = shipped.read_text(errors="replace") if shipped.exists() else ""
     logs["parent's log sink"] = lines
@@ -572,10 +657,24 @@ def _start_enclave(d: _Demo, name: str, pcrs: Mapping[int, bytes]) -> _Enclave:
     )
     proxy = egress["enclave-egress"]
     socket_path = str(directory / "api.sock")
-    pcr_table = ", ".join(f'"{i}" = "{v.hex()}"' for i, v in sorted(pcrs.items()))
     config = directory / "serve.toml"
     config.write_text(
-        f"# attested serve inside simulated {name}\n"
+        f"# attested serve inside simulated {name}\n" + _enclave_toml(d, pcrs, proxy, socket_path)
+    )
+    ready = directory / "ready.json"
+    d.processes.start(
+        name,
+        ["serve", "--config", str(config), "--ready-file", str(ready)],
+        env=_child_env(),
+        ready_file=ready,
+    )
+    return _Enclave(name=name, socket_path=socket_path, pcrs=dict(pcrs), egress=proxy)
+
+
+def _enclave_toml(d: _Demo, pcrs: Mapping[int, bytes], proxy: Address, socket_path: str) -> str:
+    """What ``attested serve`` (and ``attested exec``) read inside a simulated enclave."""
+    pcr_table = ", ".join(f'"{i}" = "{v.hex()}"' for i, v in sorted(pcrs.items()))
+    return (
         f'region = "{REGION}"\n'
         "\n[api]\n"
         f"unix = {_toml_str(socket_path)}\n"
@@ -594,14 +693,6 @@ def _start_enclave(d: _Demo, name: str, pcrs: Mapping[int, bytes]) -> _Enclave:
         "\n[logs]\n"
         f'ship_to = "{d.parent["logs"]}"\n'
     )
-    ready = directory / "ready.json"
-    d.processes.start(
-        name,
-        ["serve", "--config", str(config), "--ready-file", str(ready)],
-        env=_child_env(),
-        ready_file=ready,
-    )
-    return _Enclave(name=name, socket_path=socket_path, pcrs=dict(pcrs), egress=proxy)
 
 
 def _check_logs(logs: Mapping[str, str], secrets_: list[bytes | str]) -> None:

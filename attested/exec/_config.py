@@ -284,8 +284,9 @@ def load_exec_config(path: Path | None, env: Mapping[str, str]) -> ExecConfig:
         ConfigError: every problem of the file, serve's keys and exec's alike.
     """
     found: dict[str, object] = {}
+    base = None if path is None else path.parent  # relative paths: from the file's directory
     readers: dict[str, Callable[[Section], None]] = {
-        "secrets": lambda top: found.__setitem__("secrets", _secrets(top)),
+        "secrets": lambda top: found.__setitem__("secrets", _secrets(top, base)),
         "hosts": lambda top: found.__setitem__("hosts", _hosts(top)),
         "ingress": lambda top: found.__setitem__("ingress", _ingress(top)),
         "exec": lambda top: found.__setitem__("settings", _settings(top.table("exec"))),
@@ -312,7 +313,7 @@ def _items(top: Section, key: str, cap: int) -> list[Section]:
     return sections
 
 
-def _secrets(top: Section) -> tuple[SecretSpec, ...]:
+def _secrets(top: Section, base: Path | None) -> tuple[SecretSpec, ...]:
     allowed = top.table("kms").get("allowed_keys")
     allowed_keys = tuple(allowed) if isinstance(allowed, list) else ()
     specs: list[SecretSpec] = []
@@ -326,18 +327,20 @@ def _secrets(top: Section) -> tuple[SecretSpec, ...]:
                 if value in values:
                     section.problem(key, f"{value!r:.80} is used by another secret")
                 values.add(value)
-        spec = _secret(section, allowed_keys)
+        spec = _secret(section, allowed_keys, base)
         if spec is not None:
             specs.append(spec)
     return tuple(specs)
 
 
-def _secret(section: Section, allowed_keys: tuple[str, ...]) -> SecretSpec | None:
+def _secret(
+    section: Section, allowed_keys: tuple[str, ...], base: Path | None
+) -> SecretSpec | None:
     before = len(section.problems)
     name = section.text("name", "")
     if not _NAME.fullmatch(name):
         section.problem("name", "required: 1-64 letters, digits, '.', '_' or '-'")
-    source = _source(section)
+    source = _source(section, base)
     key_id = section.text("key_id", "")
     if not key_id:
         section.problem("key_id", "required: the KMS key the ciphertext was made under")
@@ -378,7 +381,7 @@ def _secret(section: Section, allowed_keys: tuple[str, ...]) -> SecretSpec | Non
     )
 
 
-def _source(section: Section) -> Source | None:
+def _source(section: Section, base: Path | None) -> Source | None:
     given = [key for key in _SOURCES if section.has(key)]
     if len(given) != 1:
         which = ", ".join(_SOURCES)
@@ -393,6 +396,8 @@ def _source(section: Section) -> Source | None:
         if key == "ciphertext":
             return InlineCiphertext(blob=decode_ciphertext_text(text))
         if key == "ciphertext_file":
+            if base is not None and not text.startswith("/") and "\x00" not in text:
+                text = str(base.resolve() / text)  # as serve's paths: from the file's directory
             _check_path(section, key, text)
             return CiphertextFile(path=text)
         if key == "secretsmanager":

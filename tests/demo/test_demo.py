@@ -59,6 +59,10 @@ def test_demo_runs_the_whole_flow_and_cleans_up() -> None:
     assert "refused (AccessDeniedException)" in out
     assert "POST /v1/decrypt -> 200" in out
     assert "POST /v1/decrypt -> 403 kms_access_denied" in out
+    # The exec step checks the digests and the shipped lines itself and fails the demo
+    # (status 1) otherwise; here, that it ran.
+    assert "An unmodified app in enclave A, started by `attested exec`" in out
+    assert "through the in-enclave KMS endpoint" in out
     assert "verified" in out
     assert "the parent's log sink received" in out
     assert "the measured enclave got its secret; the modified one was refused" in out
@@ -93,6 +97,7 @@ def test_demo_keep_leaves_the_files_to_look_at_but_no_process() -> None:
         assert (kept / "key-policy.json").is_file()
         assert (kept / "parent.toml").is_file()
         assert (kept / "enclave-a" / "serve.toml").is_file()
+        assert (kept / "enclave-a-exec" / "enclave.toml").is_file()
         assert (kept / "enclave-logs.jsonl").stat().st_size > 0
         assert not list(kept.rglob("*.sock"))
         assert _processes_mentioning(str(kept)) == []

@@ -24,9 +24,10 @@ from pathlib import Path
 
 SHELLS = frozenset({"sh", "bash", "console"})
 CONFIGS = frozenset({"toml", "json", "yaml", "ini"})
-# Shown, never run here: no Docker daemon and no Terraform in CI (checked by eye and by
-# the tests of the code that writes them, such as keypolicy generate --format terraform).
-SHOWN = frozenset({"dockerfile", "hcl"})
+# Shown, never run by the docs test: no Docker daemon, Terraform, Go or Java toolchain in
+# CI. What they show is tested elsewhere where it can be (the JavaScript SDK against the
+# KMS endpoint in tests/kms_endpoint; keypolicy generate --format terraform's output).
+SHOWN = frozenset({"dockerfile", "go", "hcl", "java", "js"})
 LANGUAGES = SHELLS | CONFIGS | SHOWN | {"python", "text"}
 # What a configuration block is, and so which loader checks it beyond its syntax.
 KINDS = {

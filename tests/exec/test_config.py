@@ -9,7 +9,13 @@ import pytest
 from attested.cli import main
 from attested.errors import ConfigError
 from attested.exec import load_exec_config, parse_s3_url
-from attested.exec._config import InlineCiphertext, S3Object, SecretsManagerItem, SsmParameter
+from attested.exec._config import (
+    CiphertextFile,
+    InlineCiphertext,
+    S3Object,
+    SecretsManagerItem,
+    SsmParameter,
+)
 from attested.service import load_config
 
 KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -132,6 +138,22 @@ hosts_fle = "/etc/hosts"
     for start in expected:
         assert any(problem.startswith(start) for problem in found), (start, found)
     assert not any(BLOB in problem for problem in found)  # never the ciphertext
+
+
+def test_a_relative_ciphertext_file_is_taken_from_the_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = f'[[secrets]]\nname = "a"\nkey_id = "{KEY}"\nenv = "A"\n'
+    path = write(tmp_path, secret + 'ciphertext_file = "blobs/a.b64"\n')
+    monkeypatch.chdir("/")  # not where the file is: the file's directory counts
+    relative = load_exec_config(path, {}).secrets[0].source
+    absolute = (
+        load_exec_config(write(tmp_path, secret + 'ciphertext_file = "/etc/app/a.b64"\n'), {})
+        .secrets[0]
+        .source
+    )
+    assert relative == CiphertextFile(path=str(tmp_path.resolve() / "blobs" / "a.b64"))
+    assert absolute == CiphertextFile(path="/etc/app/a.b64")
 
 
 def test_allowed_keys_from_the_environment_count_for_key_id(tmp_path: Path) -> None:
