@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -294,15 +295,29 @@ def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> 
     base = Path(tempfile.mkdtemp(prefix="attested-demo-")) if workdir is None else workdir
     processes = Processes(base)
     demo: _Demo | None = None
+    interrupted = False
     try:
         demo = _Demo(p, base, processes)
         _run(demo)
+    except KeyboardInterrupt:
+        interrupted = True
+        _ignore_sigint()  # a second Ctrl-C must not leave processes behind
+        print(
+            "\nattested demo: interrupted; cleaning up: stopping its processes"
+            + (f" and removing {base}" if own_dir else "")
+            + " ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
     finally:
         statuses = processes.stop_all()
         if demo is not None and demo.kms is not None:  # also when a later step failed
             demo.kms.stop()
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)
+        if interrupted:
+            print("attested demo: cleaned up", file=sys.stderr, flush=True)
     unclean = {name: status for name, status in statuses.items() if status != 0}
     if unclean:
         raise DemoFailure(f"processes did not stop cleanly: {unclean}")
@@ -311,6 +326,18 @@ def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> 
         "every process stopped on SIGTERM with status 0; "
         + ("the temporary directory is gone" if own_dir else f"files kept in {base}")
     )
+
+
+def _short(value: bytes) -> str:
+    """A PCR in hex, shortened to fit a line of 100 columns (the file has it whole)."""
+    text = value.hex()
+    return text if len(text) <= 64 else f"{text[:48]}...{text[-8:]}"
+
+
+def _ignore_sigint() -> None:
+    """Ignore further SIGINTs while cleaning up (from the main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(d: _Demo) -> None:
@@ -367,7 +394,7 @@ def _make_key(d: _Demo) -> None:
         "measurements (as `nitro-cli build-enclave` prints them): examples/demo/measurements.json"
     )
     for index in sorted(d.image.pcrs):
-        d.p.say(f"  PCR{index} = {d.image.pcrs[index].hex()}")
+        d.p.say(f"  PCR{index} = {_short(d.image.pcrs[index])}")
     policy = generate_policy(
         account=ACCOUNT,
         enclave_role=ENCLAVE_ROLE,
@@ -482,7 +509,7 @@ def _boot_enclave_a(d: _Demo) -> _Enclave:
     )
     d.p.say(
         f"{len(document)}-byte attestation document with our nonce: signature, chain to\n"
-        f"the simulated root, PCR0/1/2 and nonce verified (module {verified.module_id})"
+        f"the simulated root, PCR0/1/2 and nonce verified\n(module {verified.module_id})"
     )
 
     d.p.step("An app inside enclave A asks the local API to decrypt the secret")
@@ -603,8 +630,8 @@ def _enclave_b_is_refused(d: _Demo) -> _Enclave:
     d.p.say(
         f"POST /v1/decrypt -> 403 {reply.get('error')}: KMS refused, and the message says\n"
         "why, with every PCR the enclave presented, for example:\n"
-        f"  presented PCR0 = {pcrs_b[0].hex()}\n"
-        f"  policy's  PCR0 = {d.image.pcrs[0].hex()}\n"
+        f"  presented PCR0 = {_short(pcrs_b[0])}\n"
+        f"  policy's  PCR0 = {_short(d.image.pcrs[0])}\n"
         "(a rebuilt image changes PCR0-2: update the key policy only for images you trust)"
     )
     return enclave_b
