@@ -119,7 +119,7 @@ class Service(Scoped):
         self._closers.append(kms.close)
         expiry = _seconds_to_expiry(credentials.botocore_credentials())
         health = Health()
-        health.saw("nsm", True, f"{backend} opened")
+        health.saw("nsm", True, f"the {backend} NSM opened at start")
         probe = CredentialsProbe(
             health, lambda: credentials.botocore_credentials().get_frozen_credentials()
         )

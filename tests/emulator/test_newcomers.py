@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +26,7 @@ from botocore.exceptions import ClientError
 from attested.emulator import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY, EmulatorConfig, KmsEmulator
 from attested.emulator._sigv4 import Identity
 from tests.emulator.conftest import ACCOUNT, OAEP, Enclave, client
+from tests.kms_endpoint.test_javascript import node_modules  # noqa: F401 - a fixture
 
 LOGGER = "attested.emulator"
 
@@ -161,3 +168,107 @@ def test_without_the_flag_unknown_callers_stay_unrecognized(
     with pytest.raises(ClientError) as error:
         anyone.list_keys()
     assert _code(error) == "UnrecognizedClientException"
+
+
+# --- The guide's AWS CLI and JavaScript blocks, against a real emulator process ---------
+
+
+def _guide_block(heading: str, language: str) -> str:
+    from tests.docs.blocks import ROOT, blocks
+
+    guide = ROOT / "docs" / "emulator.md"
+    text = guide.read_text()
+    start = text.index(heading)
+    line = text[:start].count("\n") + 1
+    (found,) = [b for b in blocks(guide) if b.line > line and b.language == language][:1]
+    return found.text
+
+
+@pytest.fixture
+def emulator_process(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    """``attested emulator kms`` in ``tmp_path``, and the export lines of its banner."""
+    bin_dir = Path(sys.executable).parent
+    env = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "LANG": "C.UTF-8"}
+    attested = [sys.executable, "-m", "attested"]
+    made = subprocess.run(
+        [*attested, "simulate", "attest", "--state", "sim", "--out", "first.cbor"],
+        cwd=tmp_path, env=env, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    ready = tmp_path / "ready.json"
+    process = subprocess.Popen(
+        [*attested, "emulator", "kms", "--simulated-state", "sim", "--ready-file", str(ready)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        banner: list[str] = []
+        for line in process.stdout:
+            banner.append(line.rstrip("\n"))
+            if line.startswith("# Callers"):
+                break
+        yield tmp_path, [line for line in banner if line.startswith("export ")]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def _shell_env(work: Path) -> dict[str, str]:
+    bin_dir = Path(sys.executable).parent
+    return {
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "LANG": "C.UTF-8",
+        "HOME": str(work),
+        "AWS_CONFIG_FILE": str(work / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(work / "none"),
+    }
+
+
+def test_the_guides_aws_cli_block_runs_with_the_banners_lines(
+    emulator_process: tuple[Path, list[str]],
+) -> None:
+    if shutil.which("aws") is None or shutil.which("openssl") is None:
+        pytest.skip("the AWS CLI and openssl are needed to run the guide's AWS CLI block")
+    work, exports = emulator_process
+    assert [line.split("=", 1)[0] for line in exports] == [
+        "export AWS_ENDPOINT_URL_KMS",
+        "export AWS_ACCESS_KEY_ID",
+        "export AWS_SECRET_ACCESS_KEY",
+        "export AWS_REGION",
+        "export AWS_DEFAULT_REGION",
+    ]
+    script = "\n".join(exports) + "\n" + _guide_block("### From the AWS CLI", "sh")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=work, env=_shell_env(work), capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("hunter2") == 2, done.stdout  # plain, then through attestation
+
+
+def test_the_guides_javascript_block_runs_with_the_banners_lines(
+    emulator_process: tuple[Path, list[str]],
+    node_modules: Path,  # noqa: F811 - the fixture imported above
+) -> None:
+    work, exports = emulator_process
+    (work / "demo.cjs").write_text(_guide_block("### From JavaScript (AWS SDK v3)", "js"))
+    env = _shell_env(work)
+    for line in exports:
+        name, value = line.removeprefix("export ").split("=", 1)
+        env[name] = value
+    node = shutil.which("node")
+    assert node is not None
+    done = subprocess.run(
+        [node, "demo.cjs"], cwd=work, env={**env, "NODE_PATH": str(node_modules)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "hunter2"
