@@ -19,7 +19,7 @@ import threading
 
 from attested.net import Address
 
-__all__ = ["Listener", "open_listener", "remove_stale_socket"]
+__all__ = ["Listener", "make_socket_directory", "open_listener", "remove_stale_socket"]
 
 _BACKLOG = 256
 _PROBE_TIMEOUT = 1.0
@@ -120,6 +120,40 @@ def _open_unix(address: Address, mode: int | None, backlog: int) -> Listener:
         sock.close()
         raise
     return Listener(sock, address, (created.st_dev, created.st_ino))
+
+
+def make_socket_directory(path: str, *, mode: int = 0o755) -> str | None:
+    """Create the directory of the Unix socket ``path`` if it is missing: that one only.
+
+    ``/run/attested`` usually does not exist in a fresh enclave image, so the socket's
+    own directory is made; its parents are not, so that a typo (``/nonexistent/dir``)
+    fails instead of silently growing a tree.
+
+    Args:
+        path: the socket's path.
+        mode: the new directory's mode (before the umask).
+
+    Returns:
+        The directory created, or ``None`` when it existed (or ``path`` has none).
+
+    Raises:
+        OSError: ``ENOENT`` naming the missing parent, or the error of ``mkdir``.
+    """
+    directory = os.path.dirname(path)
+    if not directory or os.path.isdir(directory):
+        return None
+    try:
+        os.mkdir(directory, mode)
+    except FileExistsError:
+        return None  # made meanwhile; if it is not a directory, bind will say so
+    except FileNotFoundError:
+        parent = os.path.dirname(directory) or "."
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"the directory {parent} does not exist (only the socket's own directory, "
+            f"{directory}, is created)",
+        ) from None
+    return directory
 
 
 def remove_stale_socket(path: str) -> None:

@@ -13,13 +13,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from attested.cli._common import (
-    EXIT_FAIL,
     EXIT_OK,
-    CliError,
     binary_or_base64,
     env_error,
+    epilog,
+    invalid_input,
     read_input,
-    usage_error,
+    refused,
 )
 from attested.errors import EnvelopeDecryptionError, EnvelopeNotForRecipient, MalformedEnvelope
 from attested.kms import RecipientKey, open_envelope
@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "cms",
         help="work with KMS CiphertextForRecipient envelopes",
         description="Work with the CMS envelopes KMS returns as CiphertextForRecipient.",
+        epilog=epilog(["attested cms decrypt --key key.pem envelope.bin"], topic="kms-client"),
     )
     actions = cms.add_subparsers(dest="cms_command", metavar="ACTION", required=True)
     decrypt = actions.add_parser(
@@ -41,9 +42,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="open an envelope with its RSA private key",
         description="Open a KMS CiphertextForRecipient with the RSA private key whose public "
         "key was in the attestation document, to debug envelopes outside an enclave. The "
-        "envelope is read strictly (the checks the KMS client applies). Exit 0 with the "
-        "plaintext, 1 if it cannot be opened, 2 on a usage error, 3 on an I/O error.",
-        epilog="Danger: the plaintext is written as raw bytes; do not paste it anywhere.",
+        "envelope is read strictly (the checks the KMS client applies). Danger: the "
+        "plaintext is written as raw bytes; do not paste it anywhere.",
+        epilog=epilog(
+            [
+                "attested cms decrypt --key key.pem envelope.bin --out secret.bin",
+                "attested cms decrypt --key key.pem - < envelope.b64",
+            ],
+            ok="the plaintext was written",
+            fail="the envelope is for another key, or does not decrypt",
+            usage="the key or the envelope is malformed",
+            env="a file cannot be read or written",
+            topic="kms-client",
+        ),
     )
     decrypt.add_argument(
         "--key", required=True, metavar="KEY.pem", help="RSA private key, PKCS#1 or PKCS#8 PEM"
@@ -60,15 +71,15 @@ def _load_key(path: str) -> RecipientKey:
     try:
         key = load_pem_private_key(data, password=None)
     except TypeError:
-        raise usage_error(f"{path}: the key is encrypted; decrypt it first") from None
+        raise invalid_input(f"{path}: the key is encrypted; decrypt it first") from None
     except ValueError:
-        raise usage_error(f"{path}: not a PEM private key (PKCS#1 or PKCS#8)") from None
+        raise invalid_input(f"{path}: not a PEM private key (PKCS#1 or PKCS#8)") from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise usage_error(f"{path}: not an RSA private key")
+        raise invalid_input(f"{path}: not an RSA private key")
     try:
         return RecipientKey.from_private_key(key)
     except ValueError as exc:
-        raise usage_error(f"{path}: {exc}") from None
+        raise invalid_input(f"{path}: {exc}") from None
 
 
 def _write_private(path: str, data: bytes) -> None:
@@ -97,8 +108,10 @@ def _run_decrypt(args: argparse.Namespace) -> int:
     blob = binary_or_base64(raw, looks_binary=b"\x30")
     try:
         plaintext = open_envelope(blob, key)
-    except (MalformedEnvelope, EnvelopeNotForRecipient, EnvelopeDecryptionError) as exc:
-        raise CliError(f"cannot open the envelope: {exc}", EXIT_FAIL) from None
+    except MalformedEnvelope as exc:
+        raise invalid_input(f"{args.blob} is not a KMS envelope: {exc}") from None
+    except (EnvelopeNotForRecipient, EnvelopeDecryptionError) as exc:
+        raise refused(f"cannot open the envelope: {exc}") from None
     if args.out:
         _write_private(args.out, plaintext)
     else:

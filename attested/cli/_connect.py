@@ -9,7 +9,15 @@ import sys
 import urllib.parse
 import warnings
 
-from attested.cli._common import EXIT_ENV, EXIT_FAIL, EXIT_OK, pcr_argument, pcr_map, usage_error
+from attested.cli._common import (
+    EXIT_ENV,
+    EXIT_FAIL,
+    EXIT_OK,
+    epilog,
+    pcr_argument,
+    pcr_map,
+    usage_error,
+)
 from attested.cli._verify import _trust_root
 from attested.errors import MalformedError, PeerNotAttested, SecurityWarning
 from attested.policy import Policy
@@ -26,9 +34,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="GET an https:// URL from an attested enclave, verifying it in the handshake",
         description="Open a TLS connection, verify the attestation document bound to the "
         "server's certificate (chain to the trust root, signature, PCRs, and that it binds "
-        "the key this handshake used), then GET the URL and print the body. Exit 0 if "
-        "verified, 1 if the server is not an attested enclave matching the policy (every "
-        "failing check is named), 2 on a usage error, 3 if the connection failed.",
+        "the key this handshake used), then GET the URL and print the body. Nothing is "
+        "sent to a server that fails; every failing check is named.",
+        epilog=epilog(
+            [
+                "attested connect https://enclave.example.com:8443/ --pcr 0=HEX --pcr 1=HEX",
+                "attested connect https://127.0.0.1:8443/ --root sim/root.pem --pcr 0=HEX --nonce",
+            ],
+            ok="verified, and the body was printed",
+            fail="the server is not an attested enclave matching the policy",
+            usage="the URL or an option is wrong",
+            env="the connection failed",
+            topic="attested-tls",
+        ),
     )
     parser.add_argument("url", metavar="URL", help="https://HOST:PORT/PATH")
     parser.add_argument(
@@ -90,9 +108,9 @@ def _run(args: argparse.Namespace) -> int:
             policy = Policy(pcrs=pcrs, allow_debug=args.allow_debug, unsafe_any_pcrs=not pcrs)
         except ValueError as exc:
             raise usage_error(str(exc)) from exc
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
     check = PeerCheck(Verifier(trust_root=_trust_root(args.root)), policy, cache_size=0)
+    for note in notes:  # after the trust root: a bad --root is one line alone
+        print(f"note: {note}", file=sys.stderr)
     connection = http.client.HTTPSConnection(
         host, port, context=attested_context(check), timeout=args.timeout
     )

@@ -36,7 +36,14 @@ from attested.cli._common import EXIT_ENV, EXIT_OK, EXIT_USAGE, CliError, env_er
 from attested.errors import AttestedError
 from attested.net import Address
 
-__all__ = ["LOG_LEVELS", "Notifier", "diagnostics_on_stderr", "run_part", "write_ready_file"]
+__all__ = [
+    "LOG_LEVELS",
+    "Diagnostics",
+    "Notifier",
+    "diagnostics_on_stderr",
+    "run_part",
+    "write_ready_file",
+]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _NOFILE_WANTED = 65536
@@ -46,20 +53,71 @@ _SEND_TIMEOUT = 1.0
 log = logging.getLogger("attested.cli")
 
 
+class Diagnostics(logging.Handler):
+    """The library's log records on stderr, held back until the command is under way.
+
+    A command that fails to start says so in one line (``attested serve: cannot start:
+    ...``); the INFO lines of the steps before the failure would only bury it. Records
+    are kept until :meth:`show` (the part started, the command succeeded), then written,
+    and later ones as they come. Never shown, they are dropped, unless the level is
+    DEBUG: whoever asked for DEBUG gets everything.
+
+    Args:
+        level: the lowest level shown.
+        hold: keep records until :meth:`show`; ``False`` writes them at once.
+    """
+
+    def __init__(self, level: str, *, hold: bool = True) -> None:
+        super().__init__(level)
+        self._stderr = logging.StreamHandler(sys.stderr)
+        self._stderr.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        self._held: list[logging.LogRecord] | None = [] if hold else None
+        self._debug = self.level <= logging.DEBUG
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record, or keep it until :meth:`show` (called under ``self.lock``)."""
+        if self._held is not None:
+            self._held.append(record)
+        else:
+            self._stderr.handle(record)
+
+    def show(self) -> None:
+        """Write the records held so far, and from now on write them as they come."""
+        with self.lock:  # type: ignore[union-attr]  # set by Handler.__init__
+            held, self._held = self._held, None
+            for record in held or ():
+                self._stderr.handle(record)
+
+    def finish(self) -> None:
+        """At the end: records still held are dropped (written at DEBUG)."""
+        if self._debug:
+            self.show()
+        with self.lock:  # type: ignore[union-attr]
+            self._held = None
+
+
 @contextmanager
-def diagnostics_on_stderr(level: str) -> Iterator[None]:
-    """Send the library's log records at ``level`` and above to stderr, for the duration."""
-    diagnostics = logging.StreamHandler(sys.stderr)
-    diagnostics.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+def diagnostics_on_stderr(level: str, *, hold: bool = True) -> Iterator[Diagnostics]:
+    """Send the library's log records at ``level`` and above to stderr, for the duration.
+
+    Args:
+        level: the lowest level shown.
+        hold: keep them until ``show()`` (:func:`run_part` calls it once the part
+            started), so that a command that cannot start prints its one-line error alone.
+    """
+    diagnostics = Diagnostics(level, hold=hold)
     library = logging.getLogger("attested")
     previous_level = library.level
     library.addHandler(diagnostics)
     library.setLevel(level)
     try:
-        yield
+        yield diagnostics
     finally:
         library.removeHandler(diagnostics)
         library.setLevel(previous_level)
+        diagnostics.finish()
 
 
 def _raise_nofile() -> None:
@@ -83,6 +141,7 @@ def run_part(
     reopen: Callable[[], None] | None = None,
     usage_errors: tuple[type[Exception], ...] = (),
     on_ready: Callable[[], None] | None = None,
+    diagnostics: Diagnostics | None = None,
 ) -> int:
     """Run a part until SIGTERM or SIGINT: the one way every daemon runs (ADR 0072).
 
@@ -100,6 +159,8 @@ def run_part(
         reopen: what SIGHUP does (reopen log files); without it SIGHUP is only logged.
         usage_errors: errors of ``start`` that are the user's arguments (exit 2).
         on_ready: the command's own announcement, after the ready file.
+        diagnostics: shown once the part started (the log lines of a start that
+            fails would bury its one-line error).
 
     Raises:
         CliError: ``start`` failed (exit 2 for ``usage_errors``, 3 for other
@@ -121,6 +182,8 @@ def run_part(
             with contextlib.suppress(FileNotFoundError):
                 ready_file.unlink()  # a stale file from an earlier run must not look ready
         _start(part, usage_errors)
+        if diagnostics is not None:
+            diagnostics.show()
         try:
             listeners = dict(part.listeners)
             if ready_file is not None:  # first: whoever sees the lines may read the file

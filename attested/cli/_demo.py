@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from attested.cli._common import EXIT_FAIL, EXIT_OK, rfc3339
+from attested.cli._common import EXIT_FAIL, EXIT_OK, epilog, rfc3339
 from attested.errors import ChainError, PolicyError, SecurityWarning
 from attested.policy import Policy
 from attested.verify import Verifier
@@ -37,7 +37,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Run the whole system on this machine, step by step: the KMS emulator "
         "playing AWS KMS, the parent companion, and two simulated enclaves running the "
         "secrets service, connected through the relays over loopback TCP standing in for "
-        "vsock. Everything it starts or writes is stopped and removed on exit.",
+        "vsock. Everything it starts or writes is stopped and removed on exit, Ctrl-C "
+        "included.",
+        epilog=epilog(
+            ["attested demo", "attested demo --keep", "attested demo --offline"],
+            ok="every step turned out as it must",
+            fail="a step did not (the message says which)",
+            topic="service",
+        ),
     )
     demo.add_argument(
         "--keep",

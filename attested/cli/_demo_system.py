@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -295,15 +296,29 @@ def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> 
     base = Path(tempfile.mkdtemp(prefix="attested-demo-")) if workdir is None else workdir
     processes = Processes(base)
     demo: _Demo | None = None
+    interrupted = False
     try:
         demo = _Demo(p, base, processes)
         _run(demo)
+    except KeyboardInterrupt:
+        interrupted = True
+        _ignore_sigint()  # a second Ctrl-C must not leave processes behind
+        print(
+            "\nattested demo: interrupted; cleaning up: stopping its processes"
+            + (f" and removing {base}" if own_dir else "")
+            + " ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise
     finally:
         statuses = processes.stop_all()
         if demo is not None and demo.kms is not None:  # also when a later step failed
             demo.kms.stop()
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)
+        if interrupted:
+            print("attested demo: cleaned up", file=sys.stderr, flush=True)
     unclean = {name: status for name, status in statuses.items() if status != 0}
     if unclean:
         raise DemoFailure(f"processes did not stop cleanly: {unclean}")
@@ -312,6 +327,18 @@ def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> 
         "every process stopped on SIGTERM with status 0; "
         + ("the temporary directory is gone" if own_dir else f"files kept in {base}")
     )
+
+
+def _short(value: bytes) -> str:
+    """A PCR in hex, shortened to fit a line of 100 columns (the file has it whole)."""
+    text = value.hex()
+    return text if len(text) <= 64 else f"{text[:48]}...{text[-8:]}"
+
+
+def _ignore_sigint() -> None:
+    """Ignore further SIGINTs while cleaning up (from the main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(d: _Demo) -> None:
@@ -369,7 +396,7 @@ def _make_key(d: _Demo) -> None:
         "measurements (as `nitro-cli build-enclave` prints them): examples/demo/measurements.json"
     )
     for index in sorted(d.image.pcrs):
-        d.p.say(f"  PCR{index} = {d.image.pcrs[index].hex()}")
+        d.p.say(f"  PCR{index} = {_short(d.image.pcrs[index])}")
     policy = generate_policy(
         account=ACCOUNT,
         enclave_role=ENCLAVE_ROLE,
@@ -488,7 +515,7 @@ def _boot_enclave_a(d: _Demo) -> _Enclave:
     )
     d.p.say(
         f"{len(document)}-byte attestation document with our nonce: signature, chain to\n"
-        f"the simulated root, PCR0/1/2 and nonce verified (module {verified.module_id})"
+        f"the simulated root, PCR0/1/2 and nonce verified\n(module {verified.module_id})"
     )
 
     d.p.step("An app inside enclave A asks the local API to decrypt the secret")
@@ -597,13 +624,19 @@ def _wait_for_shipped(sink: Path, source: str, count: int, timeout: float = 10.0
     return False
 
 
-# The web app behind the attested TLS ingress: plain HTTP on loopback, no TLS code. It
-# exits 0 on SIGTERM, so its `attested exec` does too.
+# The web app behind the attested TLS ingress: plain HTTP (the standard library's
+# http.server) on a Unix socket, no TLS code. On SIGTERM it removes its socket and exits
+# 0, so its exec does too.
 _WEB_APP = """\
-import functools, http.server, signal, sys
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
+import functools, http.server, os, signal, socketserver, sys
+def stop(*_): os.unlink(sys.argv[1]); sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def address_string(self): return "local"
+    def log_message(self, *args): pass
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+Server(sys.argv[1], functools.partial(Handler, directory=sys.argv[2])).serve_forever()
 """
 
 
@@ -637,18 +670,16 @@ def _start_web_enclave(d: _Demo, enclave: _Enclave) -> str:
     directory = d.base / f"{enclave.name}-web"
     (directory / "site").mkdir(parents=True, mode=0o700)
     (directory / "site" / "index.html").write_text(f"hello from {enclave.name}\n")
-    with socket.socket() as probe:  # a free port for the app on loopback
-        probe.bind(("127.0.0.1", 0))
-        app_port = probe.getsockname()[1]
+    app_socket = directory / "app.sock"
     config = directory / "enclave.toml"
     config.write_text(
         f"# attested exec with an attested TLS ingress inside simulated {enclave.name}\n"
         + _enclave_toml(d, enclave.pcrs, enclave.egress, str(directory / "api.sock"))
         + '\n[exec]\napp_name = "web"\nloopback = false\n'
         + '\n[[ingress]]\nlisten = "tcp:127.0.0.1:0"\n'
-        + f'to = "tcp:127.0.0.1:{app_port}"\ntls = "attested"\n'
+        + f'to = {_toml_str("unix:" + str(app_socket))}\ntls = "attested"\n'
     )
-    app = [sys.executable, "-c", _WEB_APP, str(app_port), str(directory / "site")]
+    app = [sys.executable, "-c", _WEB_APP, str(app_socket), str(directory / "site")]
     ready = directory / "ready.json"
     listeners = d.processes.start(
         f"{enclave.name}-web",
@@ -657,20 +688,21 @@ def _start_web_enclave(d: _Demo, enclave: _Enclave) -> str:
         ready_file=ready,
     )
     ingress = listeners["ingress-0"]
-    _wait_for_port("127.0.0.1", app_port)
+    _wait_for_app(app_socket)
     return f"https://{ingress.host}:{ingress.port}/"
 
 
-def _wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
+def _wait_for_app(path: Path, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise DemoFailure(f"nothing listens on {host}:{port}") from None
-            time.sleep(0.05)
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise DemoFailure(f"the web app does not listen on {path}") from None
+        time.sleep(0.05)
 
 
 def _attested_cli(d: _Demo, args: list[str]) -> tuple[int, str, str]:
@@ -715,8 +747,8 @@ def _enclave_b_is_refused(d: _Demo) -> _Enclave:
     d.p.say(
         f"POST /v1/decrypt -> 403 {reply.get('error')}: KMS refused, and the message says\n"
         "why, with every PCR the enclave presented, for example:\n"
-        f"  presented PCR0 = {pcrs_b[0].hex()}\n"
-        f"  policy's  PCR0 = {d.image.pcrs[0].hex()}\n"
+        f"  presented PCR0 = {_short(pcrs_b[0])}\n"
+        f"  policy's  PCR0 = {_short(d.image.pcrs[0])}\n"
         "(a rebuilt image changes PCR0-2: update the key policy only for images you trust)"
     )
     return enclave_b

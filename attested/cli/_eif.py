@@ -18,8 +18,9 @@ from attested import pcr
 from attested.cli._common import (
     EXIT_FAIL,
     EXIT_OK,
-    CliError,
     env_error,
+    epilog,
+    invalid_input,
     pcr_index,
     read_input,
     usage_error,
@@ -64,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "eif",
         help="inspect Enclave Image Files",
         description="Inspect Enclave Image Files (EIF) offline.",
+        epilog=epilog(
+            ["attested eif describe app.eif", "attested eif compare a.eif b.eif"], topic="keypolicy"
+        ),
     )
     commands = eif.add_subparsers(dest="eif_command", metavar="COMMAND", required=True)
     describe = commands.add_parser(
@@ -71,8 +75,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="measure an EIF and check its CRC, section table and signature",
         description="Parse an EIF, compute PCR0, PCR1, PCR2 (and PCR8 when signed), and "
         "check its CRC, that its offset table agrees with its sections, and its signature. "
-        "The JSON form mirrors 'nitro-cli describe-eif'. Exit 0 if every check passes, 1 "
-        "if one fails or the file is not a well-formed EIF, 3 if it cannot be read.",
+        "The JSON form mirrors 'nitro-cli describe-eif'.",
+        epilog=epilog(
+            ["attested eif describe app.eif", "attested eif describe app.eif --json"],
+            ok="every check passes",
+            fail="a check fails (CRC, section table, signature)",
+            usage="the file is not an EIF",
+            env="the file cannot be read",
+            topic="keypolicy",
+        ),
     )
     describe.add_argument("eif", metavar="FILE.eif", help="the image file")
     describe.add_argument("--json", action="store_true", help="print describe-eif's JSON")
@@ -86,6 +97,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "and --signing-cert extend an all-zero PCR with the SHA-384 of the content (PCR8 "
         "is --signing-cert: the certificate's DER); --string, --role-arn (PCR3) and "
         "--instance-id (PCR4) extend it with the raw UTF-8 text.",
+        epilog=epilog(
+            [
+                "attested pcr --role-arn arn:aws:iam::111122223333:role/enclave-parent",
+                "attested pcr --signing-cert signing.pem",
+            ],
+            ok="the PCR was printed",
+            usage="--signing-cert is not a PEM certificate",
+            env="the file cannot be read",
+            topic="keypolicy",
+        ),
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--input", metavar="FILE", help="a file's content (- for stdin)")
@@ -108,10 +129,18 @@ def _register_compare(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="compare two EIFs PCR by PCR and section by section",
         description="Compare two EIFs: PCR0, PCR1, PCR2 and PCR8, and each section (kernel, "
         "cmdline, each ramdisk, signature, metadata), saying which differ and which PCR each "
-        "difference moves. Metadata is not measured: it may differ while every PCR is equal. "
-        "Exit 0 if the compared PCRs are equal and both images pass their checks, 1 if a "
-        "compared PCR differs or a check (CRC, section table, signature) fails, 2 if a file "
-        "is not a well-formed EIF or on a usage error, 3 if a file cannot be read.",
+        "difference moves. Metadata is not measured: it may differ while every PCR is equal.",
+        epilog=epilog(
+            [
+                "attested eif compare pinned.eif rebuilt.eif",
+                "attested eif compare a.eif b.eif --json",
+            ],
+            ok="the compared PCRs are equal and both images pass their checks",
+            fail="a compared PCR differs, or a check (CRC, section table, signature) fails",
+            usage="a file is not a well-formed EIF",
+            env="a file cannot be read",
+            topic="keypolicy",
+        ),
     )
     compare.add_argument("first", metavar="A.eif", help="the first image (e.g. the pinned one)")
     compare.add_argument("second", metavar="B.eif", help="the second image (e.g. a rebuild)")
@@ -153,11 +182,7 @@ def _run_describe(args: argparse.Namespace) -> int:
     try:
         image = read_eif_file(args.eif)
     except MalformedError as exc:
-        if args.json:
-            print(json.dumps({"Error": f"not a well-formed EIF: {exc}"}, indent=2))
-        else:
-            print(f"NOT A WELL-FORMED EIF: {exc}")
-        return EXIT_FAIL
+        raise invalid_input(f"{args.eif} is not a well-formed EIF: {exc}") from exc
     if args.json:
         print(json.dumps(describe_json(image), indent=2))
     else:
@@ -173,7 +198,7 @@ def _measure_both(path: str, label: str) -> tuple[EifImage, tuple[SectionDigest,
     except OSError as exc:
         raise env_error(f"cannot read EIF {path!r}: {exc.strerror or exc}") from exc
     except MalformedError as exc:
-        raise CliError(f"{label} {path}: not a well-formed EIF: {exc}", 2) from exc
+        raise invalid_input(f"{label} {path}: not a well-formed EIF: {exc}") from exc
     return image, sections
 
 
@@ -194,7 +219,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     try:
         result = compare_eifs(a, a_sections, b, b_sections)
     except MalformedError as exc:
-        raise CliError(str(exc), 2) from exc
+        raise invalid_input(str(exc)) from exc
     differing = result.differing(args.pcrs)
     problems = {"A": _checks(a), "B": _checks(b)}
     if args.json:
@@ -411,7 +436,7 @@ def _certificate_pcr(path: str) -> bytes:
     try:
         certificate = x509.load_pem_x509_certificate(data)
     except ValueError as exc:
-        raise usage_error(f"{path}: not a PEM X.509 certificate") from exc
+        raise invalid_input(f"{path}: not a PEM X.509 certificate") from exc
     return pcr.pcr8_from_certificate(certificate.public_bytes(Encoding.DER))
 
 

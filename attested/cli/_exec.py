@@ -17,8 +17,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from attested.cli._common import EXIT_ENV, EXIT_FAIL, EXIT_OK, EXIT_USAGE, usage_error
+from attested.cli._common import EXIT_ENV, EXIT_FAIL, EXIT_OK, EXIT_USAGE, epilog, usage_error
 from attested.cli._daemon import LOG_LEVELS, _raise_nofile, diagnostics_on_stderr, write_ready_file
+from attested.cli._serve import config_error
 from attested.errors import (
     AttestedError,
     ConfigError,
@@ -58,12 +59,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "[[secrets]] entry with KMS and attestation, in parallel; then runs CMD with the "
         "plaintexts in its environment and files, ships its output line by line, forwards "
         "SIGTERM, SIGINT and SIGHUP, reaps orphans, and exits with CMD's status. The "
-        "configuration is serve's TOML plus [[secrets]], [[hosts]], [[ingress]] and [exec]. "
-        "See docs/exec.md.",
-        epilog="Exit status: CMD's own (128+N for signal N) once it started; before: 1 a "
-        "secret refused, 2 usage or configuration, 3 I/O or environment, 126 CMD not "
-        "executable, 127 CMD not found, 128+N stopped by signal N. Environment overrides: "
-        f"{', '.join(ENV_VARS)}.",
+        "configuration is serve's TOML plus [[secrets]], [[hosts]], [[ingress]] and [exec].",
+        epilog=epilog(
+            [
+                "attested exec --config /etc/attested/enclave.toml --check",
+                "attested exec --config /etc/attested/enclave.toml -- python3 /app/app.py",
+            ],
+            extra="Once CMD has started, exec exits with CMD's own status (128+N when signal "
+            "N ended it). Before that, the table below holds, and also: 126 CMD cannot be "
+            "executed, 127 no such CMD, 128+N a stop signal N arrived first. Environment "
+            f"overrides: {', '.join(ENV_VARS)}.",
+            ok="--check: the configuration is valid",
+            fail="a required secret was refused (KMS, its answer, a store, the stored value)",
+            usage="the configuration is not valid (every problem is printed)",
+            env="cannot start (unreadable file, no NSM, KMS or a store unreachable), or a part "
+            "of exec died while CMD ran",
+            topic="exec",
+        ),
     )
     command.add_argument(
         "--config", metavar="FILE", type=Path, help="TOML configuration (default: none)"
@@ -78,9 +90,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help='once the app has started, write {"pid": N, "listeners": {...}} here',
     )
     command.add_argument(
-        "--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="default INFO"
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="diagnostics on stderr (default INFO)",
     )
-    command.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    command.add_argument(
+        "argv",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD [ARGS...]",
+        help="the app's command and its arguments, after --",
+    )
     command.set_defaults(handler=_run)
 
 
@@ -88,18 +109,14 @@ def _run(args: argparse.Namespace) -> int:
     argv = list(args.argv)
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    with diagnostics_on_stderr(args.log_level):
+    # Diagnostics are shown as they come, not held until start-up succeeded as serve's
+    # are: exec is the enclave's entrypoint, opening secrets may take a while, and the
+    # console is the only place to watch it.
+    with diagnostics_on_stderr(args.log_level, hold=False):
         try:
             config = load_exec_config(args.config, os.environ)
         except ConfigError as exc:
-            for problem in exc.problems:
-                print(f"attested exec: configuration: {problem}", file=sys.stderr)
-            print(
-                f"attested exec: {len(exc.problems)} configuration problem(s); the app was "
-                "not started",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+            raise config_error(exc, command="exec", outcome="the app was not started") from exc
         if args.check:
             print(f"attested exec: {args.config or 'the environment'}: valid ({_summary(config)})")
             return EXIT_OK

@@ -19,11 +19,13 @@ from attested._aws import REGION
 from attested.cli._common import (
     EXIT_FAIL,
     EXIT_OK,
-    CliError,
     env_error,
+    epilog,
+    invalid_input,
     parse_hex,
     pcr_index,
     read_input,
+    refused,
     usage_error,
 )
 from attested.cli._eif import read_eif_file
@@ -63,6 +65,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="generate and lint KMS key policies for enclaves",
         description="Generate KMS key policies from enclave measurements, and lint key "
         "policies and IAM policies for attestation mistakes.",
+        epilog=epilog(
+            [
+                "attested keypolicy generate --help",
+                "attested keypolicy lint policy.json",
+            ],
+            topic="keypolicy",
+        ),
     )
     commands = group.add_subparsers(dest="keypolicy_command", metavar="COMMAND", required=True)
     _register_generate(commands)
@@ -70,15 +79,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "lint",
         help="check key policies (a policy file, a Terraform plan, a CloudFormation "
         "template) for attestation mistakes",
-        description="Lint KMS key policies for attestation mistakes. The input is found by "
+        description="Lint KMS key policies for attestation mistakes: can anyone decrypt "
+        "without the enclave? The input is found by "
         "its shape: a key policy or IAM identity policy, 'aws kms get-key-policy' output, a "
         "Terraform plan or state ('terraform show -json'), or a CloudFormation template "
         "(JSON or YAML). In a plan or template every enclave key is linted (its policy "
         "names kms:RecipientAttestation, or it is tagged attested:enclave=true) and "
         "findings name the resource; a policy that cannot be judged (known only after "
-        "apply, an intrinsic that cannot be resolved) is an error. Exit 0 if there is no "
-        "error-level finding, 1 if there is, 2 if the input is none of these, 3 if it "
-        "cannot be read.",
+        "apply, an intrinsic that cannot be resolved) is an error.",
+        epilog=epilog(
+            [
+                "attested keypolicy lint policy.json",
+                "terraform show -json plan.out > plan.json && attested keypolicy lint plan.json",
+                "aws kms get-key-policy --key-id KEY --policy-name default | "
+                "attested keypolicy lint - --json",
+            ],
+            ok="no error-level finding (warnings may be printed)",
+            fail="at least one error-level finding",
+            usage="the input is none of these",
+            env="the file cannot be read",
+            topic="keypolicy",
+        ),
     )
     lint.add_argument(
         "policy", metavar="FILE", help="the policy, plan or template file, or - for stdin"
@@ -112,9 +133,18 @@ def _register_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser
         "line per key. Credentials come from botocore's usual chain (environment, "
         "AWS_PROFILE or --profile, web identity (IRSA), container (EKS Pod Identity) or "
         "instance role); the caller needs kms:ListKeys and kms:ListAliases, and "
-        "kms:DescribeKey, kms:GetKeyPolicy and kms:ListResourceTags on each key. Exit 0 if "
-        "every enclave key is clean, 1 if one has an error finding or cannot be read, 2 on a "
-        "usage error, 3 if the keys cannot be listed (credentials, permission, network).",
+        "kms:DescribeKey, kms:GetKeyPolicy and kms:ListResourceTags on each key.",
+        epilog=epilog(
+            [
+                "attested keypolicy audit --region us-east-1",
+                "attested keypolicy audit --region eu-west-1 --profile security --json",
+            ],
+            ok="every enclave key is clean",
+            fail="a key has an error-level finding or its policy cannot be read",
+            usage="the arguments are wrong",
+            env="the keys cannot be listed (credentials, permission, network)",
+            topic="keypolicy",
+        ),
     )
     audit.add_argument("--region", required=True, metavar="REGION", help="the region to audit")
     audit.add_argument(
@@ -147,8 +177,24 @@ def _register_generate(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "enclave images use the key. Measurements come from --eif, --measurements (JSON "
         "printed by nitro-cli build-enclave, describe-eif or describe-enclaves) or --pcr; "
         "each EIF, file entry or the --pcr values form one set, and several sets become "
-        "lists of accepted values. Exit 0 on success, 1 if an EIF is malformed or fails "
-        "its checks, 2 on a usage error or a refused input, 3 on an I/O error.",
+        "lists of accepted values.",
+        epilog=epilog(
+            [
+                "attested keypolicy generate --eif app.eif --account 111122223333 "
+                "--enclave-role arn:aws:iam::111122223333:role/enclave-parent "
+                "--admin-role arn:aws:iam::111122223333:role/KeyAdmin --output policy.json",
+                "attested keypolicy generate --measurements measurements.json "
+                "--account 111122223333 --enclave-role arn:aws:iam::111122223333:role/parent "
+                "--admin-role arn:aws:iam::111122223333:role/KeyAdmin "
+                "--deny-without-attestation",
+            ],
+            ok="the policy was written",
+            fail="an --eif fails its checks (CRC, section table, signature)",
+            usage="an input is not an EIF or measurements, or is refused "
+            "(all-zero PCRs without --allow-debug)",
+            env="a file cannot be read or written",
+            topic="keypolicy",
+        ),
     )
     generate.add_argument("--account", required=True, metavar="ID", help="the key's account")
     generate.add_argument(
@@ -277,7 +323,7 @@ def _measurement_sets(args: argparse.Namespace) -> list[MeasurementSet]:
         try:
             image = read_eif_file(path)
         except MalformedError as exc:
-            raise CliError(f"--eif {path}: not a well-formed EIF: {exc}", EXIT_FAIL) from exc
+            raise invalid_input(f"--eif {path}: not a well-formed EIF: {exc}") from exc
         if not image.intact:
             problems = []
             if not image.crc_ok:
@@ -286,17 +332,16 @@ def _measurement_sets(args: argparse.Namespace) -> list[MeasurementSet]:
                 problems.append("its section table disagrees with its sections")
             if image.signature is not None and not image.signature.valid:
                 problems.append(f"its signature is invalid ({image.signature.problem})")
-            raise CliError(
-                f"--eif {path}: refusing to pin an image whose checks fail: " + "; ".join(problems),
-                EXIT_FAIL,
+            raise refused(
+                f"--eif {path}: refusing to pin an image whose checks fail: " + "; ".join(problems)
             )
         sets.append(MeasurementSet(pcrs=image.pcrs, source=path))
     for path in args.measurements:
-        data = _read_capped(path, what="measurements", max_size=MAX_MEASUREMENTS_SIZE)
+        data = read_input(path, what="measurements", max_size=MAX_MEASUREMENTS_SIZE)
         try:
             sets.extend(parse_measurements(data, source=path))
         except MalformedError as exc:
-            raise usage_error(f"--measurements {path}: {exc}") from exc
+            raise invalid_input(f"--measurements {path}: {exc}") from exc
     if args.pcr:
         values: dict[int, bytes] = {}
         for index, value in args.pcr:
@@ -354,22 +399,12 @@ def _parameter_argument(value: str) -> tuple[str, str]:
     return name, text
 
 
-def _read_capped(path: str, *, what: str, max_size: int) -> bytes:
-    """Read an input file; one over the cap is a usage error (exit 2), not exit 1."""
-    try:
-        return read_input(path, what=what, max_size=max_size)
-    except CliError as exc:
-        if exc.status == EXIT_FAIL:  # too large: not an input we would accept
-            raise usage_error(str(exc)) from exc
-        raise
-
-
 def _run_lint(args: argparse.Namespace) -> int:
-    data = _read_capped(args.policy, what="input", max_size=MAX_INPUT_SIZE)
+    data = read_input(args.policy, what="input", max_size=MAX_INPUT_SIZE)
     try:
         found = read_policy_input(data, parameters=dict(args.parameter))
     except MalformedError as exc:
-        raise usage_error(f"{args.policy}: {exc}") from exc
+        raise invalid_input(f"{args.policy}: {exc}") from exc
     single = found.kind in ("policy", "get-key-policy")
     rows: list[dict[str, Any]] = []
     findings: list[dict[str, Any]] = []

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from attested.cli._common import EXIT_ENV, CliError, usage_error
+from attested.cli._common import env_error, epilog, invalid_input, usage_error
 from attested.cli._daemon import LOG_LEVELS, diagnostics_on_stderr, run_part
 from attested.errors import ConfigurationError
 from attested.net import Address, parse_address
@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Relays between an enclave's vsock and the world. Each runs until "
         "SIGTERM or SIGINT, then stops accepting and lets open connections finish "
         "within --shutdown-timeout. Addresses: vsock:CID:PORT, tcp:HOST:PORT, unix:PATH.",
+        epilog=epilog(
+            ["attested relay enclave-egress --listen tcp:127.0.0.1:3128 --parent vsock:3:8000"],
+            topic="relay",
+        ),
     )
     roles = relay.add_subparsers(dest="role", metavar="ROLE", required=True)
 
@@ -45,9 +49,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "stays end to end. --forward adds raw forwards with no header, for apps that "
         "cannot use a proxy (the other end is a parent-egress --forward, vsock-proxy or "
         "socat).",
+        epilog=epilog(
+            ["attested relay enclave-egress --listen tcp:127.0.0.1:3128 --parent vsock:3:8000"],
+            ok="stopped by SIGTERM or SIGINT",
+            usage="an address or option is not valid",
+            env="a listener cannot start, or the relay stopped unexpectedly",
+            topic="relay",
+        ),
     )
-    egress.add_argument("--listen", type=_address, metavar="ADDR", help="tcp:127.0.0.1:3128")
-    egress.add_argument("--parent", type=_address, metavar="ADDR", help="vsock:3:8000")
+    egress.add_argument(
+        "--listen",
+        type=_address,
+        metavar="ADDR",
+        help="where the proxy listens, e.g. tcp:127.0.0.1:3128",
+    )
+    egress.add_argument(
+        "--parent",
+        type=_address,
+        metavar="ADDR",
+        help="the parent's parent-egress relay, e.g. vsock:3:8000",
+    )
     _add_forward(egress, "tcp:127.0.0.2:443=vsock:3:8001")
     _add_common(egress)
     egress.set_defaults(handler=_run_enclave_egress)
@@ -61,8 +82,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "loopback, link-local (instance metadata) and other internal ranges are refused "
         "unless that address is itself listed. --forward is vsock-proxy's fixed "
         "destination mode, with the same DNS rules.",
+        epilog=epilog(
+            [
+                "attested relay parent-egress --listen vsock:ANY:8000 "
+                "--allowlist /etc/nitro_enclaves/vsock-proxy.yaml"
+            ],
+            ok="stopped by SIGTERM or SIGINT",
+            usage="an address or option is not valid, or the allowlist is malformed",
+            env="a listener cannot start or the allowlist cannot be read, or the relay "
+            "stopped unexpectedly",
+            topic="relay",
+        ),
     )
-    parent.add_argument("--listen", type=_address, metavar="ADDR", help="vsock:ANY:8000")
+    parent.add_argument(
+        "--listen",
+        type=_address,
+        metavar="ADDR",
+        help="where the enclave's tunnels arrive, e.g. vsock:ANY:8000",
+    )
     parent.add_argument(
         "--allowlist",
         type=Path,
@@ -72,8 +109,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _add_forward(parent, "vsock:ANY:8000=tcp:kms.us-east-1.amazonaws.com:443")
     family = parent.add_mutually_exclusive_group()
-    family.add_argument("-4", "--ipv4", action="store_const", const=4, dest="ip_version")
-    family.add_argument("-6", "--ipv6", action="store_const", const=6, dest="ip_version")
+    family.add_argument(
+        "-4",
+        "--ipv4",
+        action="store_const",
+        const=4,
+        dest="ip_version",
+        help="dial destinations over IPv4 only",
+    )
+    family.add_argument(
+        "-6",
+        "--ipv6",
+        action="store_const",
+        const=6,
+        dest="ip_version",
+        help="dial destinations over IPv6 only",
+    )
     parent.add_argument(
         "--dns-cache",
         type=float,
@@ -90,9 +141,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="raw forward, e.g. parent tcp:0.0.0.0:8443 -> vsock:16:8443, or enclave "
         "vsock:ANY:8443 -> tcp:127.0.0.1:8443",
         description="Forwards raw bytes from --listen to --to (both sides of ingress).",
+        epilog=epilog(
+            ["attested relay ingress --listen tcp:0.0.0.0:8443 --to vsock:16:8443"],
+            ok="stopped by SIGTERM or SIGINT",
+            usage="an address or option is not valid",
+            env="a listener cannot start, or the relay stopped unexpectedly",
+            topic="relay",
+        ),
     )
-    ingress.add_argument("--listen", type=_address, metavar="ADDR", required=True)
-    ingress.add_argument("--to", type=_address, metavar="ADDR", required=True)
+    ingress.add_argument(
+        "--listen", type=_address, metavar="ADDR", required=True, help="where to accept"
+    )
+    ingress.add_argument(
+        "--to", type=_address, metavar="ADDR", required=True, help="where to forward to"
+    )
     _add_common(ingress)
     ingress.set_defaults(handler=_run_ingress)
 
@@ -102,8 +164,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Receives JSON lines from attested.relay.VsockLogHandler and appends "
         "them, one sanitised object per line, to --out (FluentBit or the CloudWatch "
         "agent can tail it). SIGHUP reopens the file after rotation.",
+        epilog=epilog(
+            ["attested relay logs --listen vsock:ANY:8090 --out /var/log/attested/enclave.jsonl"],
+            ok="stopped by SIGTERM or SIGINT",
+            usage="an address or option is not valid",
+            env="a listener cannot start or --out cannot be opened, or the relay stopped "
+            "unexpectedly",
+            topic="relay",
+        ),
     )
-    logs.add_argument("--listen", type=_address, metavar="ADDR", required=True)
+    logs.add_argument(
+        "--listen",
+        type=_address,
+        metavar="ADDR",
+        required=True,
+        help="where the enclave's log lines arrive, e.g. vsock:ANY:8090",
+    )
     logs.add_argument("--out", metavar="FILE", required=True, help="a file, or - for stdout")
     logs.add_argument(
         "--max-line", type=int, default=65536, metavar="BYTES", help="line cap (default 64 KiB)"
@@ -212,8 +288,9 @@ def _load(path: Path) -> Allowlist:
     try:
         return load_allowlist(path)
     except ConfigurationError as exc:
-        status = EXIT_ENV if isinstance(exc.__cause__, OSError) else 2
-        raise CliError(str(exc), status) from exc
+        if isinstance(exc.__cause__, OSError):
+            raise env_error(str(exc)) from exc
+        raise invalid_input(str(exc)) from exc
 
 
 def _run_enclave_egress(args: argparse.Namespace) -> int:
@@ -276,7 +353,7 @@ def _forwards(forwards: Sequence[tuple[Address, Address, Allowlist | None]]) -> 
 
 
 def _serve(args: argparse.Namespace, roles: list[Role], *, resolver: SystemResolver | None) -> int:
-    with diagnostics_on_stderr(args.log_level):
+    with diagnostics_on_stderr(args.log_level) as diagnostics:
         relay = Relay(roles, options=_options(args), resolver=resolver)
         return run_part(
             relay,
@@ -285,4 +362,5 @@ def _serve(args: argparse.Namespace, roles: list[Role], *, resolver: SystemResol
             ready_file=args.ready_file,
             deadline=args.shutdown_timeout,
             reopen=relay.reopen,
+            diagnostics=diagnostics,
         )

@@ -13,8 +13,10 @@ from attested.cli._common import (
     EXIT_FAIL,
     EXIT_OK,
     binary_or_base64,
+    epilog,
     hex_argument,
     hex_or_none,
+    invalid_input,
     parse_time,
     pcr_argument,
     pcr_map,
@@ -23,6 +25,7 @@ from attested.cli._common import (
     usage_error,
 )
 from attested.document import AttestationDocument, parse_attestation
+from attested.eif._format import MAGIC as EIF_MAGIC
 from attested.errors import MalformedError, SecurityWarning
 from attested.policy import Policy
 from attested.trust import TrustRoot
@@ -38,8 +41,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "verify",
         help="verify an attestation document offline",
         description="Verify a Nitro attestation document: signature, certificate chain to "
-        "the trust root, and the expected values given. Exit 0 if verified, 1 if not "
-        "(every failing check is named), 2 on a usage error, 3 on an I/O error.",
+        "the trust root, and the expected values given. Every failing check is named.",
+        epilog=epilog(
+            [
+                "attested verify doc.cbor --pcr 0=HEX --nonce HEX",
+                "attested verify doc.cbor --root sim/root.pem --json",
+            ],
+            ok="verified",
+            fail="at least one check failed (each is named)",
+            usage="DOC is not an attestation document",
+            env="DOC or --root cannot be read",
+            topic="cli",
+        ),
     )
     _add_doc_argument(verify)
     verify.add_argument(
@@ -50,9 +63,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=pcr_argument,
         help="expected value of PCR N (repeatable); without any, no PCR is pinned",
     )
-    verify.add_argument("--nonce", metavar="HEX", type=hex_argument("--nonce"))
-    verify.add_argument("--user-data", metavar="HEX", type=hex_argument("--user-data"))
-    verify.add_argument("--public-key", metavar="HEX", type=hex_argument("--public-key"))
+    verify.add_argument(
+        "--nonce",
+        metavar="HEX",
+        type=hex_argument("--nonce"),
+        help="the nonce you sent with the request for this document: proves it is fresh",
+    )
+    verify.add_argument(
+        "--user-data",
+        metavar="HEX",
+        type=hex_argument("--user-data"),
+        help="expected user_data field",
+    )
+    verify.add_argument(
+        "--public-key",
+        metavar="HEX",
+        type=hex_argument("--public-key"),
+        help="expected public_key field (DER, as hex)",
+    )
     verify.add_argument(
         "--max-age", metavar="SECONDS", type=_positive_seconds, help="oldest acceptable document"
     )
@@ -86,6 +114,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="show an attestation document without verifying it",
         description="Decode a Nitro attestation document and show its fields. Nothing is "
         "verified: use 'attested verify' before trusting any of it.",
+        epilog=epilog(
+            ["attested inspect doc.cbor", "attested inspect - --json < doc.b64"],
+            ok="decoded (not verified)",
+            usage="DOC is not an attestation document",
+            env="DOC cannot be read",
+            topic="cli",
+        ),
     )
     _add_doc_argument(inspect)
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
@@ -109,9 +144,22 @@ def _positive_seconds(value: str) -> timedelta:
 
 
 def _load_document_bytes(source: str) -> bytes:
-    return binary_or_base64(
-        read_input(source, what="attestation document"), looks_binary=_DOC_FIRST_BYTES
-    )
+    raw = read_input(source, what="attestation document")
+    if raw.startswith(EIF_MAGIC):
+        name = "stdin" if source == "-" else source
+        raise invalid_input(
+            f"{name} is an Enclave Image File (EIF), not an attestation document; "
+            f"'attested eif describe {name}' reads EIFs"
+        )
+    return binary_or_base64(raw, looks_binary=_DOC_FIRST_BYTES)
+
+
+def _parse(source: str, data: bytes) -> AttestationDocument:
+    try:
+        return parse_attestation(data)
+    except MalformedError as exc:
+        name = "stdin" if source == "-" else source
+        raise invalid_input(f"{name} is not an attestation document: {exc}") from exc
 
 
 def _policy_from_args(args: argparse.Namespace) -> tuple[Policy, list[str]]:
@@ -154,7 +202,7 @@ def _trust_root(path: str | None) -> TrustRoot:
     try:
         return TrustRoot.from_pem(data, name=f"root from {path}")
     except MalformedError as exc:
-        raise usage_error(f"--root {path}: {exc}") from exc
+        raise invalid_input(f"--root {path}: {exc}") from exc
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -162,11 +210,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     root = _trust_root(args.root)
     data = _load_document_bytes(args.doc)
     verifier = Verifier(trust_root=root)
-    try:
-        document = parse_attestation(data)
-    except MalformedError as exc:
-        _print_malformed(args.json, str(exc))
-        return EXIT_FAIL
+    document = _parse(args.doc, data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SecurityWarning)
         try:
@@ -174,8 +218,8 @@ def _run_verify(args: argparse.Namespace) -> int:
                 document, policy=policy, at=args.at, at_document_time=args.at_document_time
             )
         except MalformedError as exc:
-            _print_malformed(args.json, str(exc))
-            return EXIT_FAIL
+            name = "stdin" if args.doc == "-" else args.doc
+            raise invalid_input(f"{name} is not an attestation document: {exc}") from exc
     if args.json:
         out = _fields(document, verified=report.ok, failures=list(report.failures))
         out["verified_at"] = rfc3339(report.verified_at)
@@ -189,12 +233,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    data = _load_document_bytes(args.doc)
-    try:
-        document = parse_attestation(data)
-    except MalformedError as exc:
-        _print_malformed(args.json, str(exc))
-        return EXIT_FAIL
+    document = _parse(args.doc, _load_document_bytes(args.doc))
     note = "inspected only: nothing was verified"
     if args.json:
         out = _fields(document, verified=False, failures=[])
@@ -226,13 +265,6 @@ def _fields(
         },
         "failures": failures,
     }
-
-
-def _print_malformed(as_json: bool, message: str) -> None:
-    if as_json:
-        print(json.dumps({"verified": False, "failures": [f"malformed: {message}"]}, indent=2))
-    else:
-        print(f"NOT VERIFIED: the document is malformed: {message}")
 
 
 def _print_report(report: VerificationReport, root: TrustRoot, notes: list[str]) -> None:

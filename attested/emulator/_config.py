@@ -138,6 +138,11 @@ class EmulatorConfig:
         allow_remote: listen on a non-loopback address. **Danger**: the emulator is a
             development tool; anyone who can reach it can use its keys with the
             development credentials.
+        accept_any_credentials: take a caller whose access key id is not among the
+            identities to be the development identity (``attested-developer`` in the
+            keys' account), checking everything of its SigV4 signature but the signature
+            itself, as other local AWS emulators do. **Development only**: nothing is
+            authenticated then.
         max_body_size: largest request body accepted, in bytes.
         max_connections: open connections at once; more are closed at once.
         idle_timeout: seconds a connection may stay silent before it is closed.
@@ -154,6 +159,7 @@ class EmulatorConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     tls: tuple[str | Path, str | Path] | None = None
     allow_remote: bool = False
+    accept_any_credentials: bool = False
     max_body_size: int = 1024 * 1024
     max_connections: int = 256
     idle_timeout: float = 60.0
@@ -213,6 +219,20 @@ class EmulatorConfig:
             )
         return accounts[0] if accounts else "111122223333"
 
+    def anyone(self) -> Identity | None:
+        """Who an unknown caller is taken to be: ``None`` unless ``accept_any_credentials``.
+
+        Raises:
+            ConfigurationError: as :meth:`resolved_account`.
+        """
+        if not self.accept_any_credentials:
+            return None
+        account = self.resolved_account()
+        return Identity(
+            secret_access_key="unused: any-credentials mode checks no signature",  # noqa: S106
+            arn=DEV_ARN.replace("111122223333", account),
+        )
+
 
 def emulator_config(
     *, faults: Mapping[str, Any], identities_file: str | Path | None = None, **settings: Any
@@ -232,7 +252,12 @@ def emulator_config(
     fault_config = problems.check("", partial(FaultConfig, **faults))
     identities = dev_identities()
     if identities_file is not None:
-        identities = problems.check("", partial(load_identities, identities_file)) or identities
+        try:
+            identities = load_identities(identities_file)
+        except ConfigError as exc:
+            if isinstance(exc.__cause__, OSError):
+                raise  # an unreadable file: the other problems would be noise
+            problems.check("", partial(_raise, exc))
     config = problems.check(
         "",
         partial(
@@ -242,6 +267,10 @@ def emulator_config(
     problems.raise_if_any()
     assert config is not None  # noqa: S101 - no problem means it was built
     return config
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
 
 
 def parse_identities(document: Any, *, source: str = "identities") -> dict[str, Identity]:

@@ -124,7 +124,12 @@ def _open_asymmetric(
     try:
         return key.decrypt(blob, _oaep(algorithm))
     except ValueError:
-        raise ApiError("InvalidCiphertextException", "") from None
+        raise ApiError(
+            "InvalidCiphertextException",
+            "",
+            note=f"RSA-OAEP decryption with {record.arn} ({algorithm}) failed: made with "
+            "another key or algorithm, or changed",
+        ) from None
 
 
 def _open(
@@ -165,7 +170,12 @@ def _open(
     try:
         sealed = _ciphertext.parse_blob(blob)
     except MalformedError:
-        raise ApiError("InvalidCiphertextException", "") from None
+        raise ApiError(
+            "InvalidCiphertextException",
+            "",
+            note=f"a {len(blob)}-byte blob that is not this emulator's ciphertext format "
+            "(from AWS KMS, another tool, or cut short?)",
+        ) from None
     if key_ref is not None:
         record = svc.resolve(key_ref, now)
         if record.key_id != sealed.key_id or not record.symmetric:
@@ -175,14 +185,27 @@ def _open(
     else:
         found = svc.live(sealed.key_id, now)
         if found is None or not found.symmetric:
-            raise ApiError("InvalidCiphertextException", "")
+            why = "no such key here" if found is None else "not a symmetric key"
+            raise ApiError(
+                "InvalidCiphertextException",
+                "",
+                note=f"the ciphertext names key {sealed.key_id}: {why} (made by another "
+                "emulator, or before a restart without --state?)",
+            )
         record = found
     svc.authorize(caller, action, record, values)
     svc.usable(record)
     try:
         plaintext = _ciphertext.open_blob(record.material, sealed, context)
     except MalformedError:
-        raise ApiError("InvalidCiphertextException", "") from None
+        keys = sorted(context)
+        raise ApiError(
+            "InvalidCiphertextException",
+            "",
+            note=f"authentication under {record.arn} failed: the encryption context "
+            f"(keys given: {keys or 'none'}) is not the one it was encrypted with, or the "
+            "ciphertext was changed",
+        ) from None
     return record, plaintext
 
 

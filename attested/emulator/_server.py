@@ -21,7 +21,7 @@ from typing import Self
 from attested._runtime.http import DropConnection, HttpLimits, HttpServer, Request, Response
 from attested._runtime.lifecycle import Scoped
 from attested._runtime.listen import open_listener
-from attested.emulator._config import EmulatorConfig
+from attested.emulator._config import DEV_ACCESS_KEY_ID, EmulatorConfig
 from attested.emulator._faults import Fault, FaultInjector
 from attested.emulator._service import KmsService
 from attested.emulator._sigv4 import Caller, verify_sigv4
@@ -52,6 +52,7 @@ class EmulatorStats:
 
 
 _REQUEST_TIMEOUT = 10.0
+_LOGGED_MESSAGE = 300  # characters of an error's message in its log line
 _STOP_DEADLINE = 10.0
 
 
@@ -93,6 +94,8 @@ class KmsEmulator(Scoped):
         self._store: KeyStore | None = None
         self._service: KmsService | None = None
         self._identities = types.MappingProxyType(dict(config.identities))
+        self._anyone = config.anyone()
+        self._accepted: set[str] = set()  # unknown access key ids taken for the dev identity
 
     def start(self) -> Self:
         """Open the state, bind the socket and start serving.
@@ -264,6 +267,7 @@ class KmsEmulator(Scoped):
             self._count("dropped")
             raise DropConnection
         caller: Caller | None = None
+        note = ""
         try:
             if decision.fault is Fault.THROTTLE:
                 raise ApiError("ThrottlingException", "Rate exceeded")
@@ -272,26 +276,41 @@ class KmsEmulator(Scoped):
                     "KMSInternalException",
                     "Internal error injected by the emulator's fault settings",
                 )
-            caller, answer = self._process(request, operation, body)
+            caller = self._authenticate(request, operation, body)
+            answer = self.service.handle(operation, body, caller, self.config.clock())
             status = 200
             outcome = "OK"
         except ApiError as exc:
             status, answer, outcome = exc.status, encode_error(exc), exc.code
+            note = exc.note or str(exc)[:_LOGGED_MESSAGE]  # KMS's messages echo no secret
+            if exc.code == "UnrecognizedClientException":
+                note = f"{note}: {self._how_to_authenticate()}"
         except Exception:  # a bug: answer like KMS would, keep serving, log it
             logger.exception("internal error while serving %s", operation or "?")
             error = ApiError("KMSInternalException", "Internal error in the KMS emulator")
             status, answer, outcome = error.status, encode_error(error), error.code
         self._count(outcome)
         logger.info(
-            "%s %s -> %s %.1f ms",
+            "%s %s -> %s %.1f ms%s",
             caller.arn if caller is not None else "-",
             operation or "?",
             outcome,
             (time.perf_counter() - started) * 1000,
+            f" ({note})" if note else "",
         )
         return _wire.answer(status, answer, request_id)
 
-    def _process(self, request: Request, operation: str, body: bytes) -> tuple[Caller, bytes]:
+    def _how_to_authenticate(self) -> str:
+        """What to do about an unrecognized access key, for the log line."""
+        known = ", ".join(sorted(self._identities)[:5])
+        return (
+            f"the emulator knows {known}{', ...' if len(self._identities) > 5 else ''}; "
+            f"use one of them (the development identity: AWS_ACCESS_KEY_ID={DEV_ACCESS_KEY_ID}, "
+            "AWS_SECRET_ACCESS_KEY as 'attested docs emulator' shows), add yours to an "
+            "--identities file, or run with --accept-any-credentials (development only)"
+        )
+
+    def _authenticate(self, request: Request, operation: str, body: bytes) -> Caller:
         _wire.check_envelope(request.path, operation, request.headers.get("content-type", ""))
         headers: dict[str, str] = {}
         for name, value in request.header_list:
@@ -299,7 +318,6 @@ class KmsEmulator(Scoped):
             if lower in headers:
                 raise ApiError("IncompleteSignatureException", f"Header {lower} appears twice")
             headers[lower] = value
-        now = self.config.clock()
         scheme = "https" if self.config.tls is not None else "http"
         caller = verify_sigv4(
             method="POST",
@@ -308,9 +326,21 @@ class KmsEmulator(Scoped):
             body=body,
             identities=self._identities,
             region=self.config.region,
-            now=now,
+            now=self.config.clock(),
+            anyone=self._anyone,
         )
-        return caller, self.service.handle(operation, body, caller, now)
+        if caller.access_key_id not in self._identities:
+            with self._lock:
+                first = caller.access_key_id not in self._accepted
+                self._accepted.add(caller.access_key_id)
+            if first:
+                logger.warning(
+                    "--accept-any-credentials: access key id %r is taken to be %s, with no "
+                    "signature checked",
+                    caller.access_key_id[:40],
+                    caller.arn,
+                )
+        return caller
 
     def _refuse(self, status: int, code: str, message: str, request_id: str) -> Response:
         self._count(code)

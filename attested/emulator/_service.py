@@ -449,7 +449,7 @@ class KmsService:
         try:
             verified = self.verifier.verify(document, policy=self.attestation_policy, at=now)
         except MalformedError as exc:
-            raise _bad_document(f"it is malformed: {exc}") from None
+            raise _bad_document(f"it is malformed: {exc}{_misuse_hint(document)}") from None
         except ChainError as exc:
             raise _bad_document(
                 f"its certificate chain is not valid (trust root: "
@@ -532,6 +532,27 @@ class KmsService:
         if truncated:
             extra["NextMarker"] = str(start + limit)
         return page, extra
+
+
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=_\-\s]+")
+
+
+def _misuse_hint(document: bytes) -> str:
+    """Why a malformed document may be a mistake of the caller's tool (AWS CLI, SDKs)."""
+    if document[:1] in (b"\x84", b"\xd2"):
+        return ""  # it starts like a COSE_Sign1: a document, damaged or not
+    if len(document) < 200 and all(32 <= byte < 127 for byte in document):
+        return (
+            f". It is {len(document)} bytes of text: did you pass a file name? The AWS CLI "
+            "reads a file with --recipient KeyEncryptionAlgorithm=RSAES_OAEP_SHA_256,"
+            "AttestationDocument@=fileb://doc.cbor (note the @=)"
+        )
+    if _BASE64_TEXT.fullmatch(document):
+        return (
+            ". It is base64 text: send the document's raw bytes (the SDK encodes them; "
+            "the AWS CLI: AttestationDocument@=fileb://doc.cbor with the CBOR file)"
+        )
+    return ""
 
 
 def _bad_document(why: str) -> ApiError:

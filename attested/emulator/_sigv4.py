@@ -123,6 +123,7 @@ def verify_sigv4(
     region: str,
     now: datetime,
     service: str = "kms",
+    anyone: Identity | None = None,
 ) -> Caller:
     """Authenticate a request signed with SigV4.
 
@@ -136,6 +137,9 @@ def verify_sigv4(
         region: the region requests must be scoped to.
         now: the emulator's time.
         service: the signing name.
+        anyone: who a caller with an access key id not in ``identities`` is taken to be
+            (``--accept-any-credentials``): everything is checked but the signature, which
+            needs a secret the emulator does not have. **Development only.**
 
     Returns:
         The caller.
@@ -148,16 +152,27 @@ def verify_sigv4(
     auth = parse_authorization(headers.get("authorization"))
     access_key_id = auth.access_key_id
     scope_date, scope_region, scope_service = auth.date, auth.region, auth.service
+    shown = repr(access_key_id[:40])
     identity = identities.get(access_key_id)
-    if identity is None:
-        raise ApiError("UnrecognizedClientException", _UNRECOGNIZED)
+    if identity is None and anyone is None:
+        raise ApiError(
+            "UnrecognizedClientException", _UNRECOGNIZED, note=f"unknown access key id {shown}"
+        )
     token = headers.get("x-amz-security-token")
-    if (token is None) != (identity.session_token is None) or (
-        token is not None
-        and identity.session_token is not None
-        and not hmac.compare_digest(token.encode(), identity.session_token.encode())
+    if identity is not None and (
+        (token is None) != (identity.session_token is None)
+        or (
+            token is not None
+            and identity.session_token is not None
+            and not hmac.compare_digest(token.encode(), identity.session_token.encode())
+        )
     ):
-        raise ApiError("UnrecognizedClientException", _UNRECOGNIZED)
+        why = "a session token" if identity.session_token is None else "no or another token"
+        raise ApiError(
+            "UnrecognizedClientException",
+            _UNRECOGNIZED,
+            note=f"access key id {shown} came with {why}",
+        )
     amz_date = headers.get("x-amz-date", "")
     try:
         when = datetime.strptime(amz_date, _DATE_FORMAT).replace(tzinfo=UTC)
@@ -182,6 +197,9 @@ def verify_sigv4(
     content_sha = headers.get("x-amz-content-sha256")
     if content_sha is not None and content_sha != hashlib.sha256(body).hexdigest():
         raise ApiError("InvalidSignatureException", "X-Amz-Content-SHA256 does not match the body")
+    if identity is None:
+        assert anyone is not None  # noqa: S101 - refused above otherwise
+        return _caller(access_key_id, anyone)
     request = AWSRequest(method=method, url=url, headers={h: headers[h] for h in signed}, data=body)
     request.context["timestamp"] = amz_date
     signer = SigV4Auth(
@@ -197,7 +215,12 @@ def verify_sigv4(
             "InvalidSignatureException",
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method.",
+            note=f"access key id {shown}: the signature does not match its secret",
         )
+    return _caller(access_key_id, identity)
+
+
+def _caller(access_key_id: str, identity: Identity) -> Caller:
     assert identity.principal_arn is not None  # noqa: S101 - set in __post_init__
     return Caller(
         access_key_id=access_key_id,

@@ -141,7 +141,8 @@ def _check_debug(values: dict[int, list[bytes]], *, allow_debug: bool) -> None:
     if not allow_debug:
         raise ConfigurationError(
             f"{names} all zero: that is a debug-mode enclave, whose memory the parent "
-            "instance can read; refusing to admit it (allow_debug overrides)"
+            "instance can read; refusing to admit it (allow_debug=True admits it; on the "
+            "command line, --allow-debug)"
         )
     _warn(f"{names} pinned to all zeros: debug-mode enclaves are admitted")
 

@@ -91,11 +91,17 @@ class ApiError(KmsError):
     Attributes:
         code: the AWS error code.
         status: the HTTP status (400 unless KMS uses another for this code).
+        note: for the server's log only, never the answer: why, in more words than KMS
+            gives a caller (an unknown access key id, why a ciphertext does not open).
+            Never a secret.
     """
 
-    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, *, status: int | None = None, note: str = ""
+    ) -> None:
         super().__init__(message, code=code)
         self.status = status if status is not None else _STATUS.get(code, 400)
+        self.note = note
 
 
 @functools.cache

@@ -21,6 +21,7 @@ from attested.kms import DataKey, KmsClient
 from attested.provider import AttestationProvider
 from attested.service._config import ServiceConfig
 from attested.service._errors import ApiError, json_answer, kms_api_error
+from attested.service._health import Health
 from attested.service._http import Request, Response
 from attested.service._schema import decode_object, parse_body, routes
 from attested.service.cache import DataKeyCache
@@ -37,7 +38,8 @@ def _b64(data: bytes) -> str:
 
 # What a caller outside the enclave (the vsock listener) may use: nothing that returns
 # plaintext, key material or a shared secret.
-_OUTSIDE_ROUTES = frozenset({"/v1/health", "/metrics", "/v1/attestation"})
+_HEALTH_ROUTES = frozenset({"/v1/health", "/v1/health/live", "/v1/health/ready"})
+_OUTSIDE_ROUTES = _HEALTH_ROUTES | {"/metrics", "/v1/attestation"}
 
 
 class OutsideApp:
@@ -98,6 +100,8 @@ class ServiceApp:
         cache: the data-key cache, or ``None`` when disabled.
         nsm_backend: the backend name, for ``/v1/health``.
         credentials_expiry: seconds until the credentials expire, or ``None``.
+        health: the parts as last seen (a fresh one by default); KMS calls update it.
+        recheck: asks for a background look at the credentials (health requests call it).
         clock: monotonic seconds, for latencies.
     """
 
@@ -111,6 +115,8 @@ class ServiceApp:
         cache: DataKeyCache[DataKey] | None = None,
         nsm_backend: str = "",
         credentials_expiry: Callable[[], float | None] = lambda: None,
+        health: Health | None = None,
+        recheck: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._config = config
@@ -120,6 +126,8 @@ class ServiceApp:
         self._cache = cache
         self._backend = nsm_backend
         self._expiry = credentials_expiry
+        self.health = health if health is not None else Health()
+        self._recheck = recheck
         self._clock = clock
         self._allowed = frozenset(config.allowed_keys)
         self._routes = routes(any_key=config.any_key, region=config.region)
@@ -133,6 +141,8 @@ class ServiceApp:
         }
         self._get: dict[str, Callable[[], Response]] = {
             "/v1/health": self._health,
+            "/v1/health/live": self._live,
+            "/v1/health/ready": self._ready,
             "/metrics": self._render_metrics,
         }
 
@@ -150,7 +160,10 @@ class ServiceApp:
         elapsed = self._clock() - start
         self._metrics.requests.inc(route, str(response.status))
         self._metrics.latency.observe(elapsed, route)
-        if (route != "/metrics" and route != "/v1/health") or response.status != 200:
+        # Probes come every few seconds: their answers are not logged (a change of
+        # health is, once, by Health), their failures are.
+        probe = route == "/metrics" or route in _HEALTH_ROUTES
+        if not probe or response.status not in (200, 503):
             log.info(
                 "%s %s %d%s %.1f ms",
                 request.method,
@@ -197,14 +210,17 @@ class ServiceApp:
 
     def _kms_call(self, operation: str, call: Callable[[], Any]) -> Any:
         try:
-            return call()
+            result = call()
         except AttestedError as exc:
+            self.health.saw_call(operation, exc)
             error = kms_api_error(exc, operation)
             self._metrics.kms_errors.inc(operation, error.code)
             log.warning("%s failed: %s: %s", operation, error.code, error.message)
             raise error from None
         except (ValueError, TypeError) as exc:  # the client refused an argument
             raise ApiError("invalid_field", str(exc)) from None
+        self.health.saw_call(operation, None)
+        return result
 
     def _decrypt(self, fields: dict[str, Any]) -> Mapping[str, object]:
         key_id = fields.get("key_id")
@@ -319,17 +335,32 @@ class ServiceApp:
         return {"document": _b64(document)}
 
     def _health(self) -> Response:
+        """200 while the service answers; the body says what is degraded (ADR 0076)."""
+        return json_answer(200, self._health_body())
+
+    def _live(self) -> Response:
+        """200 while the service answers: for liveness probes (restart when it fails)."""
+        return json_answer(200, {"status": "live", "live": True})
+
+    def _ready(self) -> Response:
+        """200 when ready for KMS calls, else 503: for readiness probes."""
+        body = self._health_body()
+        return json_answer(200 if body["ready"] else 503, body)
+
+    def _health_body(self) -> dict[str, object]:
+        self._recheck()
         expiry = self._expiry()
-        return json_answer(
-            200,
-            {
-                "status": "ok",
-                "version": __version__,
-                "nsm_backend": self._backend,
-                "region": self._config.region,
-                "credentials_expire_in": None if expiry is None else round(expiry, 1),
-            },
-        )
+        report = self.health.report(credentials_expire_in=expiry)
+        return {
+            "status": report["status"],
+            "version": __version__,
+            "nsm_backend": self._backend,
+            "region": self._config.region,
+            "credentials_expire_in": None if expiry is None else round(expiry, 1),
+            "live": report["live"],
+            "ready": report["ready"],
+            "checks": report["checks"],
+        }
 
     def _render_metrics(self) -> Response:
         return Response(

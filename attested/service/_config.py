@@ -553,6 +553,8 @@ def load_config(
     """
     problems, extra = Problems(), extra or {}
     document = None if path is None else read_file(path, problems, name=str(path))
+    if path is not None and document is None:  # unreadable, not TOML: the rest is noise
+        problems.raise_if_any()
     top = Section(problems, document, overrides=read_environment(_OVERRIDES, env, problems))
     top.refuse_unknown([*_SCHEMA[""], *(section for section in _SCHEMA if section), *extra])
     sections = {name: top.table(name) if name else top for name in _SCHEMA}

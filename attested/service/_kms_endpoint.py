@@ -28,7 +28,6 @@ callers are processes in the enclave; ADR 0093). Bodies are never logged. Decisi
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -38,7 +37,7 @@ from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError
 
 from attested._runtime.http import HttpLimits, HttpServer, Request, Response
-from attested._runtime.listen import open_listener
+from attested._runtime.listen import make_socket_directory, open_listener
 from attested.errors import (
     AttestedError,
     KmsCredentialsRejected,
@@ -476,7 +475,9 @@ def open_kms_endpoint(
     )
     try:
         if address.kind == "unix" and address.path:
-            os.makedirs(os.path.dirname(address.path), mode=0o755, exist_ok=True)
+            made = make_socket_directory(address.path)  # only the last component
+            if made is not None:
+                log.info("created the directory %s for the socket", made)
         listener = open_listener(address, socket_mode=config.kms_endpoint_unix_mode)
     except BaseException:
         plain.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from typing import Any
 
 from attested._runtime.http import HttpServer as RuntimeServer
 from attested._runtime.lifecycle import Scoped, stop_all
+from attested._runtime.listen import make_socket_directory
 from attested.enclave import open_provider
 from attested.errors import ConfigurationError, RelayUnavailable
 from attested.kms import DataKey, KmsClient, NetworkSettings
@@ -23,6 +23,7 @@ from attested.provider import AttestationProvider
 from attested.relay import EnclaveEgress, Relay
 from attested.service._app import OutsideApp, ServiceApp
 from attested.service._config import ServiceConfig
+from attested.service._health import CredentialsProbe, Health
 from attested.service._http import HttpServer, Request, Response
 from attested.service._kms_endpoint import open_kms_endpoint
 from attested.service.cache import CacheLimits, DataKeyCache
@@ -117,6 +118,11 @@ class Service(Scoped):
         )
         self._closers.append(kms.close)
         expiry = _seconds_to_expiry(credentials.botocore_credentials())
+        health = Health()
+        health.saw("nsm", True, f"the {backend} NSM opened at start")
+        probe = CredentialsProbe(
+            health, lambda: credentials.botocore_credentials().get_frozen_credentials()
+        )
         cache = self._cache(config)
         relays = [*self._relays, *([self._egress] if self._egress is not None else [])]
         metrics = ServiceMetrics(
@@ -131,12 +137,16 @@ class Service(Scoped):
             cache=cache,
             nsm_backend=backend,
             credentials_expiry=expiry,
+            health=health,
+            recheck=probe.maybe_recheck,
         )
         self._app = app
         self._listen(config, app, bound)
         if config.kms_endpoint_listen:
             self._listen_kms_endpoint(config, kms, credentials, network, metrics, bound)
         self._listeners = MappingProxyType(bound)
+        probe.start()
+        self._closers.append(probe.stop)
         log.info(
             "attested service ready: region %s, NSM %s, %d allowed key(s), operations %s",
             config.region,
@@ -196,8 +206,9 @@ class Service(Scoped):
         for kind, address in config.addresses().items():
             try:
                 if address.kind == "unix" and address.path:
-                    # /run/attested usually does not exist in a fresh enclave image.
-                    os.makedirs(os.path.dirname(address.path), mode=0o755, exist_ok=True)
+                    made = make_socket_directory(address.path)  # only the last component
+                    if made is not None:
+                        log.info("created the directory %s for the socket", made)
                 server = HttpServer(
                     address,
                     app_for_listener(kind, app, config),

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -73,6 +74,45 @@ def test_demo_runs_the_whole_flow_and_cleans_up() -> None:
     workdir = next(
         line.split(":", 1)[1].strip() for line in out.splitlines() if "Working directory" in line
     )
+    assert not Path(workdir).exists()
+    assert _processes_mentioning(workdir) == []
+    for line in (out + result.stderr).splitlines():  # a terminal of 100 columns
+        assert len(line) <= 100, line
+
+
+def test_ctrl_c_says_it_cleans_up_and_leaves_nothing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "attested", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        seen: list[str] = []
+        workdir = ""
+        timer = threading.Timer(120, process.kill)  # a stuck demo fails, never hangs
+        timer.start()
+        for line in process.stdout:
+            seen.append(line)
+            if "Working directory" in line:
+                workdir = line.split(":", 1)[1].strip()
+            if line.startswith("[3]"):  # the emulator and keys are up: processes to stop
+                break
+        timer.cancel()
+        assert workdir, "".join(seen)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err
+    assert "attested demo: interrupted; cleaning up: stopping its processes" in err
+    assert err.rstrip().endswith("attested demo: cleaned up"), err
+    assert "Traceback" not in err
     assert not Path(workdir).exists()
     assert _processes_mentioning(workdir) == []
 

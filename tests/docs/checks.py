@@ -66,11 +66,14 @@ def attested_commands(script: str) -> list[list[str]]:
 
 def _parses(args: list[str]) -> bool:
     from attested.cli import build_parser
+    from attested.cli._common import UsageError
 
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         try:
             build_parser().parse_args(args)
-        except SystemExit as exc:
+        except UsageError:  # the CLI's parser raises it for a usage error
+            return False
+        except SystemExit as exc:  # --help, --version
             return exc.code in (0, None)
     return True
 

@@ -120,12 +120,15 @@ def test_describe_reports_table_problems(tmp_path: Path, capsys) -> None:
 def test_describe_malformed_and_missing(tmp_path: Path, capsys) -> None:
     path = tmp_path / "bad.eif"
     path.write_bytes(b"MZ" + bytes(600))
-    status, out, _ = _run(capsys, "eif", "describe", str(path))
-    assert status == 1
-    assert "magic at offset 0" in out
+    status, out, err = _run(capsys, "eif", "describe", str(path))
+    assert (status, out) == (2, "")  # not an EIF: invalid input (ADR 0075)
+    assert err.startswith(f"attested eif describe: {path} is not a well-formed EIF:")
+    assert "magic at offset 0" in err
     status, out, _ = _run(capsys, "eif", "describe", str(path), "--json")
-    assert status == 1
-    assert "magic" in json.loads(out)["Error"]
+    assert status == 2
+    error = json.loads(out)["error"]
+    assert error["code"] == "invalid_input"
+    assert "magic" in error["message"]
     status, _, err = _run(capsys, "eif", "describe", str(tmp_path / "absent.eif"))
     assert status == 3
     assert "cannot read EIF" in err

@@ -178,7 +178,7 @@ def test_input_errors(tmp_path: Path, capsys) -> None:
     status, out, err = _compare(tmp_path, capsys, build_image(), b".eif garbage")
     assert status == 2
     assert out == ""
-    assert err.startswith("attested eif: B ")
+    assert err.startswith("attested eif compare: B ")
     assert "not a well-formed EIF" in err
     assert err.count("\n") == 1
     status = main(["eif", "compare", "/nonexistent/a.eif", "/nonexistent/b.eif"])

@@ -303,7 +303,7 @@ def test_when_the_keys_cannot_be_listed(account: Account, tmp_path: Path) -> Non
     assert result.returncode == 3
     assert result.stdout == ""
     assert result.stderr.startswith(
-        "attested keypolicy: cannot list the account's keys: ListAliases:"
+        "attested keypolicy audit: cannot list the account's keys: ListAliases:"
     )
     assert "InvalidSignatureException" in result.stderr
     assert "not-the-secret-at-all" not in result.stderr

@@ -63,9 +63,9 @@ def test_generate_refuses_an_eif_that_fails_its_checks(tmp_path: Path, capsys) -
     assert status == 1
     assert out == ""
     assert "signature is invalid" in err
-    path.write_bytes(b"garbage")
+    path.write_bytes(b"garbage")  # not an EIF at all: invalid input (ADR 0075)
     status, _, err = _run(capsys, *BASE, "--eif", str(path))
-    assert status == 1
+    assert status == 2
     assert "not a well-formed EIF" in err
 
 

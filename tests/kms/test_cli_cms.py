@@ -80,12 +80,12 @@ def test_an_envelope_for_another_key_exits_1(
         ("kms_recipient_edgebit.json", "CMS"),
     ],
 )
-def test_envelopes_that_cannot_be_opened_exit_1(
+def test_what_is_not_a_kms_envelope_is_invalid_input_exit_2(
     vector: str, reason: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["cms", "decrypt", "--key", KEY, str(CMS / vector)]) == 1
+    assert main(["cms", "decrypt", "--key", KEY, str(CMS / vector)]) == 2  # ADR 0075
     err = capsys.readouterr().err
-    assert "cannot open the envelope" in err
+    assert f"{CMS / vector} is not a KMS envelope" in err
     assert reason in err
 
 

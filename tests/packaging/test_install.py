@@ -100,6 +100,26 @@ def test_the_built_distribution_installs_and_runs(tmp_path: Path, kind: str) -> 
     )
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "Done: verification with the pinned AWS root" in demo.stdout
+    # The guides travel with the package, as they are in the checkout (force-include).
+    guide = subprocess.run(
+        [attested, "docs", "service"], cwd=elsewhere, capture_output=True, text=True, timeout=60
+    )
+    assert guide.returncode == 0, guide.stderr
+    assert guide.stdout == (ROOT / "docs" / "service.md").read_text(encoding="utf-8")
+    listed = subprocess.run(
+        [attested, "docs"], cwd=elsewhere, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    for guide_file in (ROOT / "docs").glob("*.md"):
+        assert f"  {guide_file.stem} " in listed.stdout
+    completion = subprocess.run(
+        [attested, "completion", "bash"], cwd=elsewhere, capture_output=True, timeout=60
+    )
+    assert completion.returncode == 0, completion.stderr
+    assert b"attested" in completion.stdout
+    if kind == "wheel":  # the enclave image installs this very file (examples/enclave)
+        dockerfile = (ROOT / "examples" / "enclave" / "Dockerfile").read_text()
+        assert f"COPY {artifact.name} " in dockerfile
     files = subprocess.run(
         [python, "-m", "pip", "show", "-f", "attested-nitro"],
         capture_output=True,

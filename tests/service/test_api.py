@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attested import emulator
+from attested.errors import ConfigurationError
 from attested.kms.credentials import StaticCredentials
 from attested.net import parse_address
 from attested.policy import Policy
@@ -370,9 +371,14 @@ def test_tcp_listener_on_loopback(emu: Emu, start_service: StartService) -> None
 
 
 def test_the_socket_directory_is_created(start_service: StartService, short_dir: Path) -> None:
-    service = start_service(api_unix=str(short_dir / "run" / "attested" / "api.sock"))
+    # Only the last component, as /run/attested under /run (issue 21): a typo such as
+    # /nonexistent/dir fails, naming what is missing, instead of growing a tree.
+    service = start_service(api_unix=str(short_dir / "attested" / "api.sock"))
     with ApiClient(str(service.listeners["unix"].path)) as api:
         assert api.get("/v1/health").status == 200
+    with pytest.raises(ConfigurationError, match=f"the directory {short_dir / 'run'} does not"):
+        start_service(api_unix=str(short_dir / "run" / "attested" / "api.sock"))
+    assert not (short_dir / "run").exists()
 
 
 def test_in_process_relays_show_in_metrics(emu: Emu, sim_state: Path, short_dir: Path) -> None:

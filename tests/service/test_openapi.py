@@ -112,6 +112,8 @@ def test_the_description_covers_exactly_the_routes() -> None:
         "/v1/derive-shared-secret",
         "/v1/attestation",
         "/v1/health",
+        "/v1/health/live",
+        "/v1/health/ready",
         "/metrics",
     }
 
@@ -153,6 +155,8 @@ def test_curated_requests(api: ApiClient, emu: Emu) -> None:
         ("POST", "/v1/attestation", {"nonce": b64(b"n"), "public_key": b64(spki)}),
         ("POST", "/v1/attestation", {"nonce": "x"}),
         ("GET", "/v1/health", None),
+        ("GET", "/v1/health/live", None),
+        ("GET", "/v1/health/ready", None),
         ("GET", "/metrics", None),
         ("GET", "/v1/decrypt", None),
         ("DELETE", "/v1/health", None),

@@ -136,4 +136,18 @@ def test_missing_arguments_are_usage_errors(tmp_path, capsys) -> None:
 def test_environment_errors(tmp_path, capsys, change) -> None:
     (tmp_path / "file").write_text("x")
     assert main(["simulate", "attest", *change(tmp_path)]) == 3
-    assert "attested simulate:" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("attested simulate attest:")
+
+
+def test_the_expiry_is_printed_and_is_at_most_3_hours_away(tmp_path, capsys) -> None:
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC)
+    out = tmp_path / "doc.cbor"
+    assert main(["simulate", "attest", "--state", str(tmp_path / "s"), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    match = re.search(r"valid until (\S+) \(3 hours at most, as on Nitro hardware\)", err)
+    assert match is not None, err
+    until = datetime.fromisoformat(match[1].replace("Z", "+00:00"))
+    assert before + timedelta(hours=2) < until <= datetime.now(UTC) + timedelta(hours=3)

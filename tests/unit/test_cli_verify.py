@@ -191,15 +191,32 @@ def test_io_errors_exit_3(capsys, tmp_path) -> None:
     assert "not a PEM certificate" in err
 
 
-def test_malformed_document_exits_1(capsys, tmp_path) -> None:
+def test_a_malformed_document_is_invalid_input_exit_2(capsys, tmp_path) -> None:
+    # ADR 0075: 1 is "judged, and the answer is no"; what is not an attestation
+    # document at all cannot be judged, like a file that is not a policy for lint.
     bad = tmp_path / "bad.cbor"
     bad.write_bytes(b"\x84\x40\xa0\x40\x40")
-    status, out = run_json(capsys, "verify", str(bad))
-    assert status == 1
-    assert out["verified"] is False
-    assert out["failures"][0].startswith("malformed:")
-    status, out = run_json(capsys, "inspect", str(bad))
-    assert status == 1
+    for command in ("verify", "inspect"):
+        status, out, err = run(capsys, command, str(bad), "--json")
+        assert status == 2
+        error = json.loads(out)["error"]
+        assert error["code"] == "invalid_input"
+        assert error["message"].startswith(f"{bad} is not an attestation document:")
+        assert err == f"attested {command}: {error['message']}\n"
+        status, out, err = run(capsys, command, str(bad))
+        assert (status, out) == (2, "")
+        assert "NOT VERIFIED" not in err
+
+
+def test_an_eif_given_to_inspect_or_verify_is_named_as_such(capsys) -> None:
+    eif = VECTORS / "eif" / "synthetic_eif_unsigned.eif"
+    for command in ("inspect", "verify"):
+        status, out, err = run(capsys, command, str(eif))
+        assert (status, out) == (2, "")
+        assert err == (
+            f"attested {command}: {eif} is an Enclave Image File (EIF), not an attestation "
+            f"document; 'attested eif describe {eif}' reads EIFs\n"
+        )
 
 
 def test_inspect_says_nothing_was_verified(capsys) -> None:
