@@ -23,6 +23,7 @@ from attested.errors import ConfigError
 from attested.parent._config import (
     CredentialsConfig,
     EgressConfig,
+    EgressForwardConfig,
     IngressConfig,
     LogsConfig,
     ParentConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "CredentialsConfig",
     "DEFAULT_MAX_CONNECTIONS",
     "EgressConfig",
+    "EgressForwardConfig",
     "IngressConfig",
     "LogsConfig",
     "Parent",

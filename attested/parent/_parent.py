@@ -149,10 +149,7 @@ class Parent(Scoped):
     def _start_all(self) -> None:
         config = self._config
         if config.egress is not None:
-            egress = config.egress
-            warn_if_exposed(egress.listen, "egress", _LOG)
-            role = ParentEgress(listen=egress.listen, allowlist=egress.allowlist, name="egress")
-            self._run("egress", Relay([role], options=egress.options, resolver=_resolver(egress)))
+            self._start_egress(config.egress)
         if config.credentials is not None:
             server = CredentialServer(
                 config.credentials.listen,
@@ -170,6 +167,21 @@ class Parent(Scoped):
             logs = config.logs
             sink = LogSink(listen=logs.listen, out=logs.out, max_line=logs.max_line, name="logs")
             self._run("logs", Relay([sink]))
+
+    def _start_egress(self, egress: EgressConfig) -> None:
+        if egress.listen is not None:
+            warn_if_exposed(egress.listen, "egress", _LOG)
+            role = ParentEgress(listen=egress.listen, allowlist=egress.allowlist, name="egress")
+            self._run("egress", Relay([role], options=egress.options, resolver=_resolver(egress)))
+        for index, forward in enumerate(egress.forwards):
+            name = f"egress-forward-{index}"
+            warn_if_exposed(forward.listen, name, _LOG)
+            to = Address(kind="tcp", host=forward.host, port=forward.port)
+            # The relay's guarded forward: the allowlist, the DNS and address rules of
+            # the CONNECT path, applied per connection (one copy of them: the Dialer).
+            guarded = Forward(listen=forward.listen, to=to, allowlist=egress.allowlist, name=name)
+            relay = Relay([guarded], options=forward.options, resolver=_resolver(egress))
+            self._run(name, relay)
 
     def _run(self, name: str, relay: Relay) -> None:
         self._relays[name] = relay

@@ -63,11 +63,13 @@ from attested.relay._tunnel import (
 if TYPE_CHECKING:
     from attested.relay._engine import Handler, Listener
 
-__all__ = ["Dialer", "Handlers", "Refused", "ip_literal", "nodelay", "why"]
+__all__ = ["Dialer", "Handlers", "Refused", "ip_literal", "keepalive", "nodelay", "why"]
 
 # The engine's logger name, kept when the engine was split (operators filter on it).
 _LOG = logging.getLogger("attested.relay._engine")
 _AGAIN = (BlockingIOError, InterruptedError)
+_KEEPALIVE_INTERVAL = 15
+_KEEPALIVE_PROBES = 4
 _HTTP_REFUSALS = {
     "bad_request": Refusal.BAD_REQUEST,
     "method_not_allowed": Refusal.METHOD_NOT_ALLOWED,
@@ -128,11 +130,16 @@ class Dialer:
     Args:
         connect_timeout: seconds to resolve and dial, over all of a name's addresses.
         resolver: name resolution for destinations.
+        keepalive: TCP keepalive idle seconds for the dialled sockets (``None``: the
+            kernel's setting).
     """
 
-    def __init__(self, connect_timeout: float, resolver: Resolver) -> None:
+    def __init__(
+        self, connect_timeout: float, resolver: Resolver, *, keepalive: float | None = None
+    ) -> None:
         self._timeout = connect_timeout
         self._resolver = resolver
+        self._keepalive = keepalive
 
     async def connect(
         self, family: int, sockaddr: tuple[str, int] | tuple[int, int] | str, timeout: float
@@ -142,6 +149,7 @@ class Dialer:
         try:
             sock.setblocking(False)
             nodelay(sock)
+            keepalive(sock, self._keepalive)
             async with asyncio.timeout(timeout):
                 await asyncio.get_running_loop().sock_connect(sock, sockaddr)
         except BaseException:
@@ -272,6 +280,32 @@ def nodelay(sock: socket.socket) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def keepalive(sock: socket.socket, idle: float | None) -> None:
+    """Turn TCP keepalive on a TCP socket: probes after ``idle`` silent seconds.
+
+    Then one probe every ``min(idle, 15)`` seconds; after 4 unanswered ones the kernel
+    ends the connection. ``None`` leaves the kernel's setting; other families (vsock,
+    Unix) are left alone.
+    """
+    if idle is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    seconds = max(1, int(idle))
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), seconds),
+        (
+            socket.IPPROTO_TCP,
+            getattr(socket, "TCP_KEEPINTVL", None),
+            min(seconds, _KEEPALIVE_INTERVAL),
+        ),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), _KEEPALIVE_PROBES),
+    ]
+    for level, option, value in options:
+        if option is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, value)
 
 
 def why(exc: BaseException) -> str:
