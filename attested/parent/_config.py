@@ -60,7 +60,8 @@ _FORWARD_KEYS = ("listen", "to", *_OPTION_KEYS)
 _CREDENTIALS_KEYS = ("listen", "source", "allowed_peers", "imds_url")
 _INGRESS_KEYS = ("listen", "to", "allow_parent_target", *_OPTION_KEYS)
 _FIRST_ENCLAVE_CID = 4  # 0-2 are reserved by vsock, 3 is the parent instance itself
-_LOGS_KEYS = ("listen", "out", "max_line")
+_LOGS_KEYS = ("listen", "out", "max_line", "max_record", "enclaves")
+MAX_ENCLAVE_NAME = 64
 CredentialSourceName = Literal["imds", "environment"]
 _T = TypeVar("_T")
 
@@ -215,12 +216,17 @@ class LogsConfig:
     Attributes:
         listen: where the enclave's ``VsockLogHandler`` connects (``vsock:ANY:8090``).
         out: the file lines are appended to (reopened on SIGHUP), ``None`` for stdout.
-        max_line: longest line kept whole.
+        max_line: longest line written; a longer record is cut inside its message.
+        max_record: longest input line read whole (``None``: 1 MiB or ``4 * max_line``).
+        enclaves: sender (vsock CID, or IP address for a tcp listener) to the name
+            written as ``enclave`` on its records.
     """
 
     listen: Address
     out: Path | None = None
     max_line: int = DEFAULT_MAX_LINE
+    max_record: int | None = None
+    enclaves: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -480,9 +486,37 @@ def _logs(section: Section) -> LogsConfig | None:
         if out is not None and os.path.isdir(out):  # False, not OSError, for a too long name
             section.problem("out", f"{str(out)!r:.200} is a directory")
     max_line = section.integer("max_line", DEFAULT_MAX_LINE, minimum=MIN_MAX_LINE)
+    max_record = section.integer("max_record", None, minimum=max_line)
+    enclaves = section.read("enclaves", {}, _enclave_names)
     if listen is None or len(section.problems) != before:
         return None
-    return LogsConfig(listen=listen, out=out, max_line=max_line)
+    return LogsConfig(
+        listen=listen,
+        out=out,
+        max_line=max_line,
+        max_record=max_record,
+        enclaves=MappingProxyType(enclaves),
+    )
+
+
+def _enclave_names(value: object) -> dict[str, str]:
+    """``{"16" = "payments", "127.0.0.1" = "laptop"}``: sender to enclave name."""
+    if not isinstance(value, Mapping):
+        raise ValueError('must be a table, {"16" = "payments"} (vsock CID or IP = name)')
+    names: dict[str, str] = {}
+    for key, name in value.items():
+        sender = str(key)
+        ip = ip_literal(sender)
+        if ip is not None:
+            sender = ip.compressed
+        elif not (sender.isascii() and sender.isdigit() and int(sender) < 0xFFFFFFFF):
+            raise ValueError(f"{sender!r:.40} is neither a vsock CID nor an IP address")
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_ENCLAVE_NAME:
+            raise ValueError(f"{sender}: the name must be 1 to {MAX_ENCLAVE_NAME} characters")
+        if not name.isprintable():
+            raise ValueError(f"{sender}: the name must be printable")
+        names[str(int(sender)) if sender.isdigit() else sender] = name
+    return names
 
 
 def _allow(section: Section) -> set[AllowEntry]:

@@ -165,7 +165,14 @@ class Parent(Scoped):
             self._run(name, Relay([role_], options=forward.options))
         if config.logs is not None:
             logs = config.logs
-            sink = LogSink(listen=logs.listen, out=logs.out, max_line=logs.max_line, name="logs")
+            sink = LogSink(
+                listen=logs.listen,
+                out=logs.out,
+                max_line=logs.max_line,
+                max_record=logs.max_record,
+                enclaves=logs.enclaves,
+                name="logs",
+            )
             self._run("logs", Relay([sink]))
 
     def _start_egress(self, egress: EgressConfig) -> None:

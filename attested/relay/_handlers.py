@@ -43,7 +43,7 @@ from attested.relay._http import (
     find_head_end,
     parse_connect,
 )
-from attested.relay._logs import ACK, LineSplitter
+from attested.relay._logs import ACK, LineSplitter, received_stamp
 from attested.relay._resolve import Resolver
 from attested.relay._roles import EnclaveEgress, Forward, LogSink, ParentEgress, RelayOptions, Role
 from attested.relay._stats import Counters, Failure, Refusal
@@ -63,7 +63,16 @@ from attested.relay._tunnel import (
 if TYPE_CHECKING:
     from attested.relay._engine import Handler, Listener
 
-__all__ = ["Dialer", "Handlers", "Refused", "ip_literal", "keepalive", "nodelay", "why"]
+__all__ = [
+    "Dialer",
+    "Handlers",
+    "Refused",
+    "ip_literal",
+    "keepalive",
+    "nodelay",
+    "peer_of",
+    "why",
+]
 
 # The engine's logger name, kept when the engine was split (operators filter on it).
 _LOG = logging.getLogger("attested.relay._engine")
@@ -308,6 +317,25 @@ def keepalive(sock: socket.socket, idle: float | None) -> None:
                 sock.setsockopt(level, option, value)
 
 
+def peer_of(sock: socket.socket) -> tuple[str, str | None]:
+    """The sender of an accepted connection, and the key its name is looked up by.
+
+    ``("vsock:16:1234", "16")`` (the CID is assigned by the host, not chosen by the
+    sender), ``("tcp:127.0.0.1:5555", "127.0.0.1")``, ``("unix", None)``.
+    """
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return "unknown", None
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host, port = str(name[0]), int(name[1])
+        shown = f"[{host}]" if ":" in host else host
+        return f"tcp:{shown}:{port}", host
+    if sock.family == getattr(socket, "AF_VSOCK", -1):
+        return f"vsock:{int(name[0])}:{int(name[1])}", str(int(name[0]))
+    return "unix", None
+
+
 def why(exc: BaseException) -> str:
     """A short reason for an OS error, for messages and logs."""
     if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
@@ -504,7 +532,9 @@ class Handlers:
         assert out is not None  # noqa: S101 - opened at bind
         loop = asyncio.get_running_loop()
         counters = listener.counters
-        splitter = LineSplitter(role.max_line)
+        splitter = LineSplitter(role.max_line, max_record=role.max_record)
+        peer, key = peer_of(sock)
+        enclave = role.enclaves.get(key) if key is not None else None
         received = 0
         acks = bytearray()
         try:
@@ -513,7 +543,7 @@ class Handlers:
                 if not data:
                     break
                 counters.bytes_up += len(data)
-                lines, ended = splitter.feed(data)
+                lines, ended = splitter.feed(data, received_stamp(peer, enclave))
                 if lines:
                     try:
                         out.write(lines)
@@ -529,7 +559,7 @@ class Handlers:
                 if acks:
                     with contextlib.suppress(*_AGAIN):
                         del acks[: sock.send(acks)]
-            tail = splitter.finish() if not data else []
+            tail = splitter.finish(received_stamp(peer, enclave)) if not data else []
             if tail:
                 out.write(tail)
                 counters.records += len(tail)

@@ -7,8 +7,10 @@ and buffer sizes. Plain data, checked at construction; :class:`~._engine.Relay` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from attested.errors import ConfigurationError
 from attested.net import Address
@@ -181,13 +183,18 @@ class LogSink:
         listen: where the enclave's :class:`~attested.relay.VsockLogHandler` connects.
         out: the output file (appended to; reopened by :meth:`Relay.reopen`), or
             ``None`` for standard output.
-        max_line: longest line kept whole; longer ones are cut and marked.
+        max_line: longest output line; a longer record is cut inside its message.
+        max_record: longest input line read whole (``None``: 1 MiB or ``4 * max_line``).
+        enclaves: names for senders, written as ``enclave`` on their records: keys are
+            vsock CIDs (``"16"``) or IP addresses (for a tcp listener).
         name: the name in counters and logs.
     """
 
     listen: Address
     out: Path | None = None
     max_line: int = DEFAULT_MAX_LINE
+    max_record: int | None = None
+    enclaves: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     name: str = "logs"
 
 
