@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from attested._runtime.config import Problems, Section, parse, read_file
 from attested.errors import ConfigError
-from attested.net import Address, parse_address
+from attested.net import Address, is_loopback, parse_address
 from attested.parent._credentials import normalise_peer
 from attested.relay import AllowEntry, Allowlist, Forward, RelayOptions, load_allowlist
 from attested.relay._allowlist import _entry, normalize_host
@@ -34,6 +34,7 @@ __all__ = [
     "EgressForwardConfig",
     "IngressConfig",
     "LogsConfig",
+    "MetricsConfig",
     "ParentConfig",
     "load_parent_config",
     "parse_parent_config",
@@ -44,7 +45,9 @@ MAX_DNS_CACHE = 60.0
 MAX_INGRESS = 64
 MAX_FORWARDS = 64
 
-_SECTIONS = ("egress", "credentials", "ingress", "logs")
+_SECTIONS = ("egress", "credentials", "ingress", "logs", "metrics")
+_METRICS_KEYS = ("listen", "allow_remote")
+DEFAULT_METRICS_LISTEN = "tcp:127.0.0.1:9101"
 _OPTION_KEYS = ("max_connections", "connect_timeout", "idle_timeout", "keepalive")
 _EGRESS_KEYS = (
     "listen",
@@ -230,6 +233,20 @@ class LogsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    """``[metrics]``: the parent's Prometheus endpoint (``GET /metrics``).
+
+    Attributes:
+        listen: where it listens (default ``tcp:127.0.0.1:9101``; ``tcp`` or ``unix``).
+        allow_remote: accept a ``tcp`` listen beyond loopback (the counters say how busy
+            the enclave is and which destinations it was refused).
+    """
+
+    listen: Address
+    allow_remote: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ParentConfig:
     """Everything ``attested parent`` runs; build with :func:`load_parent_config`.
 
@@ -238,6 +255,7 @@ class ParentConfig:
         credentials: the credential server, if configured.
         ingress: the ingress forwards, in file order (listeners ``ingress-0``, ...).
         logs: the log sink, if configured.
+        metrics: the metrics endpoint, if configured.
         source: the file this was read from, if any.
     """
 
@@ -245,6 +263,7 @@ class ParentConfig:
     credentials: CredentialsConfig | None = None
     ingress: tuple[IngressConfig, ...] = ()
     logs: LogsConfig | None = None
+    metrics: MetricsConfig | None = None
     source: Path | None = None
 
     def listener_names(self) -> tuple[str, ...]:
@@ -255,6 +274,7 @@ class ParentConfig:
         names += ["credentials"] if self.credentials else []
         names += [f"ingress-{i}" for i in range(len(self.ingress))]
         names += ["logs"] if self.logs else []
+        names += ["metrics"] if self.metrics else []
         return tuple(names)
 
 
@@ -309,19 +329,26 @@ def _parent(top: Section, source: Path | None) -> ParentConfig | None:
     if not any(top.has(name) for name in _SECTIONS):
         top.problem(
             None,
-            "nothing to run: give at least one of [egress], [credentials], [[ingress]], [logs]",
+            "nothing to run: give at least one of [egress], [credentials], [[ingress]], [logs], "
+            "[metrics]",
         )
         return None
     egress = _optional(top, "egress", _egress)
     credentials = _optional(top, "credentials", _credentials)
     logs = _optional(top, "logs", _logs)
+    metrics = _optional(top, "metrics", _metrics)
     ingress = [_ingress(section) for section in top.tables("ingress", max_items=MAX_INGRESS)]
     forwards = [forward for forward in ingress if forward is not None]
-    _distinct_listeners(top, egress, credentials, forwards, logs)
+    _distinct_listeners(top, egress, credentials, forwards, logs, metrics)
     if len(top.problems):
         return None
     return ParentConfig(
-        egress=egress, credentials=credentials, ingress=tuple(forwards), logs=logs, source=source
+        egress=egress,
+        credentials=credentials,
+        ingress=tuple(forwards),
+        logs=logs,
+        metrics=metrics,
+        source=source,
     )
 
 
@@ -519,6 +546,24 @@ def _enclave_names(value: object) -> dict[str, str]:
     return names
 
 
+def _metrics(section: Section) -> MetricsConfig | None:
+    section.refuse_unknown(_METRICS_KEYS)
+    before = len(section.problems)
+    listen = parse_address(DEFAULT_METRICS_LISTEN)
+    if section.has("listen"):
+        listen = section.address("listen", kinds=("tcp", "unix")) or listen
+    allow_remote = section.flag("allow_remote", False)
+    if listen.kind == "tcp" and not is_loopback(listen.host) and not allow_remote:
+        section.problem(
+            "listen",
+            f"{listen} is beyond loopback: set allow_remote = true to let other hosts "
+            "scrape the parent's counters",
+        )
+    if len(section.problems) != before:
+        return None
+    return MetricsConfig(listen=listen, allow_remote=allow_remote)
+
+
 def _allow(section: Section) -> set[AllowEntry]:
     raw = section.get("allow")
     if not isinstance(raw, list):
@@ -596,6 +641,7 @@ def _distinct_listeners(
     credentials: CredentialsConfig | None,
     ingress: list[IngressConfig],
     logs: LogsConfig | None,
+    metrics: MetricsConfig | None,
 ) -> None:
     listeners: list[tuple[str, Address]] = []
     if egress and egress.listen:
@@ -609,6 +655,8 @@ def _distinct_listeners(
     listeners += [(f"ingress[{i}].listen", f.listen) for i, f in enumerate(ingress)]
     if logs:
         listeners.append(("logs.listen", logs.listen))
+    if metrics:
+        listeners.append(("metrics.listen", metrics.listen))
     seen: dict[str, str] = {}
     for key, address in listeners:
         if address.port == 0:

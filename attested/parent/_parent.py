@@ -17,6 +17,7 @@ from attested.parent._credentials import (
     botocore_source,
     imds_source,
 )
+from attested.parent._metrics import MetricsEndpoint, parent_registry
 from attested.relay import (
     Forward,
     ListenerStats,
@@ -62,6 +63,7 @@ class Parent(Scoped):
         self._credential_source = credential_source
         self._relays: dict[str, Relay] = {}
         self._credentials: CredentialServer | None = None
+        self._metrics: MetricsEndpoint | None = None
         self._listeners: dict[str, Address] = {}
         self._started = False
         self._lock = threading.Lock()
@@ -174,6 +176,18 @@ class Parent(Scoped):
                 name="logs",
             )
             self._run("logs", Relay([sink]))
+        if config.metrics is not None:
+            self._start_metrics(config.metrics.listen)
+
+    def _start_metrics(self, listen: Address) -> None:
+        server = self._credentials
+        registry = parent_registry(
+            [relay.stats for relay in self._relays.values()],
+            None if server is None else lambda: (server.served, server.refused),
+        )
+        self._metrics = MetricsEndpoint(listen, registry)
+        self._metrics.start()
+        self._listeners.update(self._metrics.listeners)
 
     def _start_egress(self, egress: EgressConfig) -> None:
         if egress.listen is not None:
@@ -195,9 +209,10 @@ class Parent(Scoped):
         (address,) = relay.start()  # one role, named after the listener
         self._listeners[name] = address
 
-    def _parts(self) -> dict[str, Relay | CredentialServer]:
+    def _parts(self) -> dict[str, Relay | CredentialServer | MetricsEndpoint]:
         credentials = {} if self._credentials is None else {"credentials": self._credentials}
-        return {**self._relays, **credentials}
+        metrics = {} if self._metrics is None else {"metrics": self._metrics}
+        return {**self._relays, **credentials, **metrics}
 
 
 def _resolver(egress: EgressConfig) -> Resolver:
