@@ -30,9 +30,11 @@ from attested.eif import (
     EifImage,
     SectionDigest,
     compare_eifs,
+    minimum_memory_mib,
     read_eif,
     read_sections,
 )
+from attested.eif._sizing import MINIMUM_MEMORY_RULE
 from attested.errors import MalformedError
 
 HASH_ALGORITHM = "Sha384 { ... }"
@@ -359,6 +361,8 @@ def describe_json(image: EifImage) -> dict[str, Any]:
     extra: dict[str, Any] = {
         "Arch": image.header.arch,
         "FileSize": image.size,
+        "MinimumMemoryMiB": minimum_memory_mib(image.size),
+        "MinimumMemoryRule": MINIMUM_MEMORY_RULE,
         "StoredCRC32": f"{image.header.crc32:08x}",
         "ComputedCRC32": f"{image.computed_crc32:08x}",
         "SectionTableCheck": not image.inconsistencies,
@@ -401,6 +405,10 @@ def _print_describe(image: EifImage) -> None:
         print("  sections:  the offset table agrees with the section headers")
     for section in image.sections:
         print(f"             {section.type.label:<9} at {section.offset:>10}, {section.size} bytes")
+    print(
+        f"  memory:    at least {minimum_memory_mib(image.size)} MiB to launch "
+        "(nitro-cli: 4 x the file size, at least 64 MiB; the app's own needs come on top)"
+    )
     if image.metadata is not None:
         meta = image.metadata
         print(

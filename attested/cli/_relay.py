@@ -24,6 +24,7 @@ from attested.relay import (
     load_allowlist,
 )
 from attested.relay._load import warn_if_exposed
+from attested.relay._roles import MAX_KEEPALIVE
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -231,6 +232,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="close tunnels idle this long; 0 never (default 600)",
     )
     parser.add_argument(
+        "--keepalive",
+        type=_keepalive,
+        default=defaults.keepalive,
+        metavar="SECONDS",
+        help="TCP keepalive probes after this much silence; 0 the kernel's setting (default 60)",
+    )
+    parser.add_argument(
         "--shutdown-timeout",
         type=float,
         default=10.0,
@@ -275,12 +283,25 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _keepalive(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value == 0:
+        return None
+    if not 1 <= value <= MAX_KEEPALIVE:
+        raise argparse.ArgumentTypeError(f"{text!r}: 0, or 1 to {MAX_KEEPALIVE} seconds")
+    return value
+
+
 def _options(args: argparse.Namespace) -> RelayOptions:
     idle = args.idle_timeout
     return RelayOptions(
         max_connections=args.max_connections,
         connect_timeout=args.connect_timeout,
         idle_timeout=None if not idle or idle <= 0 else idle,
+        keepalive=args.keepalive,
     )
 
 

@@ -28,6 +28,7 @@ from attested.eif._format import EifHeader, SectionHeader, SectionType
 from attested.eif._metadata import EifMetadata
 from attested.eif._reader import DEFAULT_EIF_LIMITS, EifImage, EifLimits, SupportsRead, read_eif
 from attested.eif._signature import EifSignature
+from attested.eif._sizing import minimum_memory_mib
 
 __all__ = [
     "DEFAULT_EIF_LIMITS",
@@ -44,6 +45,7 @@ __all__ = [
     "SectionType",
     "SupportsRead",
     "compare_eifs",
+    "minimum_memory_mib",
     "read_eif",
     "read_sections",
 ]

@@ -20,18 +20,21 @@ from urllib.parse import urlsplit
 
 from attested._runtime.config import Problems, Section, parse, read_file
 from attested.errors import ConfigError
-from attested.net import Address
+from attested.net import Address, is_loopback, parse_address
 from attested.parent._credentials import normalise_peer
-from attested.relay import AllowEntry, Allowlist, RelayOptions, load_allowlist
+from attested.relay import AllowEntry, Allowlist, Forward, RelayOptions, load_allowlist
 from attested.relay._allowlist import _entry, normalize_host
 from attested.relay._handlers import ip_literal
 from attested.relay._logs import DEFAULT_MAX_LINE
+from attested.relay._roles import MAX_KEEPALIVE
 
 __all__ = [
     "CredentialsConfig",
     "EgressConfig",
+    "EgressForwardConfig",
     "IngressConfig",
     "LogsConfig",
+    "MetricsConfig",
     "ParentConfig",
     "load_parent_config",
     "parse_parent_config",
@@ -40,16 +43,53 @@ __all__ = [
 MIN_MAX_LINE = 128
 MAX_DNS_CACHE = 60.0
 MAX_INGRESS = 64
+MAX_FORWARDS = 64
 
-_SECTIONS = ("egress", "credentials", "ingress", "logs")
-_OPTION_KEYS = ("max_connections", "connect_timeout", "idle_timeout")
-_EGRESS_KEYS = ("listen", "allowlist", "allow", "hosts", "dns_cache", "ip_version", *_OPTION_KEYS)
+_SECTIONS = ("egress", "credentials", "ingress", "logs", "metrics")
+_METRICS_KEYS = ("listen", "allow_remote")
+DEFAULT_METRICS_LISTEN = "tcp:127.0.0.1:9101"
+_OPTION_KEYS = ("max_connections", "connect_timeout", "idle_timeout", "keepalive")
+_EGRESS_KEYS = (
+    "listen",
+    "allowlist",
+    "allow",
+    "hosts",
+    "dns_cache",
+    "ip_version",
+    "forward",
+    *_OPTION_KEYS,
+)
+_FORWARD_KEYS = ("listen", "to", *_OPTION_KEYS)
 _CREDENTIALS_KEYS = ("listen", "source", "allowed_peers", "imds_url")
 _INGRESS_KEYS = ("listen", "to", "allow_parent_target", *_OPTION_KEYS)
 _FIRST_ENCLAVE_CID = 4  # 0-2 are reserved by vsock, 3 is the parent instance itself
-_LOGS_KEYS = ("listen", "out", "max_line")
+_LOGS_KEYS = ("listen", "out", "max_line", "max_record", "enclaves")
+MAX_ENCLAVE_NAME = 64
 CredentialSourceName = Literal["imds", "environment"]
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EgressForwardConfig:
+    """One ``[[egress.forward]]``: raw bytes from the enclave to one allowlisted destination.
+
+    For apps that cannot use a proxy (they dial a name that ``/etc/hosts`` or
+    ``[[hosts]]`` points at a raw forward inside the enclave). The destination must be
+    in the egress allowlist, and every connection is dialled with the CONNECT path's
+    rules: the name resolved per connection, answers in forbidden ranges skipped
+    unless listed (the same :class:`~attested.relay.Forward` with ``allowlist``).
+
+    Attributes:
+        listen: where the enclave connects (``vsock:ANY:8002``).
+        host: the destination name or IP literal, canonical.
+        port: the destination port.
+        options: connection caps, timeouts and keepalive (default: ``[egress]``'s).
+    """
+
+    listen: Address
+    host: str
+    port: int
+    options: RelayOptions = field(default_factory=RelayOptions)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,7 +97,8 @@ class EgressConfig:
     """``[egress]``: the parent end of the enclave's egress tunnels.
 
     Attributes:
-        listen: where the enclave's ``enclave-egress`` connects (``vsock:ANY:8000``).
+        listen: where the enclave's ``enclave-egress`` connects (``vsock:ANY:8000``);
+            ``None`` when only raw forwards are configured.
         allowlist: the merged allowlist: the file's entries and the inline ``allow`` ones.
         allowlist_file: the vsock-proxy YAML file it was read from, if any.
         hosts: static name to addresses overrides, consulted before DNS. The allowlist
@@ -65,16 +106,19 @@ class EgressConfig:
             addresses (a loopback answer must itself be listed).
         dns_cache: seconds to keep DNS answers (0: resolve per connection).
         ip_version: 4 or 6 to use only that family, ``None`` for both.
-        options: connection caps and timeouts of this listener.
+        options: connection caps, timeouts and keepalive of this listener.
+        forwards: the raw forwards (``[[egress.forward]]``), listeners
+            ``egress-forward-0``, ... in file order.
     """
 
-    listen: Address
+    listen: Address | None
     allowlist: Allowlist
     allowlist_file: Path | None = None
     hosts: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     dns_cache: float = 0.0
     ip_version: Literal[4, 6] | None = None
     options: RelayOptions = field(default_factory=RelayOptions)
+    forwards: tuple[EgressForwardConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,12 +219,31 @@ class LogsConfig:
     Attributes:
         listen: where the enclave's ``VsockLogHandler`` connects (``vsock:ANY:8090``).
         out: the file lines are appended to (reopened on SIGHUP), ``None`` for stdout.
-        max_line: longest line kept whole.
+        max_line: longest line written; a longer record is cut inside its message.
+        max_record: longest input line read whole (``None``: 1 MiB or ``4 * max_line``).
+        enclaves: sender (vsock CID, or IP address for a tcp listener) to the name
+            written as ``enclave`` on its records.
     """
 
     listen: Address
     out: Path | None = None
     max_line: int = DEFAULT_MAX_LINE
+    max_record: int | None = None
+    enclaves: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    """``[metrics]``: the parent's Prometheus endpoint (``GET /metrics``).
+
+    Attributes:
+        listen: where it listens (default ``tcp:127.0.0.1:9101``; ``tcp`` or ``unix``).
+        allow_remote: accept a ``tcp`` listen beyond loopback (the counters say how busy
+            the enclave is and which destinations it was refused).
+    """
+
+    listen: Address
+    allow_remote: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,6 +255,7 @@ class ParentConfig:
         credentials: the credential server, if configured.
         ingress: the ingress forwards, in file order (listeners ``ingress-0``, ...).
         logs: the log sink, if configured.
+        metrics: the metrics endpoint, if configured.
         source: the file this was read from, if any.
     """
 
@@ -199,14 +263,18 @@ class ParentConfig:
     credentials: CredentialsConfig | None = None
     ingress: tuple[IngressConfig, ...] = ()
     logs: LogsConfig | None = None
+    metrics: MetricsConfig | None = None
     source: Path | None = None
 
     def listener_names(self) -> tuple[str, ...]:
         """The names of the listeners this configuration starts, in start order."""
-        names = ["egress"] if self.egress else []
+        names = ["egress"] if self.egress and self.egress.listen else []
+        if self.egress:
+            names += [f"egress-forward-{i}" for i in range(len(self.egress.forwards))]
         names += ["credentials"] if self.credentials else []
         names += [f"ingress-{i}" for i in range(len(self.ingress))]
         names += ["logs"] if self.logs else []
+        names += ["metrics"] if self.metrics else []
         return tuple(names)
 
 
@@ -261,19 +329,26 @@ def _parent(top: Section, source: Path | None) -> ParentConfig | None:
     if not any(top.has(name) for name in _SECTIONS):
         top.problem(
             None,
-            "nothing to run: give at least one of [egress], [credentials], [[ingress]], [logs]",
+            "nothing to run: give at least one of [egress], [credentials], [[ingress]], [logs], "
+            "[metrics]",
         )
         return None
     egress = _optional(top, "egress", _egress)
     credentials = _optional(top, "credentials", _credentials)
     logs = _optional(top, "logs", _logs)
+    metrics = _optional(top, "metrics", _metrics)
     ingress = [_ingress(section) for section in top.tables("ingress", max_items=MAX_INGRESS)]
     forwards = [forward for forward in ingress if forward is not None]
-    _distinct_listeners(top, egress, credentials, forwards, logs)
+    _distinct_listeners(top, egress, credentials, forwards, logs, metrics)
     if len(top.problems):
         return None
     return ParentConfig(
-        egress=egress, credentials=credentials, ingress=tuple(forwards), logs=logs, source=source
+        egress=egress,
+        credentials=credentials,
+        ingress=tuple(forwards),
+        logs=logs,
+        metrics=metrics,
+        source=source,
     )
 
 
@@ -285,7 +360,8 @@ def _optional(top: Section, name: str, read: Callable[[Section], _T | None]) -> 
 def _egress(section: Section) -> EgressConfig | None:
     section.refuse_unknown(_EGRESS_KEYS)
     before = len(section.problems)
-    listen = section.address("listen")
+    forward_sections = section.tables("forward", max_items=MAX_FORWARDS)
+    listen = section.address("listen") if section.has("listen") or not forward_sections else None
     entries: set[AllowEntry] = set()
     allowlist_file = section.path("allowlist")
     if not section.has("allowlist") and not section.has("allow"):
@@ -307,17 +383,63 @@ def _egress(section: Section) -> EgressConfig | None:
     options = _options(section)
     if not entries and len(section.problems) == before:
         section.problem(None, "the allowlist is empty: the relay would refuse everything")
-    if listen is None or options is None or len(section.problems) != before:
+    allowlist = Allowlist.from_entries(entries)
+    forwards = [_forward(f, allowlist, options or RelayOptions()) for f in forward_sections]
+    if (listen is None and not forward_sections) or options is None:
+        return None
+    if len(section.problems) != before:
         return None
     return EgressConfig(
         listen=listen,
-        allowlist=Allowlist.from_entries(entries),
+        allowlist=allowlist,
         allowlist_file=allowlist_file,
         hosts=MappingProxyType(hosts),
         dns_cache=dns_cache,
         ip_version=ip_version,
         options=options,
+        forwards=tuple(forward for forward in forwards if forward is not None),
     )
+
+
+def _forward(
+    section: Section, allowlist: Allowlist, defaults: RelayOptions
+) -> EgressForwardConfig | None:
+    """One ``[[egress.forward]]``, its destination checked against the allowlist.
+
+    The check is :class:`~attested.relay.Forward`'s own (the role the relay runs), so
+    the file cannot accept a destination the relay would refuse.
+    """
+    section.refuse_unknown(_FORWARD_KEYS)
+    before = len(section.problems)
+    listen = section.address("listen")
+    to = section.read("to", None, _destination)
+    if not section.has("to"):
+        section.problem("to", "required: the destination, 'HOST:PORT'")
+    options = _options(section, defaults)
+    if listen is not None and to is not None and allowlist.entries:
+        section.problems.check(
+            section.key("to"), partial(Forward, listen=listen, to=to, allowlist=allowlist)
+        )
+    if listen is None or to is None or options is None or len(section.problems) != before:
+        return None
+    assert to.host is not None  # noqa: S101 - a tcp address has both
+    assert to.port is not None  # noqa: S101
+    return EgressForwardConfig(
+        listen=listen, host=normalize_host(to.host), port=to.port, options=options
+    )
+
+
+def _destination(value: object) -> Address:
+    """``HOST:PORT`` (IPv6 in brackets), or the same as ``tcp:HOST:PORT``."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string, 'HOST:PORT'")
+    text = value if value.startswith("tcp:") else f"tcp:{value}"
+    address = parse_address(text)
+    if address.port == 0:
+        raise ValueError("a destination needs a port other than 0")
+    assert address.host is not None  # noqa: S101 - a tcp address has one
+    normalize_host(address.host)  # ValueError for a name the allowlist could never hold
+    return address
 
 
 def _ip_version(value: object) -> Literal[4, 6]:
@@ -391,9 +513,55 @@ def _logs(section: Section) -> LogsConfig | None:
         if out is not None and os.path.isdir(out):  # False, not OSError, for a too long name
             section.problem("out", f"{str(out)!r:.200} is a directory")
     max_line = section.integer("max_line", DEFAULT_MAX_LINE, minimum=MIN_MAX_LINE)
+    max_record = section.integer("max_record", None, minimum=max_line)
+    enclaves = section.read("enclaves", {}, _enclave_names)
     if listen is None or len(section.problems) != before:
         return None
-    return LogsConfig(listen=listen, out=out, max_line=max_line)
+    return LogsConfig(
+        listen=listen,
+        out=out,
+        max_line=max_line,
+        max_record=max_record,
+        enclaves=MappingProxyType(enclaves),
+    )
+
+
+def _enclave_names(value: object) -> dict[str, str]:
+    """``{"16" = "payments", "127.0.0.1" = "laptop"}``: sender to enclave name."""
+    if not isinstance(value, Mapping):
+        raise ValueError('must be a table, {"16" = "payments"} (vsock CID or IP = name)')
+    names: dict[str, str] = {}
+    for key, name in value.items():
+        sender = str(key)
+        ip = ip_literal(sender)
+        if ip is not None:
+            sender = ip.compressed
+        elif not (sender.isascii() and sender.isdigit() and int(sender) < 0xFFFFFFFF):
+            raise ValueError(f"{sender!r:.40} is neither a vsock CID nor an IP address")
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_ENCLAVE_NAME:
+            raise ValueError(f"{sender}: the name must be 1 to {MAX_ENCLAVE_NAME} characters")
+        if not name.isprintable():
+            raise ValueError(f"{sender}: the name must be printable")
+        names[str(int(sender)) if sender.isdigit() else sender] = name
+    return names
+
+
+def _metrics(section: Section) -> MetricsConfig | None:
+    section.refuse_unknown(_METRICS_KEYS)
+    before = len(section.problems)
+    listen = parse_address(DEFAULT_METRICS_LISTEN)
+    if section.has("listen"):
+        listen = section.address("listen", kinds=("tcp", "unix")) or listen
+    allow_remote = section.flag("allow_remote", False)
+    if listen.kind == "tcp" and not is_loopback(listen.host) and not allow_remote:
+        section.problem(
+            "listen",
+            f"{listen} is beyond loopback: set allow_remote = true to let other hosts "
+            "scrape the parent's counters",
+        )
+    if len(section.problems) != before:
+        return None
+    return MetricsConfig(listen=listen, allow_remote=allow_remote)
 
 
 def _allow(section: Section) -> set[AllowEntry]:
@@ -437,19 +605,34 @@ def _hosts(section: Section) -> dict[str, tuple[str, ...]]:
     return hosts
 
 
-def _options(section: Section) -> RelayOptions | None:
-    defaults = RelayOptions()
+def _options(section: Section, defaults: RelayOptions | None = None) -> RelayOptions | None:
+    defaults = defaults or RelayOptions()
     before = len(section.problems)
     max_connections = section.integer("max_connections", defaults.max_connections, minimum=1)
     connect_timeout = section.number(
         "connect_timeout", defaults.connect_timeout, minimum=0.0, exclusive=True
     )
     idle = section.number("idle_timeout", defaults.idle_timeout or 0.0, minimum=0.0)
+    keepalive = section.read("keepalive", defaults.keepalive, _keepalive)
     if len(section.problems) != before:
         return None
     return RelayOptions(
-        max_connections=max_connections, connect_timeout=connect_timeout, idle_timeout=idle or None
+        max_connections=max_connections,
+        connect_timeout=connect_timeout,
+        idle_timeout=idle or None,
+        keepalive=keepalive,
     )
+
+
+def _keepalive(value: object) -> float | None:
+    """Seconds of silence before TCP keepalive probes; 0 leaves the kernel's setting."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number of seconds (0: the kernel's setting)")
+    if value == 0:
+        return None
+    if not 1 <= value <= MAX_KEEPALIVE:
+        raise ValueError(f"must be 0, or 1 to {MAX_KEEPALIVE} seconds")
+    return float(value)
 
 
 def _distinct_listeners(
@@ -458,15 +641,22 @@ def _distinct_listeners(
     credentials: CredentialsConfig | None,
     ingress: list[IngressConfig],
     logs: LogsConfig | None,
+    metrics: MetricsConfig | None,
 ) -> None:
     listeners: list[tuple[str, Address]] = []
-    if egress:
+    if egress and egress.listen:
         listeners.append(("egress.listen", egress.listen))
+    if egress:
+        listeners += [
+            (f"egress.forward[{i}].listen", f.listen) for i, f in enumerate(egress.forwards)
+        ]
     if credentials:
         listeners.append(("credentials.listen", credentials.listen))
     listeners += [(f"ingress[{i}].listen", f.listen) for i, f in enumerate(ingress)]
     if logs:
         listeners.append(("logs.listen", logs.listen))
+    if metrics:
+        listeners.append(("metrics.listen", metrics.listen))
     seen: dict[str, str] = {}
     for key, address in listeners:
         if address.port == 0:

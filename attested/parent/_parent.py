@@ -17,6 +17,7 @@ from attested.parent._credentials import (
     botocore_source,
     imds_source,
 )
+from attested.parent._metrics import MetricsEndpoint, parent_registry
 from attested.relay import (
     Forward,
     ListenerStats,
@@ -62,6 +63,7 @@ class Parent(Scoped):
         self._credential_source = credential_source
         self._relays: dict[str, Relay] = {}
         self._credentials: CredentialServer | None = None
+        self._metrics: MetricsEndpoint | None = None
         self._listeners: dict[str, Address] = {}
         self._started = False
         self._lock = threading.Lock()
@@ -149,10 +151,7 @@ class Parent(Scoped):
     def _start_all(self) -> None:
         config = self._config
         if config.egress is not None:
-            egress = config.egress
-            warn_if_exposed(egress.listen, "egress", _LOG)
-            role = ParentEgress(listen=egress.listen, allowlist=egress.allowlist, name="egress")
-            self._run("egress", Relay([role], options=egress.options, resolver=_resolver(egress)))
+            self._start_egress(config.egress)
         if config.credentials is not None:
             server = CredentialServer(
                 config.credentials.listen,
@@ -168,17 +167,52 @@ class Parent(Scoped):
             self._run(name, Relay([role_], options=forward.options))
         if config.logs is not None:
             logs = config.logs
-            sink = LogSink(listen=logs.listen, out=logs.out, max_line=logs.max_line, name="logs")
+            sink = LogSink(
+                listen=logs.listen,
+                out=logs.out,
+                max_line=logs.max_line,
+                max_record=logs.max_record,
+                enclaves=logs.enclaves,
+                name="logs",
+            )
             self._run("logs", Relay([sink]))
+        if config.metrics is not None:
+            self._start_metrics(config.metrics.listen)
+
+    def _start_metrics(self, listen: Address) -> None:
+        server = self._credentials
+        registry = parent_registry(
+            [relay.stats for relay in self._relays.values()],
+            None if server is None else lambda: (server.served, server.refused),
+        )
+        self._metrics = MetricsEndpoint(listen, registry)
+        self._metrics.start()
+        self._listeners.update(self._metrics.listeners)
+
+    def _start_egress(self, egress: EgressConfig) -> None:
+        if egress.listen is not None:
+            warn_if_exposed(egress.listen, "egress", _LOG)
+            role = ParentEgress(listen=egress.listen, allowlist=egress.allowlist, name="egress")
+            self._run("egress", Relay([role], options=egress.options, resolver=_resolver(egress)))
+        for index, forward in enumerate(egress.forwards):
+            name = f"egress-forward-{index}"
+            warn_if_exposed(forward.listen, name, _LOG)
+            to = Address(kind="tcp", host=forward.host, port=forward.port)
+            # The relay's guarded forward: the allowlist, the DNS and address rules of
+            # the CONNECT path, applied per connection (one copy of them: the Dialer).
+            guarded = Forward(listen=forward.listen, to=to, allowlist=egress.allowlist, name=name)
+            relay = Relay([guarded], options=forward.options, resolver=_resolver(egress))
+            self._run(name, relay)
 
     def _run(self, name: str, relay: Relay) -> None:
         self._relays[name] = relay
         (address,) = relay.start()  # one role, named after the listener
         self._listeners[name] = address
 
-    def _parts(self) -> dict[str, Relay | CredentialServer]:
+    def _parts(self) -> dict[str, Relay | CredentialServer | MetricsEndpoint]:
         credentials = {} if self._credentials is None else {"credentials": self._credentials}
-        return {**self._relays, **credentials}
+        metrics = {} if self._metrics is None else {"metrics": self._metrics}
+        return {**self._relays, **credentials, **metrics}
 
 
 def _resolver(egress: EgressConfig) -> Resolver:

@@ -28,7 +28,7 @@ from attested._runtime.listen import Listener as RuntimeListener
 from attested._runtime.listen import open_listener
 from attested.errors import RelayUnavailable
 from attested.net import Address
-from attested.relay._handlers import Dialer, Handlers, nodelay, why
+from attested.relay._handlers import Dialer, Handlers, keepalive, nodelay, why
 from attested.relay._http import error_response
 from attested.relay._logs import LogFile
 from attested.relay._pipe import Pipe
@@ -190,7 +190,9 @@ class Relay(Scoped):
         if self._started:
             raise RuntimeError("a Relay can be started once")
         self._started = True
-        dialer = Dialer(self._options.connect_timeout, self._resolver)
+        dialer = Dialer(
+            self._options.connect_timeout, self._resolver, keepalive=self._options.keepalive
+        )
         handlers = Handlers(self._options, dialer, self._linger)
         try:
             for role in self._roles:
@@ -343,6 +345,7 @@ class Relay(Scoped):
         counters.total += 1
         sock.setblocking(False)
         nodelay(sock)
+        keepalive(sock, self._options.keepalive)
         if self._stopping:
             self._refuse_at_door(listener, sock, Refusal.SHUTTING_DOWN)
             return

@@ -43,7 +43,7 @@ from attested.relay._http import (
     find_head_end,
     parse_connect,
 )
-from attested.relay._logs import ACK, LineSplitter
+from attested.relay._logs import ACK, LineSplitter, received_stamp
 from attested.relay._resolve import Resolver
 from attested.relay._roles import EnclaveEgress, Forward, LogSink, ParentEgress, RelayOptions, Role
 from attested.relay._stats import Counters, Failure, Refusal
@@ -63,11 +63,22 @@ from attested.relay._tunnel import (
 if TYPE_CHECKING:
     from attested.relay._engine import Handler, Listener
 
-__all__ = ["Dialer", "Handlers", "Refused", "ip_literal", "nodelay", "why"]
+__all__ = [
+    "Dialer",
+    "Handlers",
+    "Refused",
+    "ip_literal",
+    "keepalive",
+    "nodelay",
+    "peer_of",
+    "why",
+]
 
 # The engine's logger name, kept when the engine was split (operators filter on it).
 _LOG = logging.getLogger("attested.relay._engine")
 _AGAIN = (BlockingIOError, InterruptedError)
+_KEEPALIVE_INTERVAL = 15
+_KEEPALIVE_PROBES = 4
 _HTTP_REFUSALS = {
     "bad_request": Refusal.BAD_REQUEST,
     "method_not_allowed": Refusal.METHOD_NOT_ALLOWED,
@@ -128,11 +139,16 @@ class Dialer:
     Args:
         connect_timeout: seconds to resolve and dial, over all of a name's addresses.
         resolver: name resolution for destinations.
+        keepalive: TCP keepalive idle seconds for the dialled sockets (``None``: the
+            kernel's setting).
     """
 
-    def __init__(self, connect_timeout: float, resolver: Resolver) -> None:
+    def __init__(
+        self, connect_timeout: float, resolver: Resolver, *, keepalive: float | None = None
+    ) -> None:
         self._timeout = connect_timeout
         self._resolver = resolver
+        self._keepalive = keepalive
 
     async def connect(
         self, family: int, sockaddr: tuple[str, int] | tuple[int, int] | str, timeout: float
@@ -142,6 +158,7 @@ class Dialer:
         try:
             sock.setblocking(False)
             nodelay(sock)
+            keepalive(sock, self._keepalive)
             async with asyncio.timeout(timeout):
                 await asyncio.get_running_loop().sock_connect(sock, sockaddr)
         except BaseException:
@@ -272,6 +289,51 @@ def nodelay(sock: socket.socket) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def keepalive(sock: socket.socket, idle: float | None) -> None:
+    """Turn TCP keepalive on a TCP socket: probes after ``idle`` silent seconds.
+
+    Then one probe every ``min(idle, 15)`` seconds; after 4 unanswered ones the kernel
+    ends the connection. ``None`` leaves the kernel's setting; other families (vsock,
+    Unix) are left alone.
+    """
+    if idle is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    seconds = max(1, int(idle))
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), seconds),
+        (
+            socket.IPPROTO_TCP,
+            getattr(socket, "TCP_KEEPINTVL", None),
+            min(seconds, _KEEPALIVE_INTERVAL),
+        ),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), _KEEPALIVE_PROBES),
+    ]
+    for level, option, value in options:
+        if option is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, value)
+
+
+def peer_of(sock: socket.socket) -> tuple[str, str | None]:
+    """The sender of an accepted connection, and the key its name is looked up by.
+
+    ``("vsock:16:1234", "16")`` (the CID is assigned by the host, not chosen by the
+    sender), ``("tcp:127.0.0.1:5555", "127.0.0.1")``, ``("unix", None)``.
+    """
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return "unknown", None
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host, port = str(name[0]), int(name[1])
+        shown = f"[{host}]" if ":" in host else host
+        return f"tcp:{shown}:{port}", host
+    if sock.family == getattr(socket, "AF_VSOCK", -1):
+        return f"vsock:{int(name[0])}:{int(name[1])}", str(int(name[0]))
+    return "unix", None
 
 
 def why(exc: BaseException) -> str:
@@ -470,7 +532,9 @@ class Handlers:
         assert out is not None  # noqa: S101 - opened at bind
         loop = asyncio.get_running_loop()
         counters = listener.counters
-        splitter = LineSplitter(role.max_line)
+        splitter = LineSplitter(role.max_line, max_record=role.max_record)
+        peer, key = peer_of(sock)
+        enclave = role.enclaves.get(key) if key is not None else None
         received = 0
         acks = bytearray()
         try:
@@ -479,7 +543,7 @@ class Handlers:
                 if not data:
                     break
                 counters.bytes_up += len(data)
-                lines, ended = splitter.feed(data)
+                lines, ended = splitter.feed(data, received_stamp(peer, enclave))
                 if lines:
                     try:
                         out.write(lines)
@@ -495,7 +559,7 @@ class Handlers:
                 if acks:
                     with contextlib.suppress(*_AGAIN):
                         del acks[: sock.send(acks)]
-            tail = splitter.finish() if not data else []
+            tail = splitter.finish(received_stamp(peer, enclave)) if not data else []
             if tail:
                 out.write(tail)
                 counters.records += len(tail)

@@ -13,7 +13,10 @@ crash, whose acknowledgement was lost, is written again).
 
 The sink trusts nothing it reads: each line becomes one JSON object on one line
 (non-JSON input is wrapped as ``{"message": ...}``; invalid UTF-8 is replaced; control
-characters are escaped; lines over the cap are cut and marked ``"truncated": true``).
+characters are escaped; a record over the cap is cut inside its message, keeping its
+time, level, logger and source, and marked ``"truncated": true``). Every record gets the
+sink's own fields: ``received`` (RFC 3339 UTC), ``peer`` (the sender's address) and
+``enclave`` (the name the configuration gives that sender).
 """
 
 from __future__ import annotations
@@ -39,15 +42,19 @@ from attested.net import Address, parse_address
 __all__ = [
     "ACK",
     "DEFAULT_MAX_LINE",
+    "DEFAULT_MAX_RECORD",
+    "SINK_FIELDS",
     "LineSplitter",
     "LogFile",
     "LogShipperStats",
     "VsockLogHandler",
+    "received_stamp",
     "sanitize_line",
 ]
 
 ACK = struct.Struct(">Q")
 DEFAULT_MAX_LINE = 64 * 1024
+DEFAULT_MAX_RECORD = 1024 * 1024
 _MAX_WIRE_BATCH = 256 * 1024
 _ESCAPED_CHAR_MAX = 12  # a non-BMP character escapes to two \uXXXX sequences
 _LOG = logging.getLogger(__name__)
@@ -62,15 +69,48 @@ def _dumps(value: dict[str, Any]) -> bytes:
     return text.encode("ascii")
 
 
+SINK_FIELDS = ("received", "peer", "enclave")
+"""The fields the sink adds to every record (they replace a sender's fields of that name)."""
+_KEPT_FIELDS = ("time", "level", "logger", "source")
+_KEPT_FIELD_CHARS = 256  # a kept field longer than this is cut too, when a record is shrunk
+
+
+def received_stamp(peer: str, enclave: str | None, now: float | None = None) -> dict[str, str]:
+    """The sink's fields for lines received now from ``peer``.
+
+    Args:
+        peer: the sender's address (``vsock:16:1234``, ``tcp:127.0.0.1:5555``, ``unix``).
+        enclave: the name the configuration gives that sender, if any.
+        now: the receive time (``time.time()``), for tests.
+    """
+    when = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    stamp = {"received": when.isoformat(timespec="microseconds").replace("+00:00", "Z")}
+    stamp["peer"] = peer
+    if enclave is not None:
+        stamp["enclave"] = enclave
+    return stamp
+
+
 def sanitize_line(
-    line: bytes, *, truncated: bool = False, max_line: int = DEFAULT_MAX_LINE
+    line: bytes,
+    *,
+    truncated: bool = False,
+    max_line: int = DEFAULT_MAX_LINE,
+    stamp: dict[str, str] | None = None,
 ) -> bytes:
     """Turn one untrusted input line into one JSON object line, at most ``max_line`` bytes.
+
+    A JSON object is kept as it is; anything else becomes ``{"message": TEXT}``. The
+    sink's ``stamp`` fields are added (replacing the sender's fields of those names). A
+    record over ``max_line`` is cut inside its ``message``: ``time``, ``level``,
+    ``logger`` and ``source`` are kept (each cut to 256 characters), other fields are
+    dropped, and ``"truncated": true`` is added. Only the stamp itself is never cut.
 
     Args:
         line: the line without its newline.
         truncated: the line was cut at the cap (it is then kept as text).
         max_line: output cap in bytes, including the final newline.
+        stamp: the sink's own fields (:func:`received_stamp`).
 
     Returns:
         ASCII JSON text of one object, ending with a newline.
@@ -88,32 +128,70 @@ def sanitize_line(
         record = {"message": text}
         if truncated:
             record["truncated"] = True
+    if stamp:
+        record.update(stamp)
     try:
         out = _dumps(record)
     except (ValueError, RecursionError):  # pragma: no cover - loads output always dumps
-        out = b"{}"
+        out = _dumps(dict(stamp or {}))
     if len(out) < max_line:
         return out + b"\n"
-    keep = max(0, (max_line - 64) // _ESCAPED_CHAR_MAX)
-    return _dumps({"message": text[:keep], "truncated": True}) + b"\n"
+    return _shrink(record, max_line, stamp or {}) + b"\n"
+
+
+def _shrink(record: dict[str, Any], max_line: int, stamp: dict[str, str]) -> bytes:
+    """``record`` cut to fit ``max_line`` (with its newline), inside its message."""
+    message = record.get("message", "")
+    if not isinstance(message, str):
+        message = json.dumps(message, ensure_ascii=False, default=str)
+    kept = {
+        key: value[:_KEPT_FIELD_CHARS] if isinstance(value, str) else value
+        for key in _KEPT_FIELDS
+        if isinstance(value := record.get(key), str | int | float) and key not in stamp
+    }
+    keep = len(message)
+    while True:
+        out = _dumps({**kept, "message": message[:keep], "truncated": True, **stamp})
+        excess = len(out) + 1 - max_line
+        if excess <= 0:
+            return out
+        if keep == 0:
+            if kept:  # the kept fields alone do not fit: give them up too
+                kept = {}
+                continue
+            return out  # the sink's own fields alone are over the cap
+        keep = max(0, keep - excess)
 
 
 class LineSplitter:
     """Splits a byte stream into sanitised output lines, with a per-line cap (pure).
 
     Args:
-        max_line: the longest input line kept whole; longer lines are cut there.
+        max_line: the longest output line; a longer record is cut inside its message.
+        max_record: the longest input line read whole (default: 1 MiB or
+            ``4 * max_line``, whichever is larger), so that an over-long JSON record can
+            still be parsed and cut inside its message; longer input lines are cut there
+            and kept as text. It bounds the memory of one connection.
     """
 
-    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE, *, max_record: int | None = None) -> None:
         if max_line < 128:
             raise ValueError("max_line must be at least 128 bytes")
-        self._max = max_line
+        record = max(4 * max_line, DEFAULT_MAX_RECORD) if max_record is None else max_record
+        if record < max_line:
+            raise ValueError("max_record must be at least max_line")
+        self._line = max_line
+        self._max = record
         self._partial = bytearray()
         self._skipping = False
+        self._stamp: dict[str, str] | None = None
 
-    def feed(self, data: bytes) -> tuple[list[bytes], int]:
+    def feed(self, data: bytes, stamp: dict[str, str] | None = None) -> tuple[list[bytes], int]:
         """Take more bytes.
+
+        Args:
+            data: the bytes received.
+            stamp: the sink's fields for the lines that end in ``data``.
 
         Returns:
             The output lines now complete, and how many input lines ended in ``data``
@@ -122,6 +200,7 @@ class LineSplitter:
         out: list[bytes] = []
         ended = 0
         start = 0
+        self._stamp = stamp
         while True:
             nl = data.find(b"\n", start)
             if nl < 0:
@@ -137,7 +216,7 @@ class LineSplitter:
                 self._skipping = False
                 continue
             self._partial += piece
-            out.append(sanitize_line(bytes(self._partial), max_line=self._max))
+            out.append(self._sanitize(bytes(self._partial)))
             self._partial.clear()
         rest = data[start:]
         if not self._skipping:
@@ -148,18 +227,22 @@ class LineSplitter:
                 self._partial += rest
         return out, ended
 
-    def finish(self) -> list[bytes]:
+    def finish(self, stamp: dict[str, str] | None = None) -> list[bytes]:
         """The last, unterminated line at end of stream, if any."""
         if self._skipping or not self._partial:
             return []
-        line = sanitize_line(bytes(self._partial), max_line=self._max)
+        self._stamp = stamp
+        line = self._sanitize(bytes(self._partial))
         self._partial.clear()
         return [line]
+
+    def _sanitize(self, line: bytes, *, truncated: bool = False) -> bytes:
+        return sanitize_line(line, truncated=truncated, max_line=self._line, stamp=self._stamp)
 
     def _emit_truncated(self, out: list[bytes], piece: bytes) -> None:
         head = (bytes(self._partial) + piece[: self._max])[: self._max]
         self._partial.clear()
-        out.append(sanitize_line(head, truncated=True, max_line=self._max))
+        out.append(self._sanitize(head, truncated=True))
 
 
 class LogFile:
@@ -357,14 +440,14 @@ class VsockLogHandler(logging.Handler):
             "time": when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": message,
         }
+        if self._source is not None:
+            obj["source"] = self._source
+        obj["message"] = message
         if record.exc_info and not self.formatter:
             obj["exception"] = logging.Formatter().formatException(record.exc_info)
         if record.stack_info and not self.formatter:
             obj["stack"] = record.stack_info
-        if self._source is not None:
-            obj["source"] = self._source
         line = _dumps(obj)
         if len(line) >= self._max_line:
             keep = max(0, (self._max_line - 512) // _ESCAPED_CHAR_MAX)

@@ -7,15 +7,27 @@ and buffer sizes. Plain data, checked at construction; :class:`~._engine.Relay` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from attested.errors import ConfigurationError
 from attested.net import Address
 from attested.relay._allowlist import Allowlist, normalize_host
 from attested.relay._logs import DEFAULT_MAX_LINE
 
-__all__ = ["EnclaveEgress", "Forward", "LogSink", "ParentEgress", "RelayOptions", "Role"]
+__all__ = [
+    "MAX_KEEPALIVE",
+    "EnclaveEgress",
+    "Forward",
+    "LogSink",
+    "ParentEgress",
+    "RelayOptions",
+    "Role",
+]
+
+MAX_KEEPALIVE = 32767  # Linux's limit for TCP_KEEPIDLE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,7 +43,16 @@ class RelayOptions:
         handshake_timeout: seconds for a client to send its CONNECT request or tunnel
             header; the enclave waits this plus ``connect_timeout`` for the parent's reply.
         idle_timeout: a tunnel in which no byte moved for this long is closed
-            (``None``: never).
+            (``None``: never). TCP keepalive probes carry no bytes, so they do not
+            keep a tunnel from being idle: for long, mostly silent protocols (NFS,
+            database sessions) raise this or set it to ``None``.
+        keepalive: seconds of silence after which TCP keepalive probes start on the
+            relay's TCP sockets, both the accepted and the dialled one (then every
+            ``min(keepalive, 15)`` seconds, 4 unanswered probes end the connection);
+            ``None``: the kernel's setting (usually off). A dead peer or a NAT or
+            load balancer that forgot the connection is then noticed, and a middlebox's
+            own idle timer sees traffic. vsock sockets have no keepalive; the host
+            resets them when the enclave ends.
         buffer_size: the loop-wide relay buffer (one, shared by all connections).
         splice_after: bytes after which one direction of a tunnel switches to
             ``os.splice`` on Linux (``None``: never).
@@ -42,6 +63,7 @@ class RelayOptions:
     connect_timeout: float = 10.0
     handshake_timeout: float = 10.0
     idle_timeout: float | None = 600.0
+    keepalive: float | None = 60.0
     buffer_size: int = 256 * 1024
     splice_after: int | None = 256 * 1024
     backlog: int = 1024
@@ -53,6 +75,8 @@ class RelayOptions:
             raise ValueError("timeouts must be positive")
         if self.idle_timeout is not None and self.idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive or None")
+        if self.keepalive is not None and not 1 <= self.keepalive <= MAX_KEEPALIVE:
+            raise ValueError(f"keepalive must be 1 to {MAX_KEEPALIVE} seconds or None")
         if self.buffer_size < 4096:
             raise ValueError("buffer_size must be at least 4096")
         if self.splice_after is not None and self.splice_after < 0:
@@ -159,13 +183,18 @@ class LogSink:
         listen: where the enclave's :class:`~attested.relay.VsockLogHandler` connects.
         out: the output file (appended to; reopened by :meth:`Relay.reopen`), or
             ``None`` for standard output.
-        max_line: longest line kept whole; longer ones are cut and marked.
+        max_line: longest output line; a longer record is cut inside its message.
+        max_record: longest input line read whole (``None``: 1 MiB or ``4 * max_line``).
+        enclaves: names for senders, written as ``enclave`` on their records: keys are
+            vsock CIDs (``"16"``) or IP addresses (for a tcp listener).
         name: the name in counters and logs.
     """
 
     listen: Address
     out: Path | None = None
     max_line: int = DEFAULT_MAX_LINE
+    max_record: int | None = None
+    enclaves: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     name: str = "logs"
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from attested import __version__
+from attested._runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from attested.errors import AttestedError
 from attested.kms import DataKey, KmsClient
 from attested.provider import AttestationProvider
@@ -366,5 +367,5 @@ class ServiceApp:
         return Response(
             status=200,
             body=self._metrics.render().encode(),
-            content_type="text/plain; version=0.0.4; charset=utf-8",
+            content_type=METRICS_CONTENT_TYPE,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,13 +12,23 @@ from pathlib import Path
 import pytest
 
 from attested.parent import Parent, ParentConfig, parse_parent_config
+from attested.relay._logs import SINK_FIELDS
 from tests.kms.test_credentials import _Imds
 from tests.relay.conftest import make_target, no_leaked_threads
 
-__all__ = ["make_target", "no_leaked_threads"]
+__all__ = ["make_target", "no_leaked_threads", "unstamped"]
 
 ACCESS_KEY = "AKIAPARENTEXAMPLE001"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYPARENTKEY"
+
+
+def unstamped(line: str) -> dict[str, object]:
+    """A sink line without the sink's own fields (received, peer, enclave): what was sent."""
+    record = json.loads(line)
+    assert isinstance(record, dict)
+    for name in SINK_FIELDS:
+        record.pop(name, None)
+    return record
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from attested.cli import build_parser, main
 from attested.kms.credentials import ParentCredentials
 from attested.net import parse_address
 from attested.relay import EnclaveEgress, Relay
-from tests.parent.conftest import ACCESS_KEY
+from tests.parent.conftest import ACCESS_KEY, unstamped
 from tests.relay.support import Target, connect_through, loopback, recv_exactly, tcp
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,8 @@ def test_check_prints_every_problem_and_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["parent", "--config", str(path), "--check"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        f"attested parent: {path}: logs.extra: unknown key (known: listen, out, max_line)",
+        f"attested parent: {path}: logs.extra: unknown key "
+        "(known: listen, out, max_line, max_record, enclaves)",
         f"attested parent: {path}: logs.listen: 'nope': expected vsock:CID:PORT, "
         "tcp:HOST:PORT or unix:PATH",
         f"attested parent: {path}: logs.out: required: a file, or '-' for standard output",
@@ -161,7 +162,7 @@ def test_the_whole_parent_in_a_subprocess(run_cli, make_target, tmp_path, signum
     with socket.create_connection(tcp(parent.listeners["logs"]), timeout=10) as sock:
         sock.sendall(b'{"message": "from the enclave"}\n')
         recv_exactly(sock, 8)
-    assert json.loads((tmp_path / "enclave.log").read_text()) == {"message": "from the enclave"}
+    assert unstamped((tmp_path / "enclave.log").read_text()) == {"message": "from the enclave"}
 
     status, err = parent.stop(signum)
     assert status == 0, err
@@ -184,8 +185,8 @@ def test_sighup_reopens_the_log_file(run_cli, tmp_path: Path) -> None:
             time.sleep(0.02)
         sock.sendall(b'{"n": 2}\n')
         recv_exactly(sock, 8)
-    assert json.loads((tmp_path / "enclave.log.1").read_text()) == {"n": 1}
-    assert json.loads(out.read_text()) == {"n": 2}
+    assert unstamped((tmp_path / "enclave.log.1").read_text()) == {"n": 1}
+    assert unstamped(out.read_text()) == {"n": 2}
     status, err = parent.stop()
     assert status == 0, err
 

@@ -68,6 +68,7 @@ def test_the_parent_example_is_valid_and_production_shaped() -> None:
     assert config.credentials is not None
     assert config.logs is not None
     for address in (config.egress.listen, config.credentials.listen, config.logs.listen):
+        assert address is not None
         assert address.kind == "vsock"
     assert config.egress.allowlist.permits("kms.us-east-1.amazonaws.com", 443)
     assert config.credentials.source == "imds"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
@@ -16,7 +15,7 @@ from attested.kms.credentials import ParentCredentials
 from attested.net import Address
 from attested.parent import Parent, parse_parent_config
 from attested.relay import EnclaveEgress, Refusal, Relay
-from tests.parent.conftest import ACCESS_KEY, SECRET
+from tests.parent.conftest import ACCESS_KEY, SECRET, unstamped
 from tests.relay.support import Target, connect_through, loopback, recv_exactly, tcp
 
 pytestmark = pytest.mark.integration
@@ -205,8 +204,8 @@ def test_log_sink_writes_lines_and_reopens(run_parent, tmp_path: Path) -> None:
         wait_for(out.exists)
         sock.sendall(b'{"message": "second"}\nnot json\n')
         recv_exactly(sock, 8)
-    assert json.loads((tmp_path / "enclave.log.1").read_text()) == {"message": "first"}
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert unstamped((tmp_path / "enclave.log.1").read_text()) == {"message": "first"}
+    lines = [unstamped(line) for line in out.read_text().splitlines()]
     assert lines[0] == {"message": "second"}
     assert len(lines) == 2  # the non-JSON line is kept, wrapped as an object
 

@@ -192,7 +192,9 @@ def test_logs_to_stdout(run_cli) -> None:
         assert len(sock.recv(8)) == 8  # acknowledged: written and flushed
     status, out, _ = sink.stop()
     assert status == 0
-    assert json.loads(out) == {"message": "hi"}
+    record = json.loads(out)
+    assert record["message"] == "hi"
+    assert str(record["peer"]).startswith("tcp:127.0.0.1:")  # the sink adds the sender
 
 
 def test_several_forwards_in_one_process(run_cli, make_target) -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from attested.net import Address
 from attested.relay import LogSink, Relay, VsockLogHandler
-from attested.relay._logs import ACK, LineSplitter, sanitize_line
+from attested.relay._logs import ACK, SINK_FIELDS, LineSplitter, sanitize_line
 from tests.relay.support import closed_port, loopback, recv_exactly, tcp
 
 pytestmark = pytest.mark.integration
@@ -164,6 +164,7 @@ def test_the_sink_sanitises_and_acknowledges(tmp_path) -> None:
     (address,) = relay.start()
     try:
         with socket.create_connection(tcp(address)) as sock:
+            peer = f"tcp:127.0.0.1:{sock.getsockname()[1]}"
             sock.sendall(
                 b'{"message": "fine", "level": "INFO"}\n'
                 b"plain text \x1b[31m with an escape\n"
@@ -180,7 +181,9 @@ def test_the_sink_sanitises_and_acknowledges(tmp_path) -> None:
         wait_for(lambda: len(read_lines(out)) == 8)
         raw = out.read_bytes().splitlines()
         assert all(len(line) < 256 and line.isascii() for line in raw)
-        records = read_lines(out)
+        stamped = read_lines(out)
+        assert all(r["peer"] == peer and str(r["received"]).endswith("Z") for r in stamped)
+        records = [{k: v for k, v in r.items() if k not in SINK_FIELDS} for r in stamped]
         assert records[0] == {"message": "fine", "level": "INFO"}
         assert records[1] == {"message": "plain text \x1b[31m with an escape"}
         assert "\ufffd" in str(records[2]["message"])

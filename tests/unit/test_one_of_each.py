@@ -115,3 +115,13 @@ def test_one_kms_wire_protocol() -> None:
     }
     assert speaking == {wire}
     assert not (PACKAGE / "emulator" / "_protocol.py").exists()
+
+
+def test_one_prometheus_exposition() -> None:
+    """Metrics are rendered in one place, for the service and the parent alike."""
+    rendering = {
+        path
+        for path, tree in _modules().items()
+        if any("# TYPE" in text or "# HELP" in text for text in _string_constants(tree))
+    }
+    assert rendering == {"attested/_runtime/metrics.py"}
