@@ -82,8 +82,15 @@ def test_demo_runs_the_whole_flow_and_cleans_up() -> None:
 
 def test_ctrl_c_says_it_cleans_up_and_leaves_nothing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # As from a terminal: Python turns SIGINT into KeyboardInterrupt only if SIGINT is not
+    # ignored when it starts, and a shell starts background jobs (a CI run under nohup
+    # ... &) with SIGINT ignored, which children inherit.
+    as_from_a_terminal = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from attested.cli import main; sys.exit(main(['demo']))"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "attested", "demo"],
+        [sys.executable, "-c", as_from_a_terminal],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
