@@ -53,18 +53,22 @@ def test_single_byte_mutation_of_a_real_document_never_verifies(
         VERIFIER.verify(bytes(mutated), policy=ANY, at=at + timedelta(milliseconds=1))
 
 
+_VALID_MAPS = st.dictionaries(
+    st.integers(0, 31), st.sampled_from([bytes(48), b"\x44" * 48]), min_size=1, max_size=24
+)
 _PCR_MAPS = st.one_of(
-    st.dictionaries(st.integers(0, 31), st.sampled_from([bytes(48), b"\x44" * 48]), max_size=24),
+    _VALID_MAPS,
     st.dictionaries(st.integers(-3, 40), st.binary(max_size=70), max_size=4),
     st.none(),
     st.integers(),
     st.text(max_size=4),
 )
+_FIELD = st.one_of(st.just("absent"), _VALID_MAPS, _PCR_MAPS)
 
 
 @given(
-    pcrs=st.one_of(st.just("absent"), _PCR_MAPS),
-    tpm=st.one_of(st.just("absent"), _PCR_MAPS),
+    pcrs=_FIELD,
+    tpm=_FIELD,
     indefinite=st.booleans(),
 )
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
