@@ -15,7 +15,7 @@ The verification API in a few lines::
 
 from __future__ import annotations
 
-from attested.document import AttestationDocument, parse_attestation
+from attested.document import AttestationDocument, Profile, parse_attestation
 from attested.errors import (
     AttestationUnavailable,
     AttestedError,
@@ -51,6 +51,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PolicyFailure",
+    "Profile",
     "SecurityWarning",
     "SignatureError",
     "TimeSource",

@@ -3,6 +3,11 @@
 >>> doc = parse_attestation(data)          # doctest: +SKIP
 >>> doc.module_id, doc.pcrs[0].hex()       # doctest: +SKIP
 
+Two kinds of document share the format (ADR 0130): an enclave's, from the NSM, with its
+PCRs under ``pcrs``, and an EC2 instance's, from NitroTPM, with them under
+``nitrotpm_pcrs``. The caller names the kind it expects with :class:`Profile`; a document
+of the other kind is refused, never accepted in its place.
+
 :func:`parse_attestation` checks only that the bytes are a well-formed document (AWS
 "syntactic validation"): nothing about who signed it, whether the chain is valid, or what
 it attests. Use :class:`attested.verify.Verifier` for that; code that grants trust should
@@ -11,6 +16,7 @@ accept only its :class:`~attested.verify.VerifiedAttestation`.
 
 from __future__ import annotations
 
+import enum
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,14 +29,39 @@ from attested._certs import load_certificate
 from attested.errors import MalformedError
 from attested.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["AttestationDocument", "parse_attestation"]
+__all__ = ["AttestationDocument", "Profile", "parse_attestation"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PCR_SIZES = frozenset({32, 48, 64})
 _DIGESTS = frozenset({"SHA384"})
-_REQUIRED = ("module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle")
+_COMMON = ("module_id", "digest", "timestamp", "certificate", "cabundle")
 _OPTIONAL = ("public_key", "user_data", "nonce")
-_KNOWN = frozenset(_REQUIRED + _OPTIONAL)
+
+
+class Profile(enum.Enum):
+    """Which kind of attestation document a caller expects (ADR 0130)."""
+
+    ENCLAVE = "enclave"
+    """A Nitro Enclave's document from the NSM: PCRs under ``pcrs``."""
+    NITROTPM = "nitrotpm"
+    """An EC2 instance's document from NitroTPM: PCRs under ``nitrotpm_pcrs``."""
+
+    @property
+    def pcr_field(self) -> str:
+        """The payload field that holds this profile's PCRs."""
+        return "pcrs" if self is Profile.ENCLAVE else "nitrotpm_pcrs"
+
+    @property
+    def other(self) -> Profile:
+        """The profile this one must never accept."""
+        return Profile.NITROTPM if self is Profile.ENCLAVE else Profile.ENCLAVE
+
+
+_WHAT = {Profile.ENCLAVE: "an enclave (NSM)", Profile.NITROTPM: "a NitroTPM (EC2 instance)"}
+_ASK = {
+    Profile.ENCLAVE: "verify it without --nitrotpm (Profile.ENCLAVE)",
+    Profile.NITROTPM: "verify it with --nitrotpm (Profile.NITROTPM)",
+}
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -38,10 +69,12 @@ class AttestationDocument:
     """A parsed attestation document. Nothing in it has been verified.
 
     Attributes:
-        module_id: the NSM module id, e.g. ``i-0123...-enc0123...``.
+        module_id: the module id, e.g. ``i-0123...-enc0123...`` (enclave) or
+            ``i-0123...-tpm0000000000000000`` (NitroTPM).
         digest: the PCR digest algorithm, always ``"SHA384"``.
         timestamp: when the NSM made the document (UTC, millisecond precision).
-        pcrs: PCR index to value, read-only, in index order.
+        pcrs: PCR index to value, read-only, in index order: the payload's ``pcrs`` for
+            an enclave document, its ``nitrotpm_pcrs`` for a NitroTPM document.
         certificate: DER of the certificate whose key signed the document.
         cabundle: DER certificates from the root to the issuer of ``certificate``.
         public_key: the ``public_key`` field, or ``None`` when absent or null.
@@ -49,6 +82,7 @@ class AttestationDocument:
         nonce: the ``nonce`` field, or ``None`` when absent or null.
         cose: the COSE_Sign1 parts as received (for signature verification).
         raw: the whole document as received.
+        profile: which kind of document it is.
     """
 
     module_id: str
@@ -63,6 +97,7 @@ class AttestationDocument:
     cose: _cose.CoseSign1 = field(repr=False)
     raw: bytes = field(repr=False)
     _signing_certificate: x509.Certificate = field(repr=False)
+    profile: Profile = Profile.ENCLAVE
 
     @property
     def timestamp_ms(self) -> int:
@@ -76,32 +111,39 @@ class AttestationDocument:
 
     def __repr__(self) -> str:
         return (
-            f"AttestationDocument(module_id={self.module_id!r}, "
+            f"AttestationDocument(profile={self.profile.value!r}, module_id={self.module_id!r}, "
             f"timestamp={self.timestamp.isoformat()!r}, pcrs={sorted(self.pcrs)!r}, "
             "verified=False)"
         )
 
 
-def parse_attestation(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> AttestationDocument:
+def parse_attestation(
+    data: bytes, *, limits: Limits = DEFAULT_LIMITS, profile: Profile = Profile.ENCLAVE
+) -> AttestationDocument:
     """Parse a Nitro attestation document without verifying anything.
 
-    Accepts what real NSMs emit: COSE_Sign1 tagged or untagged, ES384 in the protected
-    header, a payload map of definite or indefinite length, CBOR null for absent
+    Accepts what real NSMs and NitroTPMs emit: COSE_Sign1 tagged or untagged, ES384 in the
+    protected header, a payload map of definite or indefinite length, CBOR null for absent
     optional fields, zero-length optional fields, and 1 to 32 PCRs of 32, 48 or 64 bytes.
 
     Args:
         data: the document as produced by the NSM (raw CBOR, not base64).
         limits: size and count caps.
+        profile: the kind of document expected. A document of the other kind (its PCRs
+            under the other field) is refused, naming the missing field.
 
     Returns:
         The parsed, unverified document.
 
     Raises:
-        MalformedError: the bytes are not a well-formed attestation document.
-        TypeError: ``data`` is not ``bytes``.
+        MalformedError: the bytes are not a well-formed attestation document of
+            ``profile``.
+        TypeError: ``data`` is not ``bytes`` or ``profile`` not a :class:`Profile`.
     """
     if not isinstance(data, bytes):
         raise TypeError(f"attestation document must be bytes, not {type(data).__name__}")
+    if not isinstance(profile, Profile):
+        raise TypeError("profile must be an attested.document.Profile")
     message = _cose.parse_sign1(data, max_size=limits.max_document_size)
     payload = _cbor.decode(
         message.payload,
@@ -111,10 +153,12 @@ def parse_attestation(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Attest
     )
     if not isinstance(payload, dict):
         raise MalformedError("attestation payload must be a map")
-    unknown = sorted(str(k) for k in payload if k not in _KNOWN)
+    _check_profile(payload, profile)
+    known = frozenset((*_COMMON, profile.pcr_field, *_OPTIONAL))
+    unknown = sorted(str(k) for k in payload if k not in known)
     if unknown:
         raise MalformedError(f"attestation payload has unknown fields: {', '.join(unknown)}")
-    for key in _REQUIRED:
+    for key in (*_COMMON, profile.pcr_field):
         if key not in payload or payload[key] is None:
             raise MalformedError(f"attestation payload is missing required field {key!r}")
 
@@ -123,7 +167,7 @@ def parse_attestation(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Attest
     if not isinstance(digest, str) or digest not in _DIGESTS:
         raise MalformedError(f"digest must be 'SHA384', got {digest!r:.40}")
     timestamp = _timestamp(payload["timestamp"])
-    pcrs = _pcrs(payload["pcrs"], limits)
+    pcrs = _pcrs(payload[profile.pcr_field], limits, profile.pcr_field)
     certificate = _certificate(payload["certificate"], "certificate", limits)
     cabundle = _cabundle(payload["cabundle"], limits)
     leaf = load_certificate(certificate, "certificate")
@@ -140,6 +184,23 @@ def parse_attestation(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Attest
         cose=message,
         raw=data,
         _signing_certificate=leaf,
+        profile=profile,
+    )
+
+
+def _check_profile(payload: dict[object, object], profile: Profile) -> None:
+    """Refuse a payload of the other profile, or one claiming to be both."""
+    mine, theirs = profile.pcr_field, profile.other.pcr_field
+    if theirs not in payload:
+        return
+    if mine in payload:
+        raise MalformedError(
+            "attestation payload has both 'pcrs' and 'nitrotpm_pcrs': no real document does"
+        )
+    raise MalformedError(
+        f"attestation payload is missing required field {mine!r}: it has {theirs!r}, so it "
+        f"looks like {_WHAT[profile.other]} document, not {_WHAT[profile]} one; if that is "
+        f"what you expect, {_ASK[profile.other]}"
     )
 
 
@@ -164,11 +225,11 @@ def _timestamp(value: object) -> datetime:
         raise MalformedError("timestamp is beyond the year 9999") from exc
 
 
-def _pcrs(value: object, limits: Limits) -> Mapping[int, bytes]:
+def _pcrs(value: object, limits: Limits, name: str) -> Mapping[int, bytes]:
     if not isinstance(value, dict):
-        raise MalformedError("pcrs must be a map")
+        raise MalformedError(f"{name} must be a map")
     if not 1 <= len(value) <= limits.max_pcrs:
-        raise MalformedError(f"pcrs must hold 1 to {limits.max_pcrs} entries, got {len(value)}")
+        raise MalformedError(f"{name} must hold 1 to {limits.max_pcrs} entries, got {len(value)}")
     pcrs: dict[int, bytes] = {}
     for index, pcr in value.items():
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 32:

@@ -8,19 +8,28 @@
   PCR with the raw UTF-8 string, with no inner hash: :func:`from_string`.
 
 A debug-mode enclave reports all-zero PCR0, PCR1 and PCR2.
+
+NitroTPM (EC2 instances, docs/nitrotpm.md) measures with the same SHA-384 extend, as the
+TCG PC Client firmware profile says: :func:`nitrotpm_pcr7` computes the Secure Boot policy
+PCR as ``nitro-tpm-pcr-compute`` does, and :data:`NITROTPM_PCR7_SECURE_BOOT_OFF` is its
+value for an instance booted without Secure Boot (checked against real documents).
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
+from collections.abc import Sequence
 
 __all__ = [
+    "NITROTPM_PCR7_SECURE_BOOT_OFF",
     "PCR_SIZE",
     "ZERO",
     "extend",
     "from_string",
     "is_debug_pcr0",
     "measure",
+    "nitrotpm_pcr7",
     "pcr3_from_role_arn",
     "pcr4_from_instance_id",
     "pcr8_from_certificate",
@@ -74,3 +83,73 @@ def pcr8_from_certificate(certificate_der: bytes) -> bytes:
 def is_debug_pcr0(pcr0: bytes) -> bool:
     """Whether a PCR0 value is the all-zero value of a debug-mode enclave."""
     return not any(pcr0)
+
+
+_EFI_GLOBAL_VARIABLE = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
+_EFI_IMAGE_SECURITY_DATABASE = uuid.UUID("d719b2cb-3d3a-4596-a3bc-dad00e67656f")
+
+
+def _uefi_variable(guid: uuid.UUID, name: str, data: bytes) -> bytes:
+    """The digest of a UEFI_VARIABLE_DATA event (TCG PC Client firmware profile)."""
+    return hashlib.sha384(
+        guid.bytes_le
+        + len(name).to_bytes(8, "little")
+        + len(data).to_bytes(8, "little")
+        + name.encode("utf-16-le")
+        + data
+    ).digest()
+
+
+def nitrotpm_pcr7(
+    *,
+    pk: bytes = b"",
+    kek: bytes = b"",
+    db: bytes = b"",
+    dbx: bytes = b"",
+    authorities: Sequence[bytes] = (),
+) -> bytes:
+    """NitroTPM PCR7 (Secure Boot policy) for the given UEFI variables.
+
+    The same events as AWS's ``nitro-tpm-pcr-compute`` 1.1 (TCG PC Client PCR[7]): the
+    ``SecureBoot``, ``PK``, ``KEK``, ``db`` and ``dbx`` variables, a separator, then with
+    Secure Boot on each ``db`` entry that verified a boot image. As in that tool, Secure
+    Boot is on exactly when a platform key is set (UEFI leaves setup mode).
+
+    Args:
+        pk: the PK variable (an EFI signature list), empty for none.
+        kek: the KEK variable.
+        db: the db variable.
+        dbx: the dbx variable.
+        authorities: the EFI_SIGNATURE_DATA (owner GUID then the certificate) of each db
+            entry that verified an image, in boot order, each once; Secure Boot only.
+
+    Returns:
+        The 48-byte PCR7 value.
+
+    Raises:
+        ValueError: ``authorities`` given without a platform key.
+    """
+    secure_boot = bool(pk)
+    if authorities and not secure_boot:
+        raise ValueError("authorities are measured only with Secure Boot on (a PK set)")
+    pcr = ZERO
+    for guid, name, data in (
+        (_EFI_GLOBAL_VARIABLE, "SecureBoot", bytes([secure_boot])),
+        (_EFI_GLOBAL_VARIABLE, "PK", pk),
+        (_EFI_GLOBAL_VARIABLE, "KEK", kek),
+        (_EFI_IMAGE_SECURITY_DATABASE, "db", db),
+        (_EFI_IMAGE_SECURITY_DATABASE, "dbx", dbx),
+    ):
+        pcr = extend(pcr, _uefi_variable(guid, name, data))
+    pcr = extend(pcr, hashlib.sha384(bytes(4)).digest())  # EV_SEPARATOR
+    for authority in authorities:
+        pcr = extend(pcr, _uefi_variable(_EFI_IMAGE_SECURITY_DATABASE, "db", authority))
+    return pcr
+
+
+NITROTPM_PCR7_SECURE_BOOT_OFF = nitrotpm_pcr7()
+"""NitroTPM PCR7 of an instance booted without Secure Boot (empty PK, KEK, db, dbx).
+
+Every such instance has this value, whatever AMI it runs, so a key policy or a
+:class:`~attested.policy.Policy` that pins it identifies no AMI.
+"""

@@ -16,6 +16,9 @@ Checks and what they do **not** cover:
   and not more than ``clock_skew`` in the future. Without it, freshness is bounded only
   by the signing certificate's validity (up to 3 hours for real NSM documents).
 * debug mode: PCR0 all zero (PCR1 and PCR2 are zero too in debug mode, PCR3/PCR4 are not).
+  Enclave documents only: a NitroTPM document (an EC2 instance's) has no debug mode, and
+  its PCR0 is AWS firmware, so the check does not apply and ``allow_debug`` changes
+  nothing for it. Pin PCR4 with PCR12 (standard boot) or PCR7 (Secure Boot) there.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from attested.document import AttestationDocument
+from attested.document import AttestationDocument, Profile
 from attested.errors import PolicyFailure, SecurityWarning
 
 __all__ = ["Policy", "PolicyFailure"]
@@ -151,7 +154,7 @@ class Policy:
         """
         failures: list[PolicyFailure] = []
         failures.extend(self._pcr_failures(document))
-        if not self.allow_debug:
+        if not self.allow_debug and document.profile is Profile.ENCLAVE:
             pcr0 = document.pcrs.get(0)
             if pcr0 is None:
                 failures.append(

@@ -15,6 +15,11 @@ Verification steps, each marked ``(n)`` in the code:
    the signing certificate's key.
 4. Policy: PCR sets, debug mode, nonce, user_data, public_key, maximum age.
 
+A verifier checks one kind of document, its :class:`~attested.document.Profile`: enclave
+documents by default, NitroTPM documents from EC2 instances with
+``profile=Profile.NITROTPM``. A document of the other kind is refused as malformed, never
+accepted in its place (ADR 0130).
+
 What this does **not** check: that the enclave is still running, that the document was
 made for you (pin a ``nonce`` for that), or anything about PCRs the policy does not name.
 The verification time is "now" unless the caller gives another.
@@ -33,8 +38,15 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from attested import _cose
 from attested._chain import ChainValidator
-from attested.document import AttestationDocument, parse_attestation
-from attested.errors import ChainError, PolicyError, PolicyFailure, SecurityWarning, SignatureError
+from attested.document import AttestationDocument, Profile, parse_attestation
+from attested.errors import (
+    ChainError,
+    MalformedError,
+    PolicyError,
+    PolicyFailure,
+    SecurityWarning,
+    SignatureError,
+)
 from attested.limits import DEFAULT_LIMITS, Limits
 from attested.policy import Policy
 from attested.trust import TrustRoot
@@ -79,6 +91,11 @@ class VerifiedAttestation:
             raise TypeError("VerifiedAttestation is only created by Verifier.verify")
 
     @property
+    def profile(self) -> Profile:
+        """Which kind of document this is (the verifier's profile)."""
+        return self.document.profile
+
+    @property
     def module_id(self) -> str:
         """The NSM module id."""
         return self.document.module_id
@@ -90,7 +107,7 @@ class VerifiedAttestation:
 
     @property
     def pcrs(self) -> Mapping[int, bytes]:
-        """PCR index to value."""
+        """PCR index to value (``nitrotpm_pcrs`` for a NitroTPM document)."""
         return self.document.pcrs
 
     @property
@@ -151,7 +168,7 @@ class VerificationReport:
 
 
 class Verifier:
-    """Verifies attestation documents against one trust root.
+    """Verifies attestation documents of one profile against one trust root.
 
     Thread-safe; keep one per trust root so that validated CA chains are reused.
 
@@ -161,19 +178,41 @@ class Verifier:
         cache_size: validated CA chains to keep (0 disables the cache). Each remembers up
             to 32 signing certificates whose signature it checked; times, profiles and
             the document signature are checked on every call.
+        profile: the kind of document to accept: enclave documents (the default) or
+            NitroTPM documents from EC2 instances. The other kind is refused.
     """
 
     def __init__(
-        self, *, trust_root: TrustRoot, limits: Limits = DEFAULT_LIMITS, cache_size: int = 64
+        self,
+        *,
+        trust_root: TrustRoot,
+        limits: Limits = DEFAULT_LIMITS,
+        cache_size: int = 64,
+        profile: Profile = Profile.ENCLAVE,
     ) -> None:
+        if not isinstance(profile, Profile):
+            raise TypeError("profile must be an attested.document.Profile")
         self.trust_root = trust_root
         self.limits = limits
+        self.profile = profile
         self._chains = ChainValidator(trust_root, cache_size=cache_size)
 
     @classmethod
-    def aws_nitro(cls, *, limits: Limits = DEFAULT_LIMITS, cache_size: int = 64) -> Verifier:
-        """A verifier for documents from real Nitro hardware (AWS Nitro Enclaves Root-G1)."""
-        return cls(trust_root=TrustRoot.aws_nitro(), limits=limits, cache_size=cache_size)
+    def aws_nitro(
+        cls,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        cache_size: int = 64,
+        profile: Profile = Profile.ENCLAVE,
+    ) -> Verifier:
+        """A verifier for documents from real Nitro hardware (AWS Nitro Enclaves Root-G1).
+
+        Enclave and NitroTPM documents chain to the same root; ``profile`` says which of
+        the two this verifier accepts.
+        """
+        return cls(
+            trust_root=TrustRoot.aws_nitro(), limits=limits, cache_size=cache_size, profile=profile
+        )
 
     def verify(
         self,
@@ -199,7 +238,8 @@ class Verifier:
             The verified document.
 
         Raises:
-            MalformedError: the bytes are not a well-formed document.
+            MalformedError: the bytes are not a well-formed document of the verifier's
+                profile (an enclave verifier refuses a NitroTPM document and the reverse).
             ChainError: the certificate chain is not valid at the verification time.
             SignatureError: the document signature does not verify.
             PolicyError: the document does not satisfy ``policy``; ``.failures`` lists
@@ -258,12 +298,16 @@ class Verifier:
             raise ValueError("at must be timezone-aware")
         if at_document_time and policy.max_age is not None:
             raise ValueError("max_age is meaningless when verifying at the document's own time")
-        # (1) parse
-        doc = (
-            document
-            if isinstance(document, AttestationDocument)
-            else parse_attestation(document, limits=self.limits)
-        )
+        # (1) parse, as the verifier's profile only
+        if isinstance(document, AttestationDocument):
+            doc = document
+            if doc.profile is not self.profile:
+                raise MalformedError(
+                    f"this verifier accepts {self.profile.value} documents; the document was "
+                    f"parsed as a {doc.profile.value} document"
+                )
+        else:
+            doc = parse_attestation(document, limits=self.limits, profile=self.profile)
         if at_document_time:
             warnings.warn(
                 "verifying at the document's own timestamp: this does not show the "

@@ -24,7 +24,7 @@ from attested.cli._common import (
     rfc3339,
     usage_error,
 )
-from attested.document import AttestationDocument, parse_attestation
+from attested.document import AttestationDocument, Profile, parse_attestation
 from attested.eif._format import MAGIC as EIF_MAGIC
 from attested.errors import MalformedError, SecurityWarning
 from attested.policy import Policy
@@ -41,10 +41,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "verify",
         help="verify an attestation document offline",
         description="Verify a Nitro attestation document: signature, certificate chain to "
-        "the trust root, and the expected values given. Every failing check is named.",
+        "the trust root, and the expected values given. Every failing check is named. "
+        "Enclave documents unless --nitrotpm is given; the other kind is refused.",
         epilog=epilog(
             [
                 "attested verify doc.cbor --pcr 0=HEX --nonce HEX",
+                "attested verify --nitrotpm doc.cbor --pcr 4=HEX --pcr 12=HEX --nonce HEX",
                 "attested verify doc.cbor --root sim/root.pem --json",
             ],
             ok="verified",
@@ -55,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     _add_doc_argument(verify)
+    _add_profile_argument(verify)
     verify.add_argument(
         "--pcr",
         action="append",
@@ -88,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--allow-debug",
         action="store_true",
         help="accept debug-mode enclaves (all-zero PCR0). Danger: their memory is readable "
-        "by the parent instance",
+        "by the parent instance. Not with --nitrotpm (instances have no debug mode)",
     )
     when = verify.add_mutually_exclusive_group()
     when.add_argument(
@@ -123,6 +126,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     _add_doc_argument(inspect)
+    _add_profile_argument(inspect)
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.set_defaults(handler=_run_inspect)
 
@@ -131,6 +135,19 @@ def _add_doc_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "doc", metavar="DOC", help="document file, or - for stdin; raw CBOR or base64"
     )
+
+
+def _add_profile_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nitrotpm",
+        action="store_true",
+        help="DOC is a NitroTPM document from an EC2 instance (PCRs in nitrotpm_pcrs), "
+        "not an enclave's; each kind is refused unless asked for",
+    )
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    return Profile.NITROTPM if args.nitrotpm else Profile.ENCLAVE
 
 
 def _positive_seconds(value: str) -> timedelta:
@@ -154,9 +171,9 @@ def _load_document_bytes(source: str) -> bytes:
     return binary_or_base64(raw, looks_binary=_DOC_FIRST_BYTES)
 
 
-def _parse(source: str, data: bytes) -> AttestationDocument:
+def _parse(source: str, data: bytes, profile: Profile) -> AttestationDocument:
     try:
-        return parse_attestation(data)
+        return parse_attestation(data, profile=profile)
     except MalformedError as exc:
         name = "stdin" if source == "-" else source
         raise invalid_input(f"{name} is not an attestation document: {exc}") from exc
@@ -166,11 +183,14 @@ def _policy_from_args(args: argparse.Namespace) -> tuple[Policy, list[str]]:
     pcrs = pcr_map(args.pcr)
     if args.max_age is not None and args.at_document_time:
         raise usage_error("--max-age means nothing with --at-document-time")
+    if args.allow_debug and args.nitrotpm:
+        raise usage_error(
+            "--allow-debug means nothing with --nitrotpm: instances have no debug mode"
+        )
     notes = []
     if not pcrs:
-        notes.append(
-            "no --pcr given: this shows the document is genuine, not which enclave image made it"
-        )
+        made = "which AMI the instance booted" if args.nitrotpm else "which enclave image made it"
+        notes.append(f"no --pcr given: this shows the document is genuine, not {made}")
     if args.allow_debug:
         notes.append("--allow-debug: debug-mode enclaves are accepted")
     if args.at_document_time:
@@ -209,8 +229,9 @@ def _run_verify(args: argparse.Namespace) -> int:
     policy, notes = _policy_from_args(args)
     root = _trust_root(args.root)
     data = _load_document_bytes(args.doc)
-    verifier = Verifier(trust_root=root)
-    document = _parse(args.doc, data)
+    profile = _profile(args)
+    verifier = Verifier(trust_root=root, profile=profile)
+    document = _parse(args.doc, data, profile)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SecurityWarning)
         try:
@@ -233,7 +254,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
-    document = _parse(args.doc, _load_document_bytes(args.doc))
+    document = _parse(args.doc, _load_document_bytes(args.doc), _profile(args))
     note = "inspected only: nothing was verified"
     if args.json:
         out = _fields(document, verified=False, failures=[])
@@ -251,6 +272,7 @@ def _fields(
     cert = document.signing_certificate
     return {
         "verified": verified,
+        "profile": document.profile.value,
         "module_id": document.module_id,
         "timestamp": rfc3339(document.timestamp),
         "digest": document.digest,
@@ -290,6 +312,8 @@ def _print_report(report: VerificationReport, root: TrustRoot, notes: list[str])
 
 def _print_fields(document: AttestationDocument) -> None:
     cert = document.signing_certificate
+    kind = {Profile.ENCLAVE: "enclave", Profile.NITROTPM: "NitroTPM (EC2 instance)"}
+    print(f"  kind:        {kind[document.profile]}")
     print(f"  module id:   {document.module_id}")
     print(f"  timestamp:   {rfc3339(document.timestamp)}")
     print(
