@@ -21,7 +21,7 @@ from attested.errors import ConfigError
 from attested.parent import Parent, parse_parent_config
 from attested.relay import VsockLogHandler
 from attested.relay._logs import LineSplitter, received_stamp, sanitize_line
-from tests.relay.support import recv_exactly, tcp
+from tests.relay.support import recv_exactly, tcp, wait_acked
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +128,7 @@ def test_a_line_beyond_max_record_is_kept_as_text(
     parent = sink(run_parent, "max_line = 512\nmax_record = 2048")
     with socket.create_connection(tcp(parent.listeners["logs"]), timeout=10) as sock:
         sock.sendall(b'{"level": "INFO", "message": "' + b"x" * 5000 + b'"}\nafter\n')
-        recv_exactly(sock, 8)
+        wait_acked(sock, 2)
     cut, after = records(tmp_path / "enclave.log")
     assert cut["truncated"] is True
     assert str(cut["message"]).startswith('{"level": "INFO"')

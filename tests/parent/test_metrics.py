@@ -20,7 +20,7 @@ from attested.errors import ConfigError
 from attested.kms.credentials import ParentCredentials
 from attested.net import Address
 from attested.parent import Parent, parse_parent_config
-from tests.relay.support import Target, recv_exactly, tcp
+from tests.relay.support import Target, recv_exactly, tcp, wait_acked
 
 # The service's fixtures (module-scoped KMS emulator, simulated NSM), for the enclave side.
 from tests.service.conftest import emu, short_dir, sim_nsm, sim_state, start_service  # noqa: F401
@@ -72,7 +72,7 @@ def test_the_parent_shows_relay_credential_and_log_sink_counters(
         recv_exactly(sock, 5)
     with socket.create_connection(tcp(parent.listeners["logs"]), timeout=10) as sock:
         sock.sendall(b'{"message": "one"}\n{"message": "two"}\n')
-        recv_exactly(sock, 8)
+        wait_acked(sock, 2)
     ParentCredentials(parent.listeners["credentials"]).fetch()
     wait_for(lambda: parent.stats()["egress-forward-0"].connections_active == 0)
 

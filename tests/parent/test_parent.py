@@ -16,7 +16,7 @@ from attested.net import Address
 from attested.parent import Parent, parse_parent_config
 from attested.relay import EnclaveEgress, Refusal, Relay
 from tests.parent.conftest import ACCESS_KEY, SECRET, unstamped
-from tests.relay.support import Target, connect_through, loopback, recv_exactly, tcp
+from tests.relay.support import Target, connect_through, loopback, recv_exactly, tcp, wait_acked
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +203,7 @@ def test_log_sink_writes_lines_and_reopens(run_parent, tmp_path: Path) -> None:
         parent.reopen()
         wait_for(out.exists)
         sock.sendall(b'{"message": "second"}\nnot json\n')
-        recv_exactly(sock, 8)
+        wait_acked(sock, 3)
     assert unstamped((tmp_path / "enclave.log.1").read_text()) == {"message": "first"}
     lines = [unstamped(line) for line in out.read_text().splitlines()]
     assert lines[0] == {"message": "second"}

@@ -148,6 +148,17 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
+def wait_acked(sock: socket.socket, count: int) -> None:
+    """Read the log sink's acknowledgements until ``count`` lines are written and flushed.
+
+    The sink acknowledges each batch it wrote with the running total, and lines sent in
+    one ``sendall`` may arrive, and be written, in more than one batch: the first
+    acknowledgement may not cover them all.
+    """
+    while int.from_bytes(recv_exactly(sock, 8), "big") < count:
+        pass
+
+
 def recv_all(sock: socket.socket) -> bytes:
     chunks = []
     while chunk := sock.recv(65536):
