@@ -25,7 +25,7 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from attested.document import parse_attestation
+from attested.document import Profile, parse_attestation
 from attested.errors import (
     AttestedError,
     CredentialsUnavailable,
@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 PCRS_SHOWN = (0, 1, 2, 3, 4, 8)
+NITROTPM_PCRS_SHOWN = (4, 7, 12)  # the ones an Attestable AMI's key policy pins
 """The PCRs KMS key policies condition on (AWS examples), listed in access-denied errors."""
 
 THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException"})
@@ -126,19 +127,45 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code") or "Unknown")
 
 
-def _pcrs_of(document: bytes | None) -> tuple[Mapping[int, bytes], str]:
-    """The PCRs of our own document, and a sentence listing the interesting ones."""
+def _pcrs_of(document: bytes | None) -> tuple[Mapping[int, bytes], str, Profile | None]:
+    """The PCRs of our own document, a sentence listing the interesting ones, its kind.
+
+    The document is the one this process sent (an enclave's, or an instance's NitroTPM
+    document); it is read to explain a refusal, not to trust it.
+    """
     if document is None:
-        return {}, "The request carried no attestation document."
+        return {}, "The request carried no attestation document.", None
     try:
-        pcrs = parse_attestation(document).pcrs
+        parsed = parse_attestation(document)
     except MalformedError as exc:
-        return {}, f"The request carried an attestation document that does not parse ({exc})."
+        try:
+            parsed = parse_attestation(document, profile=Profile.NITROTPM)
+        except MalformedError:
+            why = f"The request carried an attestation document that does not parse ({exc})."
+            return {}, why, None
+    pcrs = parsed.pcrs
+    if parsed.profile is Profile.NITROTPM:
+        listed = ", ".join(
+            f"NitroTPMPCR{i}={pcrs[i].hex() if i in pcrs else 'absent'}"
+            for i in NITROTPM_PCRS_SHOWN
+        )
+        return pcrs, f"The request carried a NitroTPM document with {listed}.", Profile.NITROTPM
     listed = ", ".join(f"PCR{i}={pcrs[i].hex() if i in pcrs else 'absent'}" for i in PCRS_SHOWN)
     note = ""
     if 0 in pcrs and not any(pcrs[0]):
         note = " PCR0 is all zeros: this is a debug-mode enclave."
-    return pcrs, f"The request carried an attestation document with {listed}.{note}"
+    sentence = f"The request carried an attestation document with {listed}.{note}"
+    return pcrs, sentence, Profile.ENCLAVE
+
+
+_LIKELY = {
+    Profile.NITROTPM: "the key policy's kms:RecipientAttestation:NitroTPMPCR<n> conditions do "
+    "not match these values (another AMI changes PCR4, a changed kernel command line PCR12, "
+    "the Secure Boot keys PCR7)",
+    None: "the key policy's kms:RecipientAttestation:ImageSha384 / :PCR<n> conditions do not "
+    "match these values (a rebuilt image changes PCR0-2; PCR3 is the parent's IAM role, PCR4 "
+    "the instance, PCR8 the signing certificate)",
+}
 
 
 def from_client_error(exc: ClientError, context: CallContext) -> KmsError:
@@ -157,12 +184,10 @@ def from_client_error(exc: ClientError, context: CallContext) -> KmsError:
     key = context.key_id or "the key"
 
     if code == "AccessDeniedException":
-        pcrs, sentence = _pcrs_of(context.document)
+        pcrs, sentence, profile = _pcrs_of(context.document)
+        likely = _LIKELY[Profile.NITROTPM if profile is Profile.NITROTPM else None]
         return KmsAccessDenied(
-            f"{head}. {sentence} Most likely the key policy's "
-            "kms:RecipientAttestation:ImageSha384 / :PCR<n> conditions do not match these "
-            "values (a rebuilt image changes PCR0-2; PCR3 is the parent's IAM role, PCR4 "
-            "the instance, PCR8 the signing certificate), or the principal is not allowed "
+            f"{head}. {sentence} Most likely {likely}, or the principal is not allowed "
             f"to call kms:{op} on {key}. Compare them with the key policy (values are "
             "compared case-insensitively with StringEqualsIgnoreCase).",
             code=code,

@@ -32,6 +32,7 @@ from attested.kms._errors import (
     from_transport_error,
     is_retryable,
 )
+from attested.simulator import SimulatedNitroTpm
 from tests.kit import PCR0, Kit
 
 ENDPOINT = "https://kms.us-east-1.amazonaws.com"
@@ -92,6 +93,19 @@ def test_access_denied_for_a_debug_mode_enclave_says_so(kit: Kit) -> None:
     document = kit.document(kit.payload(pcrs={i: bytes(48) for i in range(16)}))
     error = from_client_error(_client_error("AccessDeniedException"), _context(document=document))
     assert "debug-mode" in str(error)
+
+
+def test_access_denied_for_an_instance_lists_its_nitrotpm_pcrs() -> None:
+    pcr4 = bytes.fromhex("4a" * 48)
+    document = SimulatedNitroTpm(pcrs={4: pcr4, 12: bytes(48)}).get_attestation_document()
+    error = from_client_error(_client_error("AccessDeniedException"), _context(document=document))
+    assert isinstance(error, KmsAccessDenied)
+    assert error.pcrs[4] == pcr4
+    text = str(error)
+    assert f"NitroTPMPCR4={pcr4.hex()}" in text
+    assert f"NitroTPMPCR12={bytes(48).hex()}" in text
+    assert "kms:RecipientAttestation:NitroTPMPCR<n>" in text
+    assert "ImageSha384" not in text
 
 
 def test_access_denied_with_a_broken_document_still_maps() -> None:
