@@ -36,6 +36,7 @@ from attested.exec._supervise import AppExit, Supervisor, make_undumpable
 from attested.kms import KmsClient, NetworkSettings
 from attested.kms.credentials import CredentialsProvider, EnvironmentCredentials, ParentCredentials
 from attested.net import Address
+from attested.nitrotpm import NitroTpmProvider
 from attested.provider import AttestationProvider
 from attested.relay import VsockLogHandler
 from attested.service import ServiceConfig
@@ -149,14 +150,18 @@ def _check(supervisor: Supervisor) -> None:
         raise StoppedBeforeStart(supervisor.stop_signal)
 
 
-def _open_attestation(config: ServiceConfig) -> NsmProvider:
+def _open_attestation(config: ServiceConfig) -> NsmProvider | NitroTpmProvider:
     if config.nsm_backend == "simulated":
         return open_provider(
             "simulated",
             state_dir=config.nsm_simulated_state or None,
             pcrs=dict(config.nsm_simulated_pcrs) or None,
         )
-    return open_provider(config.nsm_backend)
+    return open_provider(
+        config.nsm_backend,
+        nitrotpm_device=config.nsm_nitrotpm_device or None,
+        nitrotpm_tool=config.nsm_nitrotpm_tool or None,
+    )
 
 
 def _credentials(config: ServiceConfig) -> CredentialsProvider:

@@ -166,7 +166,11 @@ class Service(Scoped):
                 pcrs=dict(config.nsm_simulated_pcrs) or None,
             )
             if config.nsm_backend == "simulated"
-            else open_provider(config.nsm_backend)
+            else open_provider(
+                config.nsm_backend,
+                nitrotpm_device=config.nsm_nitrotpm_device or None,
+                nitrotpm_tool=config.nsm_nitrotpm_tool or None,
+            )
         )
         self._closers.append(opened.close)
         return opened, opened.backend
