@@ -106,3 +106,13 @@ def test_misplaced_or_bad_nitrotpm_keys_are_refused(
         _config(tmp_path, nsm)
     assert key in str(caught.value)
     assert message in str(caught.value)
+
+
+def test_exec_opens_the_configured_nitrotpm(tmp_path: Path, pty_tpm: PtyTpm) -> None:
+    from attested.exec._run import _open_attestation
+
+    config = _config(tmp_path, f'backend = "nitrotpm-device"\nnitrotpm_device = "{pty_tpm.path}"')
+    with _open_attestation(config) as provider:  # type: ignore[arg-type]
+        assert provider.backend == "nitrotpm-device"
+        assert provider.path == pty_tpm.path  # type: ignore[union-attr]
+        provider.get_attestation_document(nonce=b"exec")
