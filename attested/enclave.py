@@ -13,6 +13,9 @@ Backends:
 ``"simulated"``
     :class:`attested.simulator.SimulatedNsm`, keeping its root in ``state_dir``.
     **Danger**: its documents prove nothing; see :mod:`attested.simulator`.
+``"simulated-nitrotpm"``
+    :class:`attested.simulator.SimulatedNitroTpm`: an EC2 instance's NitroTPM documents
+    (verify them with ``Profile.NITROTPM``), from the same simulated root. Same danger.
 ``"nitrotpm"``, ``"nitrotpm-tool"``, ``"nitrotpm-device"``
     Not an enclave: an EC2 instance's NitroTPM (:mod:`attested.nitrotpm`), by AWS's
     ``nitro-tpm-attest`` when it is found and natively through ``/dev/tpm0`` otherwise,
@@ -35,11 +38,18 @@ from attested.errors import AttestationUnavailable
 from attested.nitrotpm import NitroTpmProvider
 
 if TYPE_CHECKING:  # the simulator is development code: loaded only when chosen
-    from attested.simulator import SimulatedNsm
+    from attested.simulator import SimulatedNitroTpm, SimulatedNsm
 
 __all__ = ["NsmProvider", "PROVIDER_BACKENDS", "open_provider"]
 
-PROVIDER_BACKENDS = ("auto", "libnsm", "ioctl", "simulated", *nitrotpm.BACKENDS)
+PROVIDER_BACKENDS = (
+    "auto",
+    "libnsm",
+    "ioctl",
+    "simulated",
+    "simulated-nitrotpm",
+    *nitrotpm.BACKENDS,
+)
 
 
 class NsmProvider:
@@ -51,12 +61,12 @@ class NsmProvider:
             raise ``nsm`` errors unchanged).
     """
 
-    def __init__(self, device: nsm.NsmDevice | SimulatedNsm) -> None:
+    def __init__(self, device: nsm.NsmDevice | SimulatedNsm | SimulatedNitroTpm) -> None:
         self.device = device
 
     @property
     def backend(self) -> str:
-        """``"libnsm"``, ``"ioctl"`` or ``"simulated"``."""
+        """``"libnsm"``, ``"ioctl"``, ``"simulated"`` or ``"simulated-nitrotpm"``."""
         return self.device.backend
 
     def get_attestation_document(
@@ -119,10 +129,11 @@ def open_provider(
     Args:
         backend: one of :data:`PROVIDER_BACKENDS`.
         device_path: the NSM device, for ``"ioctl"`` (and ``"auto"``).
-        state_dir: for ``"simulated"``: the state directory holding the shared root
-            (``None``: an ephemeral root). Not allowed with other backends.
-        pcrs: for ``"simulated"``: PCR 0-15 values. Not allowed with other backends.
-        clock: for ``"simulated"``: the clock. Not allowed with other backends.
+        state_dir: for the simulated backends: the state directory holding the shared
+            root (``None``: an ephemeral root). Not allowed with other backends.
+        pcrs: for ``"simulated"``: PCR 0-15 values; for ``"simulated-nitrotpm"``: the
+            PCR 0-23 values after boot. Not allowed with other backends.
+        clock: for the simulated backends: the clock. Not allowed with other backends.
         nitrotpm_device: for the ``"nitrotpm*"`` backends: the TPM device (``None``:
             ``/dev/tpm0``). Not allowed with other backends.
         nitrotpm_tool: for ``"nitrotpm"`` and ``"nitrotpm-tool"``: the path of
@@ -143,7 +154,7 @@ def open_provider(
         )
     if backend in nitrotpm.BACKENDS:
         if state_dir is not None or pcrs is not None or clock is not None:
-            raise ValueError("state_dir, pcrs and clock apply to the 'simulated' backend only")
+            raise ValueError("state_dir, pcrs and clock apply to the simulated backends only")
         if backend == "nitrotpm-device" and nitrotpm_tool is not None:
             raise ValueError("nitrotpm_tool does not apply to the 'nitrotpm-device' backend")
         return nitrotpm.open_nitrotpm(
@@ -157,8 +168,12 @@ def open_provider(
         from attested.simulator import SimulatedNsm  # development code, chosen on purpose
 
         return NsmProvider(SimulatedNsm(state_dir=state_dir, pcrs=pcrs, clock=clock))
+    if backend == "simulated-nitrotpm":
+        from attested.simulator import SimulatedNitroTpm  # development code, chosen on purpose
+
+        return NsmProvider(SimulatedNitroTpm(state_dir=state_dir, pcrs=pcrs, clock=clock))
     if state_dir is not None or pcrs is not None or clock is not None:
-        raise ValueError("state_dir, pcrs and clock apply to the 'simulated' backend only")
+        raise ValueError("state_dir, pcrs and clock apply to the simulated backends only")
     try:
         return NsmProvider(nsm.open_device(backend=backend, device_path=device_path))
     except nsm.LibraryNotFound as exc:

@@ -271,7 +271,7 @@ class PtyTpm:
                     command, buffer = buffer[:size], buffer[size:]
                     try:
                         response = self.tpm.answer(command)
-                    except Exception as exc:  # noqa: BLE001 - reported by close()
+                    except Exception as exc:
                         self.errors.append(exc)
                         response = _error(0x101)  # TPM_RC_FAILURE
                     if response is not None:
@@ -304,8 +304,12 @@ record = {{
     "argv": sys.argv[1:],
     "env": dict(os.environ),
     "fields": {{k: v.hex() for k, v in fields.items()}},
-    "modes": {{k: oct(os.stat(p).st_mode & 0o777) for k, p in zip(sys.argv[1::2], sys.argv[2::2])}},
-    "dir_mode": oct(os.stat(os.path.dirname(sys.argv[2])).st_mode & 0o777) if len(sys.argv) > 2 else "",
+    "modes": {{
+        k: oct(os.stat(p).st_mode & 0o777) for k, p in zip(sys.argv[1::2], sys.argv[2::2])
+    }},
+    "dir_mode": (
+        oct(os.stat(os.path.dirname(sys.argv[2])).st_mode & 0o777) if len(sys.argv) > 2 else ""
+    ),
 }}
 Path({plan!r}).with_suffix(".seen").write_text(json.dumps(record))
 mode = plan["mode"]

@@ -122,7 +122,7 @@ def test_the_vendor_command_failing_is_a_tpm_error_and_the_index_is_undefined(
 
 def test_a_failed_write_still_undefines(pty_tpm: PtyTpm, tpm: StandInTpm) -> None:
     tpm.faults[CC_WRITE] = 0x146  # TPM_RC_NV_RANGE
-    with _open(pty_tpm) as provider, pytest.raises(TpmError, match="TPM2_NV_Write.*NV_RANGE"):
+    with _open(pty_tpm) as provider, pytest.raises(TpmError, match=r"TPM2_NV_Write.*NV_RANGE"):
         provider.get_attestation_document(nonce=NONCE)
     assert tpm.nv == {}
 
@@ -149,7 +149,7 @@ def test_a_short_response_is_refused_and_the_index_undefined(
     with (
         _open(pty_tpm) as provider,
         pytest.raises(
-            AttestationUnavailable, match="did not answer as a NitroTPM: .*no parameterSize"
+            AttestationUnavailable, match=r"did not answer as a NitroTPM: .*no parameterSize"
         ),
     ):
         provider.get_attestation_document(nonce=NONCE)
@@ -177,7 +177,7 @@ def test_a_hung_device_times_out_and_the_index_is_undefined_on_a_fresh_open(
     with _open(pty_tpm, timeout=1.5) as provider:
         started = time.monotonic()
         with pytest.raises(
-            AttestationUnavailable, match="TPM2_VENDOR_AWS_NSM_REQUEST: .* did not answer within"
+            AttestationUnavailable, match=r"TPM2_VENDOR_AWS_NSM_REQUEST: .* did not answer within"
         ):
             provider.get_attestation_document(nonce=NONCE)
         assert time.monotonic() - started < 60
@@ -210,7 +210,7 @@ def test_an_enclave_document_is_refused(
     with (
         _open(pty_tpm) as provider,
         pytest.raises(
-            AttestationUnavailable, match="not a NitroTPM attestation document: .*'nitrotpm_pcrs'"
+            AttestationUnavailable, match=r"not a NitroTPM attestation document: .*'nitrotpm_pcrs'"
         ),
     ):
         provider.get_attestation_document(nonce=NONCE)
@@ -225,7 +225,7 @@ def test_another_tpm_is_refused_at_open(pty_tpm: PtyTpm, tpm: StandInTpm) -> Non
 
 
 def test_no_device_says_what_to_check(tmp_path: Path) -> None:
-    with pytest.raises(AttestationUnavailable, match="no TPM device at .*NitroTPM enabled"):
+    with pytest.raises(AttestationUnavailable, match=r"no TPM device at .*NitroTPM enabled"):
         open_nitrotpm("nitrotpm-device", device_path=str(tmp_path / "tpm0"))
 
 
@@ -234,7 +234,7 @@ def test_no_permission_says_root_or_tss(tmp_path: Path) -> None:
     device = tmp_path / "tpm0"
     device.write_bytes(b"")
     device.chmod(0)
-    with pytest.raises(AttestationUnavailable, match="run as root or add .* 'tss' group"):
+    with pytest.raises(AttestationUnavailable, match=r"run as root or add .* 'tss' group"):
         open_nitrotpm("nitrotpm-device", device_path=str(device))
 
 
@@ -248,7 +248,7 @@ def test_requests_from_threads_run_one_at_a_time(pty_tpm: PtyTpm, tpm: StandInTp
                 assert (
                     parse_attestation(document, profile=Profile.NITROTPM).nonce == bytes([i]) * 16
                 )
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]

@@ -62,8 +62,16 @@ source = "environment"
     }
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "attested", "serve", "--config", str(config)]
-            + ["--ready-file", str(ready)],
+            [
+                sys.executable,
+                "-m",
+                "attested",
+                "serve",
+                "--config",
+                str(config),
+                "--ready-file",
+                str(ready),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
             env=env,
@@ -136,5 +144,5 @@ def test_serve_with_nitrotpm_takes_the_tool(short_dir: Path, source: KitNitroTpm
 @pytest.mark.timeout(120)
 def test_serve_refuses_to_start_without_a_nitrotpm(short_dir: Path) -> None:
     config_dir = short_dir
-    with pytest.raises(AssertionError, match="serve exited .*no TPM device at"):
+    with pytest.raises(AssertionError, match=r"serve exited .*no TPM device at"):
         _serve(config_dir, f'backend = "nitrotpm-device"\nnitrotpm_device = "{short_dir / "x"}"')

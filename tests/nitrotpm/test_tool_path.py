@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,8 @@ USER_DATA = b"tool user data"
 PUBLIC_KEY = b"0\x82" + b"\x22" * 290
 
 
-def _seen(tool: Path) -> dict[str, object]:
-    result: dict[str, object] = json.loads((tool.parent / "plan.seen").read_text())
+def _seen(tool: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((tool.parent / "plan.seen").read_text())
     return result
 
 
@@ -50,7 +51,7 @@ def test_the_document_comes_back_checked_and_no_value_is_in_argv(
         "--nonce": NONCE.hex(),
         "--public-key": PUBLIC_KEY.hex(),
     }
-    assert set(seen["modes"].values()) == {"0o600"}  # type: ignore[union-attr]
+    assert set(seen["modes"].values()) == {"0o600"}
     assert seen["dir_mode"] == "0o700"
     env = seen["env"]
     assert isinstance(env, dict)
@@ -63,14 +64,14 @@ def test_absent_fields_are_not_passed(tmp_path: Path, source: KitNitroTpm) -> No
     tool = write_tool(tmp_path / "bin", "ok", source.get_attestation_document(nonce=NONCE))
     with open_nitrotpm("nitrotpm-tool", tool_path=str(tool)) as provider:
         provider.get_attestation_document(nonce=NONCE)
-    assert _seen(tool)["argv"][0::2] == ["--nonce"]  # type: ignore[index]
+    assert _seen(tool)["argv"][0::2] == ["--nonce"]
 
 
 def test_a_device_path_is_passed_as_tpm_device(tmp_path: Path, source: KitNitroTpm) -> None:
     tool = write_tool(tmp_path / "bin", "ok", source.get_attestation_document(nonce=NONCE))
     with open_nitrotpm("nitrotpm", tool_path=str(tool), device_path="/dev/tpm1") as provider:
         provider.get_attestation_document(nonce=NONCE)
-    assert _seen(tool)["env"]["TPM_DEVICE"] == "/dev/tpm1"  # type: ignore[index]
+    assert _seen(tool)["env"]["TPM_DEVICE"] == "/dev/tpm1"
 
 
 def test_nitrotpm_prefers_the_tool_on_path(
@@ -91,7 +92,7 @@ def test_nitrotpm_takes_the_device_without_the_tool(
     with open_nitrotpm("nitrotpm", device_path=pty_tpm.path) as provider:
         assert provider.backend == "nitrotpm-device"
         provider.get_attestation_document(nonce=NONCE)
-    with pytest.raises(AttestationUnavailable, match="no TPM device.*not on PATH either"):
+    with pytest.raises(AttestationUnavailable, match=r"no TPM device.*not on PATH either"):
         open_nitrotpm("nitrotpm", device_path=str(tmp_path / "tpm0"))
 
 
@@ -100,7 +101,7 @@ def test_nitrotpm_tool_without_the_tool_says_how_to_install_it(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(
-        AttestationUnavailable, match="not on PATH: install it .*aws-nitro-tpm-tools"
+        AttestationUnavailable, match=r"not on PATH: install it .*aws-nitro-tpm-tools"
     ):
         open_nitrotpm("nitrotpm-tool")
     with pytest.raises(AttestationUnavailable, match="is not an executable file"):
@@ -155,7 +156,7 @@ def test_an_enclave_document_is_refused(tmp_path: Path, source: KitNitroTpm) -> 
     with (
         open_nitrotpm("nitrotpm-tool", tool_path=str(tool)) as provider,
         pytest.raises(
-            AttestationUnavailable, match="not a NitroTPM attestation document.*'nitrotpm_pcrs'"
+            AttestationUnavailable, match=r"not a NitroTPM attestation document.*'nitrotpm_pcrs'"
         ),
     ):
         provider.get_attestation_document(nonce=NONCE)

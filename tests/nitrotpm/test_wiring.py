@@ -35,7 +35,7 @@ def test_open_provider_knows_the_three_nitrotpm_backends(
     [
         ("auto", {"nitrotpm_device": "/dev/tpm0"}, "apply to the 'nitrotpm' backends only"),
         ("simulated", {"nitrotpm_tool": "/usr/bin/x"}, "apply to the 'nitrotpm' backends only"),
-        ("nitrotpm", {"state_dir": "/tmp/x"}, "apply to the 'simulated' backend only"),
+        ("nitrotpm", {"state_dir": "/tmp/x"}, "apply to the simulated backends only"),
         ("nitrotpm-device", {"nitrotpm_tool": "/usr/bin/x"}, "does not apply to"),
     ],
 )
@@ -108,11 +108,12 @@ def test_misplaced_or_bad_nitrotpm_keys_are_refused(
     assert message in str(caught.value)
 
 
-def test_exec_opens_the_configured_nitrotpm(tmp_path: Path, pty_tpm: PtyTpm) -> None:
-    from attested.exec._run import _open_attestation
+def test_serve_and_exec_open_the_configured_nitrotpm(tmp_path: Path, pty_tpm: PtyTpm) -> None:
+    from attested.service import open_attestation  # what serve and exec both call
 
     config = _config(tmp_path, f'backend = "nitrotpm-device"\nnitrotpm_device = "{pty_tpm.path}"')
-    with _open_attestation(config) as provider:  # type: ignore[arg-type]
+    with open_attestation(config) as provider:  # type: ignore[arg-type]
+        assert isinstance(provider, NitroTpmProvider)
         assert provider.backend == "nitrotpm-device"
-        assert provider.path == pty_tpm.path  # type: ignore[union-attr]
+        assert provider.path == pty_tpm.path
         provider.get_attestation_document(nonce=b"exec")
