@@ -1,27 +1,31 @@
-"""Fixtures: a source of NitroTPM documents, the stand-in TPM on a pty, its device path."""
+"""Fixtures: the simulated NitroTPM behind the stand-in TPM on a pty, and its device path."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from attested.simulator import DEFAULT_NITROTPM_PCRS, SimulatedNitroTpm, SimulatedNsm
 from attested.trust import TrustRoot
-from tests.kit import Kit, make_kit
 from tests.nitrotpm.standin import PtyTpm, StandInTpm
 
-TPM_MODULE_ID = "i-0test0000000000000-tpm0000000000000000"
+PCR4 = DEFAULT_NITROTPM_PCRS[4]
+"""The simulated AMI's PCR4, which every document here carries."""
 
 
-class KitNitroTpm:
-    """NitroTPM-profile documents signed by the test kit's PKI (24 SHA-384 PCRs)."""
+class Source:
+    """Where the stand-ins get documents: the simulated NitroTPM, and for documents of the
+    wrong kind, a simulated NSM sharing its root."""
 
-    def __init__(self, kit: Kit) -> None:
-        self.kit = kit
+    def __init__(self, state: Path) -> None:
+        self.tpm = SimulatedNitroTpm(state_dir=state)
+        self.nsm = SimulatedNsm(state_dir=state)
 
     @property
     def trust_root(self) -> TrustRoot:
-        return self.kit.root
+        return self.tpm.trust_root
 
     def get_attestation_document(
         self,
@@ -30,24 +34,29 @@ class KitNitroTpm:
         nonce: bytes | None = None,
         public_key: bytes | None = None,
     ) -> bytes:
-        payload = self.kit.payload(
-            module_id=TPM_MODULE_ID, user_data=user_data, nonce=nonce, public_key=public_key
+        return self.tpm.get_attestation_document(
+            user_data=user_data, nonce=nonce, public_key=public_key
         )
-        del payload["pcrs"]
-        payload["nitrotpm_pcrs"] = {i: bytes(48) for i in range(24)} | {4: b"\x44" * 48}
-        return self.kit.document(payload)
 
     def enclave_document(self, **fields: bytes | None) -> bytes:
-        return self.kit.document(self.kit.payload(**fields))
+        return self.nsm.get_attestation_document(**fields)
+
+    def close(self) -> None:
+        self.tpm.close()
+        self.nsm.close()
 
 
 @pytest.fixture(scope="session")
-def source() -> KitNitroTpm:
-    return KitNitroTpm(make_kit())
+def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
+    opened = Source(tmp_path_factory.mktemp("sim-state"))
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @pytest.fixture
-def tpm(source: KitNitroTpm) -> StandInTpm:
+def tpm(source: Source) -> StandInTpm:
     return StandInTpm(source=source)
 
 

@@ -15,8 +15,7 @@ from attested import Policy, Verifier
 from attested.document import Profile, parse_attestation
 from attested.errors import AttestationUnavailable, TpmError
 from attested.nitrotpm import NitroTpmProvider, open_nitrotpm
-from tests.kit import T0
-from tests.nitrotpm.conftest import KitNitroTpm
+from tests.nitrotpm.conftest import PCR4, Source
 from tests.nitrotpm.standin import (
     CC_DEFINE,
     CC_NSM,
@@ -38,7 +37,7 @@ def _open(pty: PtyTpm, timeout: float = 20.0) -> NitroTpmProvider:
 
 
 def test_document_carries_the_fields_and_verifies_as_nitrotpm(
-    pty_tpm: PtyTpm, tpm: StandInTpm, source: KitNitroTpm
+    pty_tpm: PtyTpm, tpm: StandInTpm, source: Source
 ) -> None:
     with _open(pty_tpm) as provider:
         assert provider.backend == "nitrotpm-device"
@@ -48,10 +47,7 @@ def test_document_carries_the_fields_and_verifies_as_nitrotpm(
     verifier = Verifier(trust_root=source.trust_root, profile=Profile.NITROTPM)
     verified = verifier.verify(
         document,
-        policy=Policy(
-            pcrs={4: b"\x44" * 48}, nonce=NONCE, user_data=USER_DATA, public_key=PUBLIC_KEY
-        ),
-        at=T0,
+        policy=Policy(pcrs={4: PCR4}, nonce=NONCE, user_data=USER_DATA, public_key=PUBLIC_KEY),
     )
     assert verified.module_id.endswith("-tpm0000000000000000")
     assert tpm.requests == [{"user_data": USER_DATA, "nonce": NONCE, "public_key": PUBLIC_KEY}]
@@ -186,7 +182,7 @@ def test_a_hung_device_times_out_and_the_index_is_undefined_on_a_fresh_open(
 
 
 def test_a_document_with_another_nonce_is_refused(
-    pty_tpm: PtyTpm, tpm: StandInTpm, source: KitNitroTpm
+    pty_tpm: PtyTpm, tpm: StandInTpm, source: Source
 ) -> None:
     def stale(fields: dict[str, bytes | None]) -> object:
         other = dict(fields, nonce=b"\x00" * 32)
@@ -203,9 +199,7 @@ def test_a_document_with_another_nonce_is_refused(
     assert tpm.nv == {}
 
 
-def test_an_enclave_document_is_refused(
-    pty_tpm: PtyTpm, tpm: StandInTpm, source: KitNitroTpm
-) -> None:
+def test_an_enclave_document_is_refused(pty_tpm: PtyTpm, tpm: StandInTpm, source: Source) -> None:
     tpm.nsm_answer = lambda fields: {"Attestation": {"document": source.enclave_document(**fields)}}
     with (
         _open(pty_tpm) as provider,
@@ -276,7 +270,7 @@ def test_arguments_are_checked_before_the_tpm_is_asked(pty_tpm: PtyTpm, tpm: Sta
 
 
 def test_the_nsm_request_in_the_index_is_cbor_with_byte_strings(
-    pty_tpm: PtyTpm, tpm: StandInTpm, source: KitNitroTpm
+    pty_tpm: PtyTpm, tpm: StandInTpm, source: Source
 ) -> None:
     seen: list[bytes] = []
 

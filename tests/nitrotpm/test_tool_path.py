@@ -13,7 +13,7 @@ import pytest
 from attested.document import Profile, parse_attestation
 from attested.errors import AttestationUnavailable
 from attested.nitrotpm import open_nitrotpm
-from tests.nitrotpm.conftest import KitNitroTpm
+from tests.nitrotpm.conftest import Source
 from tests.nitrotpm.standin import PtyTpm, write_tool
 
 NONCE = b"\x5a" * 32
@@ -27,7 +27,7 @@ def _seen(tool: Path) -> dict[str, Any]:
 
 
 def test_the_document_comes_back_checked_and_no_value_is_in_argv(
-    tmp_path: Path, source: KitNitroTpm
+    tmp_path: Path, source: Source
 ) -> None:
     document = source.get_attestation_document(
         nonce=NONCE, user_data=USER_DATA, public_key=PUBLIC_KEY
@@ -60,14 +60,14 @@ def test_the_document_comes_back_checked_and_no_value_is_in_argv(
     assert not Path(argv[1]).parent.exists(), "the private directory is removed"
 
 
-def test_absent_fields_are_not_passed(tmp_path: Path, source: KitNitroTpm) -> None:
+def test_absent_fields_are_not_passed(tmp_path: Path, source: Source) -> None:
     tool = write_tool(tmp_path / "bin", "ok", source.get_attestation_document(nonce=NONCE))
     with open_nitrotpm("nitrotpm-tool", tool_path=str(tool)) as provider:
         provider.get_attestation_document(nonce=NONCE)
     assert _seen(tool)["argv"][0::2] == ["--nonce"]
 
 
-def test_a_device_path_is_passed_as_tpm_device(tmp_path: Path, source: KitNitroTpm) -> None:
+def test_a_device_path_is_passed_as_tpm_device(tmp_path: Path, source: Source) -> None:
     tool = write_tool(tmp_path / "bin", "ok", source.get_attestation_document(nonce=NONCE))
     with open_nitrotpm("nitrotpm", tool_path=str(tool), device_path="/dev/tpm1") as provider:
         provider.get_attestation_document(nonce=NONCE)
@@ -75,7 +75,7 @@ def test_a_device_path_is_passed_as_tpm_device(tmp_path: Path, source: KitNitroT
 
 
 def test_nitrotpm_prefers_the_tool_on_path(
-    tmp_path: Path, source: KitNitroTpm, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, source: Source, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tool = write_tool(tmp_path / "bin", "ok", source.get_attestation_document(nonce=NONCE))
     monkeypatch.setenv("PATH", str(tool.parent))
@@ -151,7 +151,7 @@ def test_too_much_output_is_refused(tmp_path: Path) -> None:
         provider.get_attestation_document(nonce=NONCE)
 
 
-def test_an_enclave_document_is_refused(tmp_path: Path, source: KitNitroTpm) -> None:
+def test_an_enclave_document_is_refused(tmp_path: Path, source: Source) -> None:
     tool = write_tool(tmp_path / "bin", "ok", source.enclave_document(nonce=NONCE))
     with (
         open_nitrotpm("nitrotpm-tool", tool_path=str(tool)) as provider,
@@ -172,7 +172,7 @@ def test_an_enclave_document_is_refused(tmp_path: Path, source: KitNitroTpm) -> 
     ],
 )
 def test_a_document_with_other_fields_is_refused_naming_them(
-    tmp_path: Path, source: KitNitroTpm, document_fields: dict[str, bytes], differ: str
+    tmp_path: Path, source: Source, document_fields: dict[str, bytes], differ: str
 ) -> None:
     tool = write_tool(tmp_path / "bin", "ok", source.get_attestation_document(**document_fields))
     with (
@@ -184,7 +184,7 @@ def test_a_document_with_other_fields_is_refused_naming_them(
         provider.get_attestation_document(nonce=NONCE, public_key=PUBLIC_KEY)
 
 
-def test_empty_and_absent_fields_are_the_same_request(tmp_path: Path, source: KitNitroTpm) -> None:
+def test_empty_and_absent_fields_are_the_same_request(tmp_path: Path, source: Source) -> None:
     # A document with user_data null answers a request with user_data b"" (and the
     # reverse): neither carries anything.
     document = source.get_attestation_document(nonce=NONCE, user_data=None)

@@ -10,14 +10,14 @@ from attested.enclave import PROVIDER_BACKENDS, open_provider
 from attested.errors import ConfigError
 from attested.nitrotpm import NitroTpmProvider
 from attested.service import load_config
-from tests.nitrotpm.conftest import KitNitroTpm
+from tests.nitrotpm.conftest import Source
 from tests.nitrotpm.standin import PtyTpm, write_tool
 
 ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
 def test_open_provider_knows_the_three_nitrotpm_backends(
-    pty_tpm: PtyTpm, tmp_path: Path, source: KitNitroTpm
+    pty_tpm: PtyTpm, tmp_path: Path, source: Source
 ) -> None:
     assert {"nitrotpm", "nitrotpm-tool", "nitrotpm-device"} <= set(PROVIDER_BACKENDS)
     with open_provider("nitrotpm-device", nitrotpm_device=pty_tpm.path) as provider:
