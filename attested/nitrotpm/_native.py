@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from attested.errors import AttestationUnavailable, AttestedError, TpmError
+from attested.errors import AttestationUnavailable, AttestedError, MalformedError, TpmError
 from attested.nitrotpm import _tpm2
 from attested.nitrotpm._device import TpmDevice
 
@@ -55,7 +55,12 @@ class NativeNitroTpm:
             AttestationUnavailable: it cannot be opened, does not answer, or is another TPM.
         """
         with self._lock, self._open() as device:
-            self._check_vendor(device)
+            try:
+                self._check_vendor(device)
+            except MalformedError as exc:
+                raise AttestationUnavailable(
+                    f"the TPM at {self.path} did not answer as a NitroTPM: {exc}"
+                ) from exc
 
     def _check_vendor(self, device: TpmDevice) -> None:
         properties = _properties(device, _tpm2.TPM_PT_VENDOR_STRING_1, 2)

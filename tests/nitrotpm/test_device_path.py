@@ -18,6 +18,7 @@ from attested.nitrotpm import NitroTpmProvider, open_nitrotpm
 from tests.nitrotpm.conftest import PCR4, Source
 from tests.nitrotpm.standin import (
     CC_DEFINE,
+    CC_GETCAP,
     CC_NSM,
     CC_READ,
     CC_UNDEFINE,
@@ -284,3 +285,12 @@ def test_the_nsm_request_in_the_index_is_cbor_with_byte_strings(
         provider.get_attestation_document(nonce=NONCE, user_data=b"")
     request = cbor2.loads(seen[0][: len(cbor2.dumps(cbor2.loads(seen[0].rstrip(b"\xff"))))])
     assert request == {"Attestation": {"user_data": b"", "nonce": NONCE, "public_key": None}}
+
+
+def test_a_device_that_answers_nonsense_at_open_is_unavailable(
+    pty_tpm: PtyTpm, tpm: StandInTpm
+) -> None:
+    # A successful GetCapability whose parameters are two stray bytes.
+    tpm.faults[CC_GETCAP] = struct.pack(">HII", 0x8001, 12, 0) + b"\xff\xff"
+    with pytest.raises(AttestationUnavailable, match=r"did not answer as a NitroTPM: .*truncated"):
+        _open(pty_tpm)
