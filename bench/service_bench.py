@@ -27,30 +27,16 @@ import argparse
 import base64
 import json
 import os
-import selectors
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-import boto3
-from botocore.config import Config
+from _stack import PLAINTEXT, ROOT, pct, report, stack
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from attested.emulator import DEV_ACCESS_KEY_ID, DEV_ARN, DEV_SECRET_ACCESS_KEY  # noqa: E402
-from attested.kms import KmsClient, NetworkSettings, RecipientKey  # noqa: E402
-from attested.kms.credentials import StaticCredentials  # noqa: E402
-from attested.simulator import SimulatedNsm  # noqa: E402
-from tests.kit import PCR0  # noqa: E402
-from tests.service.helpers import ApiClient  # noqa: E402
-
-ACCOUNT = "111122223333"
-PLAINTEXT = b"a 32-byte database password here"
+from attested.emulator import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY
+from tests.kit import PCR0
+from tests.service.helpers import ApiClient
 
 # One kmstool-like call: new process, new RSA-2048 key, new document, KMS, envelope.
 PER_CALL = """
@@ -71,107 +57,6 @@ sys.stdout.write(str(len(out.plaintext)))
 """
 
 
-def _policy() -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "Admin",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
-                    "NotAction": ["kms:Decrypt"],
-                    "Resource": "*",
-                },
-                {
-                    "Sid": "Enclave",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": DEV_ARN},
-                    "Action": ["kms:Decrypt"],
-                    "Resource": "*",
-                    "Condition": {
-                        "StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR0": PCR0.hex()}
-                    },
-                },
-            ],
-        }
-    )
-
-
-def _first_line(process: subprocess.Popen[bytes], what: str) -> str:
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(30):
-            process.kill()
-            raise SystemExit(f"{what} did not start")
-    return process.stdout.readline().decode().strip()
-
-
-def _start_emulator(state: Path) -> tuple[subprocess.Popen[bytes], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "attested", "emulator", "kms", "--simulated-state", str(state),
-         "--log-level", "WARNING"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )  # fmt: skip
-    return process, _first_line(process, "the emulator")
-
-
-def _start_service(work: Path, state: Path, url: str, key: str) -> subprocess.Popen[bytes]:
-    config = work / "service.toml"
-    config.write_text(
-        f"""
-[api]
-unix = "{work / "api.sock"}"
-[nsm]
-backend = "simulated"
-simulated_state = "{state}"
-simulated_pcrs = {{"0" = "{PCR0.hex()}"}}
-[kms]
-endpoint_url = "{url}"
-allowed_keys = ["{key}"]
-[credentials]
-source = "environment"
-"""
-    )
-    ready = work / "ready.json"
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "AWS_ACCESS_KEY_ID": DEV_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": DEV_SECRET_ACCESS_KEY,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "attested", "serve", "--config", str(config),
-         "--ready-file", str(ready), "--log-level", "WARNING"],
-        stderr=subprocess.DEVNULL,
-        env=env,
-        cwd=ROOT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit("the service did not start")
-        time.sleep(0.02)
-    return process
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _report(name: str, seconds: list[float]) -> None:
-    total = sum(seconds)
-    print(
-        f"{name:<34} {len(seconds) / total:8.1f} decrypts/s"
-        f"   p50 {_pct(seconds, 0.5) * 1e3:7.2f} ms"
-        f"   p99 {_pct(seconds, 0.99) * 1e3:7.2f} ms"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=6)
@@ -179,106 +64,71 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=6, help="per-call process runs")
     args, _ = parser.parse_known_args()
 
-    with tempfile.TemporaryDirectory(prefix="att-bench-", dir="/tmp") as tmp:
-        work = Path(tmp)
-        state = work / "sim"
-        nsm = SimulatedNsm(state_dir=state, pcrs={0: PCR0})
-        emulator, url = _start_emulator(state)
-        service: subprocess.Popen[bytes] | None = None
-        try:
-            admin = boto3.client(
-                "kms",
-                region_name="us-east-1",
-                endpoint_url=url,
-                aws_access_key_id=DEV_ACCESS_KEY_ID,
-                aws_secret_access_key=DEV_SECRET_ACCESS_KEY,
-                config=Config(retries={"total_max_attempts": 1}),
+    with stack() as running:
+        blob, key = running.blob, running.key
+        direct = running.direct_client()
+        api = ApiClient(str(running.work / "api.sock"))
+        body = json.dumps({"ciphertext_blob": base64.b64encode(blob).decode(), "key_id": key})
+
+        def through_service() -> None:
+            answer = api.request("POST", "/v1/decrypt", body.encode())
+            assert answer.status == 200, answer.body
+            assert base64.b64decode(json.loads(answer.body)["plaintext"]) == PLAINTEXT
+
+        def direct_call() -> None:
+            assert direct.decrypt(blob, key_id=key).plaintext.reveal() == PLAINTEXT
+
+        for _ in range(10):  # warm both paths (connections, CA chain caches)
+            through_service()
+            direct_call()
+        timings: dict[str, list[float]] = {"service": [], "direct": []}
+        for number in range(args.rounds):
+            order = ("service", "direct") if number % 2 else ("direct", "service")
+            for side in order:
+                call = through_service if side == "service" else direct_call
+                for _ in range(args.calls):
+                    start = time.perf_counter()
+                    call()
+                    timings[side].append(time.perf_counter() - start)
+        api.close()
+        direct.close()
+
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT),
+            "STATE": str(running.state),
+            "PCR0": PCR0.hex(),
+            "AK": DEV_ACCESS_KEY_ID,
+            "SK": DEV_SECRET_ACCESS_KEY,
+            "URL": running.emulator_url,
+            "BLOB": base64.b64encode(blob).decode(),
+            "KEY": key,
+        }
+        per_call: list[float] = []
+        for _ in range(args.processes):
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-c", PER_CALL], env=env, capture_output=True, check=False
             )
-            key = admin.create_key(Policy=_policy())["KeyMetadata"]["Arn"]
-            blob = admin.encrypt(KeyId=key, Plaintext=PLAINTEXT)["CiphertextBlob"]
-            service = _start_service(work, state, url, key)
-
-            direct = KmsClient(
-                region="us-east-1",
-                attestation=nsm,
-                credentials=StaticCredentials(
-                    access_key_id=DEV_ACCESS_KEY_ID, secret_access_key=DEV_SECRET_ACCESS_KEY
-                ),
-                recipient_key=RecipientKey.process_default(),
-                network=NetworkSettings(endpoint_url=url),
-            )
-            api = ApiClient(str(work / "api.sock"))
-            body = json.dumps({"ciphertext_blob": base64.b64encode(blob).decode(), "key_id": key})
-
-            def through_service() -> None:
-                answer = api.request("POST", "/v1/decrypt", body.encode())
-                assert answer.status == 200, answer.body
-                assert base64.b64decode(json.loads(answer.body)["plaintext"]) == PLAINTEXT
-
-            def direct_call() -> None:
-                assert direct.decrypt(blob, key_id=key).plaintext.reveal() == PLAINTEXT
-
-            for _ in range(10):  # warm both paths (connections, CA chain caches)
-                through_service()
-                direct_call()
-            timings: dict[str, list[float]] = {"service": [], "direct": []}
-            for number in range(args.rounds):
-                order = ("service", "direct") if number % 2 else ("direct", "service")
-                for side in order:
-                    call = through_service if side == "service" else direct_call
-                    for _ in range(args.calls):
-                        start = time.perf_counter()
-                        call()
-                        timings[side].append(time.perf_counter() - start)
-            api.close()
-            direct.close()
-
-            env = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "PYTHONPATH": str(ROOT),
-                "STATE": str(state),
-                "PCR0": PCR0.hex(),
-                "AK": DEV_ACCESS_KEY_ID,
-                "SK": DEV_SECRET_ACCESS_KEY,
-                "URL": url,
-                "BLOB": base64.b64encode(blob).decode(),
-                "KEY": key,
-            }
-            per_call: list[float] = []
-            for _ in range(args.processes):
-                start = time.perf_counter()
-                done = subprocess.run(
-                    [sys.executable, "-c", PER_CALL], env=env, capture_output=True, check=False
-                )
-                per_call.append(time.perf_counter() - start)
-                if done.stdout != str(len(PLAINTEXT)).encode():
-                    raise SystemExit(f"per-call process failed: {done.stderr.decode()[-500:]}")
-            bare: list[float] = []
-            for _ in range(3):
-                start = time.perf_counter()
-                subprocess.run([sys.executable, "-c", "pass"], check=True)
-                bare.append(time.perf_counter() - start)
-        finally:
-            for process in (service, emulator):
-                if process is not None and process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-                    try:
-                        process.wait(15)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait()
-            nsm.close()
+            per_call.append(time.perf_counter() - start)
+            if done.stdout != str(len(PLAINTEXT)).encode():
+                raise SystemExit(f"per-call process failed: {done.stderr.decode()[-500:]}")
+        bare: list[float] = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            bare.append(time.perf_counter() - start)
 
     print(f"decrypt of {len(PLAINTEXT)} bytes with Recipient, one caller, against the emulator")
-    _report("through attested serve (unix)", timings["service"])
-    _report("direct KmsClient calls", timings["direct"])
-    _report("per-call process (kmstool-like)", per_call)
+    report("through attested serve (unix)", timings["service"], 34)
+    report("direct KmsClient calls", timings["direct"], 34)
+    report("per-call process (kmstool-like)", per_call, 34)
     print(f"  (a bare 'python -c pass' takes {statistics.median(bare) * 1e3:.0f} ms here)")
     service_p50 = statistics.median(timings["service"])
     direct_p50 = statistics.median(timings["direct"])
     print(
         f"RATIO service vs direct library calls (p50): {service_p50 / direct_p50:.3f}x "
-        f"(p99 {_pct(timings['service'], 0.99) / _pct(timings['direct'], 0.99):.3f}x; "
+        f"(p99 {pct(timings['service'], 0.99) / pct(timings['direct'], 0.99):.3f}x; "
         "target <= 1.3x)"
     )
     print(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,3 +99,24 @@ def make_kit(now: datetime = T0) -> Kit:
 
 def der(cert: CertifiedKey) -> bytes:
     return cert.certificate.public_bytes(Encoding.DER)
+
+
+@contextlib.contextmanager
+def short_directory(prefix: str) -> Iterator[Path]:
+    """A new directory under /tmp, removed afterwards: short enough for Unix socket paths
+    (107 bytes), which pytest's ``tmp_path`` may exceed."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def simulator_state(prefix: str) -> Iterator[Path]:
+    """A simulated NSM state directory with its root made (the emulator trusts root.pem)."""
+    from attested.simulator import SimulatedNsm
+
+    with short_directory(prefix) as path:
+        SimulatedNsm(state_dir=path).close()
+        yield path

@@ -577,28 +577,13 @@ def _unmodified_app_in_a(d: _Demo, enclave: _Enclave) -> None:
     app = ["sh", "-c", _APP_SH, "app.sh", *python]
     # Any credentials will do for the app's SDK: the endpoint signs nothing with them.
     env = _child_env({"AWS_ACCESS_KEY_ID": "AKIAANYAPPKEY0000000", "AWS_SECRET_ACCESS_KEY": "x"})
-    with (d.base / f"{enclave.name}-exec.log").open("wb") as stderr:
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "attested", "exec", "--config", str(config), "--", *app],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-                cwd=d.base,
-                timeout=60,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise DemoFailure("attested exec did not finish within 60 s") from None
-    printed = done.stdout.decode(errors="replace")
+    log = d.base / f"{enclave.name}-exec.log"
+    args = ["exec", "--config", str(config), "--", *app]
+    status, printed, said = _attested_cli(d, args, env=env, log=log)
     digest = hashlib.sha256(SECRET).hexdigest()
     wanted = (f"env DATABASE_URL sha256 {digest}", f"boto3 kms.decrypt sha256 {digest}")
-    if done.returncode != 0 or any(line not in printed for line in wanted):
-        log = (d.base / f"{enclave.name}-exec.log").read_text(errors="replace")
-        raise DemoFailure(
-            f"attested exec exited {done.returncode}; the app printed {printed!r}\n{log}"
-        )
+    if status != 0 or any(line not in printed for line in wanted):
+        raise DemoFailure(f"attested exec exited {status}; the app printed {printed!r}\n{said}")
     if not _wait_for_shipped(d.base / "enclave-logs.jsonl", "legacy-app", len(wanted)):
         raise DemoFailure("the app's output did not reach the parent's log sink")
     code = _parent_refused(d)
@@ -705,25 +690,31 @@ def _wait_for_app(path: Path, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def _attested_cli(d: _Demo, args: list[str]) -> tuple[int, str, str]:
-    """Run ``attested ARGS`` to its end: (status, stdout, stderr)."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "attested", *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env=_child_env(),
-            cwd=d.base,
-            timeout=60,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise DemoFailure(f"attested {args[0]} did not finish within 60 s") from None
-    return (
-        done.returncode,
-        done.stdout.decode(errors="replace"),
-        done.stderr.decode(errors="replace"),
-    )
+def _attested_cli(
+    d: _Demo, args: list[str], *, env: Mapping[str, str] | None = None, log: Path | None = None
+) -> tuple[int, str, str]:
+    """Run ``attested ARGS`` to its end: (status, stdout, stderr).
+
+    ``env`` replaces the clean child environment; with ``log``, stderr goes to that file
+    (kept for the stop step's secret check) and is read back from it.
+    """
+    with contextlib.ExitStack() as stack:
+        stderr = subprocess.PIPE if log is None else stack.enter_context(log.open("wb"))
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "attested", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=_child_env() if env is None else dict(env),
+                cwd=d.base,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise DemoFailure(f"attested {args[0]} did not finish within 60 s") from None
+    said = done.stderr if log is None else log.read_bytes()
+    return done.returncode, done.stdout.decode(errors="replace"), said.decode(errors="replace")
 
 
 def _decrypt_in(d: _Demo, enclave: _Enclave) -> tuple[int, dict[str, Any]]:

@@ -14,19 +14,15 @@ import pytest
 from attested.exec._files import RAMFS_MAGIC, TMPFS_MAGIC, filesystem_type
 from attested.net import parse_address
 from attested.relay import LogSink, Relay
-from attested.simulator import SimulatedNsm
-from tests.exec.support import PCR0, Emulator, start_emulator, stop_process
+from tests.exec.support import Emulator, start_emulator, stop_process
+from tests.kit import short_directory, simulator_state
 
 
 @pytest.fixture(scope="session")
 def sim_state() -> Iterator[Path]:
-    """A simulated NSM state directory; the emulator trusts its root.pem."""
-    path = Path(tempfile.mkdtemp(prefix="att-exec-sim-", dir="/tmp"))
-    SimulatedNsm(state_dir=path, pcrs={0: PCR0}).close()
-    try:
+    """A simulated NSM state directory (its root.pem is what the emulator trusts)."""
+    with simulator_state("att-exec-sim-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -56,11 +52,8 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     """A short directory under /tmp (Unix socket paths are limited to 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="att-exec-", dir="/tmp"))
-    try:
+    with short_directory("att-exec-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -180,6 +180,22 @@ def child_env(**extra: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **extra}
 
 
+def stock_client_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a stock AWS client in the enclave: dummy credentials, no files.
+
+    ``home`` stands in for the home directory; the client reads no configuration or
+    credentials file of this machine.
+    """
+    return child_env(
+        HOME=str(home),
+        AWS_CONFIG_FILE=str(home / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
+        AWS_ACCESS_KEY_ID=DUMMY_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=DUMMY_SECRET,
+        **extra,
+    )
+
+
 @dataclass
 class Stack:
     """The running processes and what the tests need to know about them."""

@@ -17,12 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.kms_endpoint.stack import (
-    DUMMY_KEY_ID,
-    DUMMY_SECRET,
     PLAINTEXT,
     REGION,
     Stack,
-    child_env,
+    stock_client_env,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,12 +44,8 @@ def run_aws(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
         timeout=120,
         cwd=tmp_path,
         check=False,
-        env=child_env(
-            HOME=str(home),
-            AWS_CONFIG_FILE=str(home / "config"),
-            AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
-            AWS_ACCESS_KEY_ID=DUMMY_KEY_ID,
-            AWS_SECRET_ACCESS_KEY=DUMMY_SECRET,
+        env=stock_client_env(
+            home,
             AWS_DEFAULT_REGION=REGION,
             AWS_RETRY_MODE="standard",
             AWS_MAX_ATTEMPTS="1",

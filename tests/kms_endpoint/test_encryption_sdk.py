@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kms_endpoint.stack import DUMMY_KEY_ID, DUMMY_SECRET, REGION, Stack, child_env
+from tests.kms_endpoint.stack import REGION, Stack, stock_client_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -67,12 +67,8 @@ def test_encrypt_and_decrypt_a_message(stack: Stack, tmp_path: Path) -> None:
         timeout=120,
         check=False,
         cwd=tmp_path,
-        env=child_env(
-            HOME=str(tmp_path),
-            AWS_CONFIG_FILE=str(tmp_path / "none"),
-            AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-            AWS_ACCESS_KEY_ID=DUMMY_KEY_ID,
-            AWS_SECRET_ACCESS_KEY=DUMMY_SECRET,
+        env=stock_client_env(
+            tmp_path,
             AWS_DEFAULT_REGION=REGION,
             AWS_ENDPOINT_URL_KMS=stack.endpoint_url,
         ),

@@ -19,12 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.kms_endpoint.stack import (
-    DUMMY_KEY_ID,
-    DUMMY_SECRET,
     PLAINTEXT,
     REGION,
     Stack,
-    child_env,
+    stock_client_env,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -80,14 +78,10 @@ def test_decrypt_and_generate_data_key(stack: Stack, node_modules: Path, tmp_pat
         timeout=120,
         check=False,
         cwd=tmp_path,
-        env=child_env(
-            HOME=str(tmp_path),
+        env=stock_client_env(
+            tmp_path,
             NODE_PATH=str(node_modules),
-            AWS_CONFIG_FILE=str(tmp_path / "none"),
-            AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
             AWS_REGION=REGION,
-            AWS_ACCESS_KEY_ID=DUMMY_KEY_ID,
-            AWS_SECRET_ACCESS_KEY=DUMMY_SECRET,
             AWS_ENDPOINT_URL_KMS=stack.endpoint_url,
         ),
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from attested.emulator import make_dev_tls
 from attested.net import Address, parse_address
+from attested.relay._logs import ACK
 
 TLS_NAME = "kms.relay.test"
 
@@ -155,7 +156,7 @@ def wait_acked(sock: socket.socket, count: int) -> None:
     one ``sendall`` may arrive, and be written, in more than one batch: the first
     acknowledgement may not cover them all.
     """
-    while int.from_bytes(recv_exactly(sock, 8), "big") < count:
+    while ACK.unpack(recv_exactly(sock, ACK.size))[0] < count:
         pass
 
 

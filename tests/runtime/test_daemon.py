@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from attested.cli._daemon import Notifier, run_part
 from attested.errors import ConfigurationError
 from attested.net import Address, parse_address
 from attested.simulator import SimulatedNsm
+from tests.kit import short_directory
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +38,9 @@ KEY_ARN = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-123456
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
-    """A short directory (Unix socket paths are limited to 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="att-dmn-", dir="/tmp"))
-    try:
+    """A short directory under /tmp (Unix socket paths are limited to 107 bytes)."""
+    with short_directory("att-dmn-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 class NotifySocket:

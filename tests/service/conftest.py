@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from attested import emulator
 from attested.kms.credentials import StaticCredentials
 from attested.service import Service, ServiceConfig
 from attested.simulator import SimulatedNsm
+from tests.kit import short_directory, simulator_state
 from tests.service.helpers import (
     ACCESS_KEY,
     OTHER_PCR0,
@@ -32,22 +31,15 @@ from tests.service.helpers import (
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     """A short directory under /tmp (Unix socket paths are limited to 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="att-svc-", dir="/tmp"))
-    try:
+    with short_directory("att-svc-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def sim_state() -> Iterator[Path]:
     """A simulated NSM state directory (its root.pem is what the emulator trusts)."""
-    path = Path(tempfile.mkdtemp(prefix="att-sim-", dir="/tmp"))
-    SimulatedNsm(state_dir=path, pcrs={0: PCR0}).close()
-    try:
+    with simulator_state("att-sim-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

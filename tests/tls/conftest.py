@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,18 +11,15 @@ from attested import Policy, Verifier
 from attested.net import parse_address
 from attested.simulator import SimulatedNsm
 from attested.tls import AttestedTlsIngress, PeerCheck
+from tests.kit import simulator_state
 from tests.tls.support import OTHER_PCR0, PCR0, http_app
 
 
 @pytest.fixture(scope="session")
 def sim_state() -> Iterator[Path]:
-    """A simulated NSM state directory (its root.pem is SIM_ROOT)."""
-    path = Path(tempfile.mkdtemp(prefix="att-tls-sim-", dir="/tmp"))
-    SimulatedNsm(state_dir=path, pcrs={0: PCR0}).close()
-    try:
+    """A simulated NSM state directory (its root.pem is what the emulator trusts)."""
+    with simulator_state("att-tls-sim-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
