@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 
 from attested import Policy, Verifier
 from attested.document import Profile
+from tests.kit import short_directory
 from tests.nitrotpm.conftest import PCR4, Source
 from tests.nitrotpm.standin import CC_NSM, PtyTpm, StandInTpm, write_tool
 from tests.service.helpers import ApiClient
@@ -28,12 +27,8 @@ NONCE = b"\x42" * 32
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
-    """A short directory under /tmp (Unix socket paths are limited to 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="att-tpm-", dir="/tmp"))
-    try:
+    with short_directory("att-tpm-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _serve(directory: Path, nsm: str) -> tuple[subprocess.Popen[bytes], Path]:
