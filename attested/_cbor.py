@@ -58,14 +58,18 @@ def _check_types(value: object, depth: int, max_depth: int) -> None:
     raise MalformedError(f"CBOR value of type {type(value).__name__} is not allowed")
 
 
-def decode(data: bytes, *, what: str, max_size: int, max_depth: int) -> object:
+def decode(
+    data: bytes, *, what: str, max_size: int, max_depth: int, trailing: bool = False
+) -> object:
     """Decode exactly one CBOR item from ``data``.
 
     Args:
-        data: the encoded item; nothing may follow it.
+        data: the encoded item; nothing may follow it unless ``trailing``.
         what: a short name for error messages (``"payload"``).
         max_size: refuse ``data`` longer than this before decoding.
         max_depth: maximum container nesting.
+        trailing: ignore bytes after the item (a NitroTPM answers in a fixed-size NV
+            index whose tail holds padding or the request's leftovers).
 
     Returns:
         The item, made only of ``int``, ``bytes``, ``str``, ``bool``, ``None``,
@@ -96,7 +100,7 @@ def decode(data: bytes, *, what: str, max_size: int, max_depth: int) -> object:
         raise
     except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise MalformedError(f"{what} is not valid CBOR: {_short(exc)}") from exc
-    if stream.tell() != len(data):
+    if not trailing and stream.tell() != len(data):
         raise MalformedError(
             f"{what} has {len(data) - stream.tell()} trailing bytes after the CBOR item"
         )

@@ -16,6 +16,10 @@ Backends:
 ``"simulated-nitrotpm"``
     :class:`attested.simulator.SimulatedNitroTpm`: an EC2 instance's NitroTPM documents
     (verify them with ``Profile.NITROTPM``), from the same simulated root. Same danger.
+``"nitrotpm"``, ``"nitrotpm-tool"``, ``"nitrotpm-device"``
+    Not an enclave: an EC2 instance's NitroTPM (:mod:`attested.nitrotpm`), by AWS's
+    ``nitro-tpm-attest`` when it is found and natively through ``/dev/tpm0`` otherwise,
+    or by that path only. Its documents are NitroTPM documents (``Profile.NITROTPM``).
 
 Errors from the NSM (``nsm.NsmError``, a missing library or device) reach the caller as
 :class:`~attested.errors.AttestationUnavailable`, whose message says what to do.
@@ -29,14 +33,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Self
 
 import nsm
+from attested import nitrotpm
 from attested.errors import AttestationUnavailable
+from attested.nitrotpm import NitroTpmProvider
 
 if TYPE_CHECKING:  # the simulator is development code: loaded only when chosen
     from attested.simulator import SimulatedNitroTpm, SimulatedNsm
 
 __all__ = ["NsmProvider", "PROVIDER_BACKENDS", "open_provider"]
 
-PROVIDER_BACKENDS = ("auto", "libnsm", "ioctl", "simulated", "simulated-nitrotpm")
+PROVIDER_BACKENDS = (
+    "auto",
+    "libnsm",
+    "ioctl",
+    "simulated",
+    "simulated-nitrotpm",
+    *nitrotpm.BACKENDS,
+)
 
 
 class NsmProvider:
@@ -108,7 +121,9 @@ def open_provider(
     state_dir: str | os.PathLike[str] | None = None,
     pcrs: Mapping[int, bytes] | None = None,
     clock: Callable[[], datetime] | None = None,
-) -> NsmProvider:
+    nitrotpm_device: str | None = None,
+    nitrotpm_tool: str | None = None,
+) -> NsmProvider | NitroTpmProvider:
     """Open the source of attestation documents named by ``backend``.
 
     Args:
@@ -119,12 +134,16 @@ def open_provider(
         pcrs: for ``"simulated"``: PCR 0-15 values; for ``"simulated-nitrotpm"``: the
             PCR 0-23 values after boot. Not allowed with other backends.
         clock: for the simulated backends: the clock. Not allowed with other backends.
+        nitrotpm_device: for the ``"nitrotpm*"`` backends: the TPM device (``None``:
+            ``/dev/tpm0``). Not allowed with other backends.
+        nitrotpm_tool: for ``"nitrotpm"`` and ``"nitrotpm-tool"``: the path of
+            ``nitro-tpm-attest`` (``None``: searched on ``PATH``). Not allowed with others.
 
     Returns:
         An open provider; close it (or use it as a context manager) when done.
 
     Raises:
-        ValueError: unknown backend, or simulator options given to a real backend.
+        ValueError: unknown backend, or options given to a backend they do not apply to.
         AttestationUnavailable: the library or device is missing (the message says
             what to install or configure).
         ConfigurationError: the simulator's state directory cannot be used.
@@ -133,6 +152,18 @@ def open_provider(
         raise ValueError(
             f"backend must be one of {', '.join(PROVIDER_BACKENDS)}; got {backend!r:.40}"
         )
+    if backend in nitrotpm.BACKENDS:
+        if state_dir is not None or pcrs is not None or clock is not None:
+            raise ValueError("state_dir, pcrs and clock apply to the simulated backends only")
+        if backend == "nitrotpm-device" and nitrotpm_tool is not None:
+            raise ValueError("nitrotpm_tool does not apply to the 'nitrotpm-device' backend")
+        return nitrotpm.open_nitrotpm(
+            backend,
+            device_path=nitrotpm_device or nitrotpm.DEFAULT_DEVICE_PATH,
+            tool_path=nitrotpm_tool,
+        )
+    if nitrotpm_device is not None or nitrotpm_tool is not None:
+        raise ValueError("nitrotpm_device and nitrotpm_tool apply to the 'nitrotpm' backends only")
     if backend == "simulated":
         from attested.simulator import SimulatedNsm  # development code, chosen on purpose
 

@@ -21,6 +21,7 @@ must never be retried into success and the second usually can be::
     │   └── RecipientIgnored      KMS answered in plaintext although we sent Recipient
     ├── UnavailableError          could not obtain evidence or reach a service (may be retried)
     │   ├── AttestationUnavailable  the NSM (or simulator) gave no document
+    │   │   └── TpmError          a TPM command failed; ``.command`` and ``.code`` (TPM_RC)
     │   ├── CredentialsUnavailable  no AWS credentials (none configured, parent unreachable)
     │   ├── RelayUnavailable      a relay could not listen on its address
     │   └── KmsUnreachable        no answer from KMS: connection refused, DNS, timeout
@@ -83,6 +84,7 @@ __all__ = [
     "RelayUnavailable",
     "SecurityWarning",
     "SignatureError",
+    "TpmError",
     "UnavailableError",
     "VerificationError",
 ]
@@ -166,6 +168,20 @@ class UnavailableError(AttestedError):
 
 class AttestationUnavailable(UnavailableError):
     """No attestation document could be obtained (no NSM device, NSM error, ...)."""
+
+
+class TpmError(AttestationUnavailable):
+    """A TPM answered a command with an error response code (the NitroTPM provider).
+
+    Attributes:
+        command: the command's name, for example ``"TPM2_NV_DefineSpace"``.
+        code: the TPM response code (``TPM_RC``), for example ``0x14C``.
+    """
+
+    def __init__(self, message: str, *, command: str, code: int) -> None:
+        super().__init__(message)
+        self.command = command
+        self.code = code
 
 
 class KmsError(AttestedError):

@@ -44,7 +44,8 @@ OPERATIONS = (
 )
 """Every operation the API offers (``/v1/<operation>``)."""
 
-NSM_BACKENDS = ("auto", "libnsm", "ioctl", "simulated", "simulated-nitrotpm")
+NITROTPM_BACKENDS = ("nitrotpm", "nitrotpm-tool", "nitrotpm-device")
+NSM_BACKENDS = ("auto", "libnsm", "ioctl", "simulated", "simulated-nitrotpm", *NITROTPM_BACKENDS)
 SIMULATED_BACKENDS = ("simulated", "simulated-nitrotpm")
 """The backends that take ``nsm.simulated_*`` (the simulated NSM and NitroTPM)."""
 CREDENTIAL_SOURCES = ("parent", "environment")
@@ -75,6 +76,8 @@ _OVERRIDES = (
         "ATTESTED_CREDENTIALS", "credentials", _credentials, '"parent:ADDRESS" or "environment"'
     ),
     Override("ATTESTED_NSM_BACKEND", "nsm.backend"),
+    Override("ATTESTED_NSM_NITROTPM_DEVICE", "nsm.nitrotpm_device"),
+    Override("ATTESTED_NSM_NITROTPM_TOOL", "nsm.nitrotpm_tool"),
     Override("ATTESTED_API_SOCKET", "api.unix"),
     Override("ATTESTED_API_TCP", "api.tcp"),
 )
@@ -101,10 +104,15 @@ class ServiceConfig:
         api_vsock_allow_secrets: **Danger**: serve the whole API over vsock, handing
             plaintexts and keys to the parent instance.
         nsm_backend: ``auto``, ``libnsm``, ``ioctl``, ``simulated`` or
-            ``simulated-nitrotpm``.
+            ``simulated-nitrotpm``; on an EC2 instance ``nitrotpm``, ``nitrotpm-tool``
+            or ``nitrotpm-device``.
         nsm_simulated_state: simulated only: the state directory with the shared root.
         nsm_simulated_pcrs: simulated only: the PCRs its documents carry (0-15 for the
             NSM, 0-23 for the NitroTPM).
+        nsm_nitrotpm_device: nitrotpm backends only: the TPM device, ``""`` for
+            ``/dev/tpm0``.
+        nsm_nitrotpm_tool: ``nitrotpm`` and ``nitrotpm-tool`` only: the path of
+            ``nitro-tpm-attest``, ``""`` to search ``PATH``.
         kms_endpoint_url: ``""`` for ``https://kms.REGION.amazonaws.com``.
         kms_proxy: the HTTP CONNECT proxy (the enclave-egress relay), or ``""``; with
             ``egress_listen`` set and this empty, the service's own egress relay.
@@ -150,6 +158,8 @@ class ServiceConfig:
     nsm_backend: str = "auto"
     nsm_simulated_state: str = ""
     nsm_simulated_pcrs: Mapping[int, bytes] = field(default_factory=dict)
+    nsm_nitrotpm_device: str = ""
+    nsm_nitrotpm_tool: str = ""
     kms_endpoint_url: str = ""
     kms_proxy: str = ""
     kms_ca_bundle: str = ""
@@ -249,12 +259,33 @@ def _check_nsm(config: ServiceConfig, problems: Problems) -> None:
             "nsm.simulated_*",
             'these apply only with nsm.backend = "simulated" or "simulated-nitrotpm"',
         )
+    _check_nitrotpm(config, problems)
     last = 23 if config.nsm_backend == "simulated-nitrotpm" else 15
     for index, value in config.nsm_simulated_pcrs.items():
         if not 0 <= index <= last or len(value) != 48:
             problems.add(
                 "nsm.simulated_pcrs", f"PCR{index} must be index 0-{last} with 48 bytes of hex"
             )
+
+
+def _check_nitrotpm(config: ServiceConfig, problems: Problems) -> None:
+    backend = config.nsm_backend
+    given = {"nsm.nitrotpm_device": config.nsm_nitrotpm_device}
+    given["nsm.nitrotpm_tool"] = config.nsm_nitrotpm_tool
+    for key, value in given.items():
+        if not value:
+            continue
+        if backend not in NITROTPM_BACKENDS or (
+            key == "nsm.nitrotpm_tool" and backend == "nitrotpm-device"
+        ):
+            applies = (
+                '"nitrotpm" or "nitrotpm-tool"'
+                if key == "nsm.nitrotpm_tool"
+                else '"nitrotpm", "nitrotpm-tool" or "nitrotpm-device"'
+            )
+            problems.add(key, f"applies only with nsm.backend = {applies}")
+        elif not value.startswith("/"):
+            problems.add(key, f"{value!r:.80} is not an absolute path")
 
 
 def _check_kms(config: ServiceConfig, problems: Problems) -> None:
@@ -430,6 +461,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "simulated_state": ("nsm_simulated_state", "str"),
         "simulated_measurements": ("", "str"),
         "simulated_pcrs": ("", "pcrs"),
+        "nitrotpm_device": ("nsm_nitrotpm_device", "str"),
+        "nitrotpm_tool": ("nsm_nitrotpm_tool", "str"),
     },
     "kms": {
         "endpoint_url": ("kms_endpoint_url", "str"),

@@ -19,6 +19,7 @@ from attested.errors import ConfigurationError, RelayUnavailable
 from attested.kms import DataKey, KmsClient, NetworkSettings
 from attested.kms.credentials import CredentialsProvider, EnvironmentCredentials, ParentCredentials
 from attested.net import Address, parse_address
+from attested.nitrotpm import NitroTpmProvider
 from attested.provider import AttestationProvider
 from attested.relay import EnclaveEgress, Relay
 from attested.service._app import OutsideApp, ServiceApp
@@ -34,7 +35,7 @@ __all__ = ["Service", "open_attestation"]
 log = logging.getLogger("attested.service")
 
 
-def open_attestation(config: ServiceConfig) -> NsmProvider:
+def open_attestation(config: ServiceConfig) -> NsmProvider | NitroTpmProvider:
     """Open the source of attestation documents that ``config``'s ``nsm.*`` keys name.
 
     Raises:
@@ -47,7 +48,11 @@ def open_attestation(config: ServiceConfig) -> NsmProvider:
             state_dir=config.nsm_simulated_state or None,
             pcrs=dict(config.nsm_simulated_pcrs) or None,
         )
-    return open_provider(config.nsm_backend)
+    return open_provider(
+        config.nsm_backend,
+        nitrotpm_device=config.nsm_nitrotpm_device or None,
+        nitrotpm_tool=config.nsm_nitrotpm_tool or None,
+    )
 
 
 _KMS_POOL = 16  # concurrent HTTPS connections to KMS (through the egress relay)

@@ -35,6 +35,7 @@ PURE = {
     "attested.document",
     "attested.errors",
     "attested.limits",
+    "attested.nitrotpm._tpm2",
     "attested.pcr",
     "attested.policy",
     "attested.provider",
