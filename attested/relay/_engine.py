@@ -355,10 +355,16 @@ class Relay(Scoped):
         counters.active += 1
         task = self._loop_or_fail().create_task(self._serve(listener, sock))
         self._tasks[task] = listener
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda done: self._task_done(done, sock))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
+    def _task_done(self, task: asyncio.Task[None], sock: socket.socket) -> None:
+        listener = self._tasks.pop(task, None)
+        if listener is not None and task.cancelled() and sock.fileno() != -1:
+            # Cancelled (by stop) before its first step: _serve's own clean-up never ran.
+            sock.close()
+            listener.counters.active -= 1
+            if not isinstance(listener.role, LogSink):
+                listener.counters.fail(Failure.SHUTDOWN)
 
     def _refuse_at_door(self, listener: Listener, sock: socket.socket, reason: Refusal) -> None:
         listener.counters.refuse(reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
@@ -94,3 +95,40 @@ def test_a_log_sink_that_cannot_open_its_file_leaves_no_socket_file(tmp_path: Pa
     assert not path.exists()
     assert relay.listeners == {}
     assert relay.stop(1.0)
+
+
+@pytest.mark.parametrize("kind", ["forward", "logs"])
+def test_a_connection_accepted_as_the_relay_stops_is_closed_not_leaked(
+    kind: str, tmp_path: Path
+) -> None:
+    """An accepted connection whose handler had not started when stop cancelled it.
+
+    Under load the accept and the stop can fall in the same loop iteration: the handler's
+    task is cancelled before its first step, so its own clean-up never runs. The socket
+    must still be closed (not left to the garbage collector's ResourceWarning) and the
+    connection counted as gone.
+    """
+    role = (
+        Forward(listen=ANY_PORT, to=parse_address("tcp:127.0.0.1:9"), name="relay")
+        if kind == "forward"
+        else LogSink(listen=ANY_PORT, out=tmp_path / "logs.jsonl", name="relay")
+    )
+    relay = Relay([role])
+    relay.start()
+    accepted, peer = socket.socketpair()
+    try:
+        loop = relay._loop
+        assert loop is not None
+        listener = relay._listeners[0]
+
+        async def admit_then_stop() -> None:
+            relay._admit(listener, accepted)  # the task exists; it has not run a step
+            await relay._shutdown(0.0)
+
+        asyncio.run_coroutine_threadsafe(admit_then_stop(), loop).result(30)
+        assert accepted.fileno() == -1, "the accepted socket was left open"
+        assert listener.counters.active == 0
+    finally:
+        relay.stop(5.0)
+        peer.close()
+        accepted.close()
