@@ -24,7 +24,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from attested._runtime.listen import Listener
 from attested._runtime.request import (
@@ -513,12 +513,7 @@ class HttpServer:
         try:
             response = self._error_page(status, code, message)
             if status == 503:
-                response = Response(
-                    status=response.status,
-                    body=response.body,
-                    content_type=response.content_type,
-                    headers={**response.headers, "Retry-After": "1"},
-                )
+                response = replace(response, headers={**response.headers, "Retry-After": "1"})
             return self._serialize(response, head_only=False, close=True)
         except Exception:  # a broken error page must still give an answer
             self._log.exception("the error page failed for %d %s", status, code)

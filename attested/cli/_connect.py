@@ -14,11 +14,10 @@ from attested.cli._common import (
     EXIT_FAIL,
     EXIT_OK,
     epilog,
-    pcr_argument,
     pcr_map,
     usage_error,
 )
-from attested.cli._verify import _trust_root
+from attested.cli._verify import _trust_root, add_pcr_and_root_arguments
 from attested.errors import MalformedError, PeerNotAttested, SecurityWarning
 from attested.policy import Policy
 from attested.tls import PeerCheck, attested_context, fetch_fresh
@@ -49,20 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("url", metavar="URL", help="https://HOST:PORT/PATH")
-    parser.add_argument(
-        "--root",
-        metavar="PEM",
-        help="trust this root instead of the AWS Nitro Enclaves Root-G1 "
-        "(for example DIR/root.pem of a simulated NSM)",
-    )
-    parser.add_argument(
-        "--pcr",
-        action="append",
-        default=[],
-        metavar="N=HEX",
-        type=pcr_argument,
-        help="expected value of PCR N (repeatable); without any, no PCR is pinned",
-    )
+    add_pcr_and_root_arguments(parser)
     parser.add_argument(
         "--nonce",
         action="store_true",

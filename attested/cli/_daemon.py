@@ -15,6 +15,7 @@ socket forms (``vsock:``) are not spoken; a failed send is logged, never raised.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -40,6 +41,7 @@ __all__ = [
     "LOG_LEVELS",
     "Diagnostics",
     "Notifier",
+    "add_daemon_arguments",
     "diagnostics_on_stderr",
     "run_part",
     "write_ready_file",
@@ -51,6 +53,36 @@ _POLL = 0.2  # seconds between looks at the part's running
 _SEND_TIMEOUT = 1.0
 
 log = logging.getLogger("attested.cli")
+
+
+def add_daemon_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    ready: str,
+    log_level: str = "diagnostics on stderr (default INFO)",
+    shutdown: str | None = None,
+) -> None:
+    """Add what every daemon takes: ``--ready-file``, ``--log-level``, ``--shutdown-timeout``.
+
+    Args:
+        parser: the subcommand's parser.
+        ready: the help of ``--ready-file``: when it is written and what it holds.
+        log_level: the help of ``--log-level`` (case does not matter in the value).
+        shutdown: what may finish within ``--shutdown-timeout`` on SIGTERM
+            (``open connections``); ``None`` for no such option.
+    """
+    parser.add_argument("--ready-file", type=Path, metavar="PATH", help=ready)
+    if shutdown is not None:
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help=f"on SIGTERM, how long {shutdown} may finish (default 10)",
+        )
+    parser.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help=log_level
+    )
 
 
 class Diagnostics(logging.Handler):

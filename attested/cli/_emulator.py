@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from attested.cli._common import env_error, epilog, invalid_input, read_input, usage_error
-from attested.cli._daemon import LOG_LEVELS, diagnostics_on_stderr, run_part
+from attested.cli._daemon import add_daemon_arguments, diagnostics_on_stderr, run_part
 from attested.emulator import (
     DEV_ACCESS_KEY_ID,
     DEV_ARN,
@@ -137,19 +137,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     faults.add_argument(
         "--max-faults", type=int, default=None, metavar="N", help="inject at most N faults"
     )
-    kms.add_argument(
-        "--ready-file",
-        metavar="PATH",
-        type=Path,
-        help='once listening, write {"pid": N, "listeners": {"kms": ADDRESS}} here '
+    add_daemon_arguments(
+        kms,
+        ready='once listening, write {"pid": N, "listeners": {"kms": ADDRESS}} here '
         "(atomically); removed on exit",
-    )
-    kms.add_argument(
-        "--log-level",
-        default="INFO",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help="diagnostics on stderr (default INFO: one line per request)",
+        log_level="diagnostics on stderr (default INFO: one line per request)",
     )
     kms.set_defaults(handler=_run_kms)
 

@@ -18,7 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from attested.cli._common import EXIT_ENV, EXIT_FAIL, EXIT_OK, EXIT_USAGE, epilog, usage_error
-from attested.cli._daemon import LOG_LEVELS, _raise_nofile, diagnostics_on_stderr, write_ready_file
+from attested.cli._daemon import (
+    _raise_nofile,
+    add_daemon_arguments,
+    diagnostics_on_stderr,
+    write_ready_file,
+)
 from attested.cli._serve import config_error
 from attested.errors import (
     AttestedError,
@@ -83,18 +88,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     command.add_argument(
         "--check", action="store_true", help="check the configuration, print a summary, exit"
     )
-    command.add_argument(
-        "--ready-file",
-        metavar="PATH",
-        type=Path,
-        help='once the app has started, write {"pid": N, "listeners": {...}} here',
-    )
-    command.add_argument(
-        "--log-level",
-        default="INFO",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help="diagnostics on stderr (default INFO)",
+    add_daemon_arguments(
+        command, ready='once the app has started, write {"pid": N, "listeners": {...}} here'
     )
     command.add_argument(
         "argv",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from attested.cli._common import EXIT_OK, env_error, epilog, invalid_input
-from attested.cli._daemon import LOG_LEVELS, diagnostics_on_stderr, run_part
+from attested.cli._daemon import add_daemon_arguments, diagnostics_on_stderr, run_part
 from attested.errors import ConfigError
 from attested.parent import Parent, load_parent_config
 
@@ -42,26 +41,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="only check the file: print every problem and exit 2, or exit 0",
     )
-    parent.add_argument(
-        "--ready-file",
-        type=Path,
-        metavar="PATH",
-        help='once every listener is up, write {"pid": N, "listeners": {NAME: ADDRESS}} '
+    add_daemon_arguments(
+        parent,
+        ready='once every listener is up, write {"pid": N, "listeners": {NAME: ADDRESS}} '
         "here (atomically); removed on exit",
-    )
-    parent.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="on SIGTERM, how long open connections may finish (default 10)",
-    )
-    parent.add_argument(
-        "--log-level",
-        default="INFO",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help="diagnostics on stderr (default INFO)",
+        shutdown="open connections",
     )
     parent.set_defaults(handler=_run)
 

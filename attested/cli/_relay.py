@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from attested.cli._common import env_error, epilog, invalid_input, usage_error
-from attested.cli._daemon import LOG_LEVELS, diagnostics_on_stderr, run_part
+from attested.cli._daemon import add_daemon_arguments, diagnostics_on_stderr, run_part
 from attested.errors import ConfigurationError
 from attested.net import Address, parse_address
 from attested.relay import (
@@ -202,13 +202,13 @@ def _add_forward(parser: argparse.ArgumentParser, example: str) -> None:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     defaults = RelayOptions()
-    parser.add_argument(
-        "--ready-file",
-        type=Path,
-        metavar="PATH",
-        help='when every listener is up, write {"pid": N, "listeners": {NAME: ADDRESS}} here '
+    add_daemon_arguments(
+        parser,
+        ready='when every listener is up, write {"pid": N, "listeners": {NAME: ADDRESS}} here '
         "(atomically; removed on exit). Listeners are named after their role (forwards "
         "forward-0, forward-1, ...); port 0 in --listen shows the port actually bound",
+        log_level="diagnostics on stderr (default INFO: refusals and failures)",
+        shutdown="open tunnels",
     )
     parser.add_argument(
         "--max-connections",
@@ -237,19 +237,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=defaults.keepalive,
         metavar="SECONDS",
         help="TCP keepalive probes after this much silence; 0 the kernel's setting (default 60)",
-    )
-    parser.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="on SIGTERM, how long open tunnels may finish (default 10)",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=LOG_LEVELS,
-        help="diagnostics on stderr (default INFO: refusals and failures)",
     )
 
 

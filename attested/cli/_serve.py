@@ -9,7 +9,12 @@ import sys
 from pathlib import Path
 
 from attested.cli._common import CliError, env_error, epilog, invalid_input
-from attested.cli._daemon import LOG_LEVELS, Diagnostics, diagnostics_on_stderr, run_part
+from attested.cli._daemon import (
+    Diagnostics,
+    add_daemon_arguments,
+    diagnostics_on_stderr,
+    run_part,
+)
 from attested.errors import ConfigError
 from attested.relay import VsockLogHandler
 from attested.service import ENV_VARS, Service, load_config
@@ -45,18 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--config", metavar="FILE", type=Path, help="TOML configuration (default: none)"
     )
-    serve.add_argument(
-        "--ready-file",
-        metavar="PATH",
-        type=Path,
-        help='when every listener is up, write {"pid": N, "listeners": {...}} here',
-    )
-    serve.add_argument(
-        "--log-level",
-        default="INFO",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help="diagnostics on stderr (default INFO)",
+    add_daemon_arguments(
+        serve, ready='when every listener is up, write {"pid": N, "listeners": {...}} here'
     )
     serve.set_defaults(handler=_run)
 

@@ -58,14 +58,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _add_doc_argument(verify)
     _add_profile_argument(verify)
-    verify.add_argument(
-        "--pcr",
-        action="append",
-        default=[],
-        metavar="N=HEX",
-        type=pcr_argument,
-        help="expected value of PCR N (repeatable); without any, no PCR is pinned",
-    )
+    add_pcr_and_root_arguments(verify)
     verify.add_argument(
         "--nonce",
         metavar="HEX",
@@ -103,12 +96,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="verify at the document's own timestamp (for archived documents). Danger: "
         "shows only that the document was valid when made",
     )
-    verify.add_argument(
-        "--root",
-        metavar="PEM",
-        help="trust this root instead of the AWS Nitro Enclaves Root-G1 "
-        "(for example DIR/root.pem of a simulated NSM)",
-    )
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(handler=_run_verify)
 
@@ -129,6 +116,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_profile_argument(inspect)
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.set_defaults(handler=_run_inspect)
+
+
+def add_pcr_and_root_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--pcr N=HEX`` (repeatable) and ``--root PEM``, for :func:`_trust_root`."""
+    parser.add_argument(
+        "--pcr",
+        action="append",
+        default=[],
+        metavar="N=HEX",
+        type=pcr_argument,
+        help="expected value of PCR N (repeatable); without any, no PCR is pinned",
+    )
+    parser.add_argument(
+        "--root",
+        metavar="PEM",
+        help="trust this root instead of the AWS Nitro Enclaves Root-G1 "
+        "(for example DIR/root.pem of a simulated NSM)",
+    )
 
 
 def _add_doc_argument(parser: argparse.ArgumentParser) -> None:

@@ -268,14 +268,25 @@ class ParentConfig:
 
     def listener_names(self) -> tuple[str, ...]:
         """The names of the listeners this configuration starts, in start order."""
-        names = ["egress"] if self.egress and self.egress.listen else []
-        if self.egress:
-            names += [f"egress-forward-{i}" for i in range(len(self.egress.forwards))]
-        names += ["credentials"] if self.credentials else []
-        names += [f"ingress-{i}" for i in range(len(self.ingress))]
-        names += ["logs"] if self.logs else []
-        names += ["metrics"] if self.metrics else []
-        return tuple(names)
+        return tuple(name for name, _, _ in _listeners(self))
+
+
+def _listeners(config: ParentConfig) -> list[tuple[str, str, Address]]:
+    """(name, key in the file, address) of each listener ``config`` starts, in start order."""
+    found: list[tuple[str, str, Address]] = []
+    if config.egress and config.egress.listen:
+        found.append(("egress", "egress.listen", config.egress.listen))
+    for i, forward in enumerate(config.egress.forwards if config.egress else ()):
+        found.append((f"egress-forward-{i}", f"egress.forward[{i}].listen", forward.listen))
+    if config.credentials:
+        found.append(("credentials", "credentials.listen", config.credentials.listen))
+    for i, ingress in enumerate(config.ingress):
+        found.append((f"ingress-{i}", f"ingress[{i}].listen", ingress.listen))
+    if config.logs:
+        found.append(("logs", "logs.listen", config.logs.listen))
+    if config.metrics:
+        found.append(("metrics", "metrics.listen", config.metrics.listen))
+    return found
 
 
 def load_parent_config(path: str | Path) -> ParentConfig:
@@ -338,18 +349,16 @@ def _parent(top: Section, source: Path | None) -> ParentConfig | None:
     logs = _optional(top, "logs", _logs)
     metrics = _optional(top, "metrics", _metrics)
     ingress = [_ingress(section) for section in top.tables("ingress", max_items=MAX_INGRESS)]
-    forwards = [forward for forward in ingress if forward is not None]
-    _distinct_listeners(top, egress, credentials, forwards, logs, metrics)
-    if len(top.problems):
-        return None
-    return ParentConfig(
+    config = ParentConfig(
         egress=egress,
         credentials=credentials,
-        ingress=tuple(forwards),
+        ingress=tuple(forward for forward in ingress if forward is not None),
         logs=logs,
         metrics=metrics,
         source=source,
     )
+    _distinct_listeners(top, config)
+    return None if len(top.problems) else config
 
 
 def _optional(top: Section, name: str, read: Callable[[Section], _T | None]) -> _T | None:
@@ -635,30 +644,9 @@ def _keepalive(value: object) -> float | None:
     return float(value)
 
 
-def _distinct_listeners(
-    top: Section,
-    egress: EgressConfig | None,
-    credentials: CredentialsConfig | None,
-    ingress: list[IngressConfig],
-    logs: LogsConfig | None,
-    metrics: MetricsConfig | None,
-) -> None:
-    listeners: list[tuple[str, Address]] = []
-    if egress and egress.listen:
-        listeners.append(("egress.listen", egress.listen))
-    if egress:
-        listeners += [
-            (f"egress.forward[{i}].listen", f.listen) for i, f in enumerate(egress.forwards)
-        ]
-    if credentials:
-        listeners.append(("credentials.listen", credentials.listen))
-    listeners += [(f"ingress[{i}].listen", f.listen) for i, f in enumerate(ingress)]
-    if logs:
-        listeners.append(("logs.listen", logs.listen))
-    if metrics:
-        listeners.append(("metrics.listen", metrics.listen))
+def _distinct_listeners(top: Section, config: ParentConfig) -> None:
     seen: dict[str, str] = {}
-    for key, address in listeners:
+    for _, key, address in _listeners(config):
         if address.port == 0:
             continue  # the system picks distinct ports
         text = str(address)

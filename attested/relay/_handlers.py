@@ -37,7 +37,6 @@ from attested.relay._allowlist import Allowlist, IPAddress, normalize_host
 from attested.relay._http import (
     ESTABLISHED,
     MAX_HEAD_SIZE,
-    ConnectRequest,
     HttpRefusal,
     error_response,
     find_head_end,
@@ -50,6 +49,7 @@ from attested.relay._stats import Counters, Failure, Refusal
 from attested.relay._tunnel import (
     PREFIX_SIZE,
     VERSION,
+    TunnelRequest,
     TunnelStatus,
     UnsupportedVersionError,
     encode_reply,
@@ -378,7 +378,7 @@ class Handlers:
         try:
             if role.tunnel_to is not None:
                 host, port = role.tunnel_to
-                return await self._open_tunnel(role.to, ConnectRequest(host=host, port=port))
+                return await self._open_tunnel(role.to, TunnelRequest(host=host, port=port))
             if role.allowlist is not None:
                 assert role.to.host is not None  # noqa: S101 - checked at construction
                 assert role.to.port is not None  # noqa: S101
@@ -434,7 +434,7 @@ class Handlers:
             raise
         return upstream
 
-    async def _open_tunnel(self, parent: Address, request: ConnectRequest) -> socket.socket:
+    async def _open_tunnel(self, parent: Address, request: TunnelRequest) -> socket.socket:
         loop = asyncio.get_running_loop()
         try:
             upstream = await self._dial.address(parent, what=f"the parent relay at {parent}")

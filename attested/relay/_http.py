@@ -8,14 +8,12 @@ header folding, token header names, at most :data:`MAX_HEAD_SIZE` bytes and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from attested.relay._allowlist import normalize_host
+from attested.relay._tunnel import TunnelRequest
 
 __all__ = [
     "MAX_HEADERS",
     "MAX_HEAD_SIZE",
-    "ConnectRequest",
     "HttpRefusal",
     "error_response",
     "find_head_end",
@@ -36,19 +34,6 @@ _REASONS = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectRequest:
-    """A parsed CONNECT request.
-
-    Attributes:
-        host: canonical host name or IP literal.
-        port: destination port, 1-65535.
-    """
-
-    host: str
-    port: int
 
 
 class HttpRefusal(Exception):
@@ -77,7 +62,7 @@ def find_head_end(buffer: bytes | bytearray) -> int | None:
     if end >= 0:
         return end + 4
     if len(buffer) >= MAX_HEAD_SIZE:
-        raise HttpRefusal(431, "header_too_large", f"request head over {MAX_HEAD_SIZE} bytes")
+        raise _too_large(f"request head over {MAX_HEAD_SIZE} bytes")
     return None
 
 
@@ -85,15 +70,19 @@ def _bad(detail: str) -> HttpRefusal:
     return HttpRefusal(400, "bad_request", detail)
 
 
-def parse_connect(head: bytes) -> ConnectRequest:
-    """Parse a request head (up to and including the blank line).
+def _too_large(detail: str) -> HttpRefusal:
+    return HttpRefusal(431, "header_too_large", detail)
+
+
+def parse_connect(head: bytes) -> TunnelRequest:
+    """Parse a request head (up to and including the blank line) into the destination.
 
     Raises:
         HttpRefusal: 400 for a malformed head, 405 for a method other than CONNECT,
             431 for a head over the caps.
     """
     if len(head) > MAX_HEAD_SIZE:
-        raise HttpRefusal(431, "header_too_large", f"request head over {MAX_HEAD_SIZE} bytes")
+        raise _too_large(f"request head over {MAX_HEAD_SIZE} bytes")
     if not head.endswith(b"\r\n\r\n"):
         raise _bad("request head does not end with an empty line")
     try:
@@ -102,7 +91,7 @@ def parse_connect(head: bytes) -> ConnectRequest:
         raise _bad("request head is not ASCII") from exc
     request_line, *fields = text.split("\r\n")
     if len(fields) > MAX_HEADERS:
-        raise HttpRefusal(431, "header_too_large", f"more than {MAX_HEADERS} header fields")
+        raise _too_large(f"more than {MAX_HEADERS} header fields")
     parts = request_line.split(" ")
     if len(parts) != 3:
         raise _bad("request line is not 'METHOD TARGET HTTP/1.1'")
@@ -125,7 +114,7 @@ def parse_connect(head: bytes) -> ConnectRequest:
             "set HTTPS_PROXY (not HTTP_PROXY) and use https:// URLs",
         )
     host, port = _authority(target)
-    return ConnectRequest(host=host, port=port)
+    return TunnelRequest(host=host, port=port)
 
 
 def _authority(target: str) -> tuple[str, int]:
