@@ -158,11 +158,17 @@ def test_a_forward_keeps_the_forbidden_address_rules(
     assert target.accepts == 0
 
 
-def _tcp_timer(local_port: int) -> str | None:
-    """The timer field of the TCP socket bound to ``local_port`` in /proc/net/tcp."""
+def _tcp_timer(local_port: int, remote_port: int) -> str | None:
+    """The timer field of the established connection ``local_port`` -> ``remote_port``.
+
+    Only the established one (state 01): a closed connection of an earlier test may still
+    sit in TIME_WAIT (timer 03) on the same local port.
+    """
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+        local, remote, state = fields[1], fields[2], fields[3]
+        ports = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))
+        if ports == (local_port, remote_port) and state == "01":
             return fields[5].split(":")[0]  # 00 none, 01 retransmit, 02 keepalive, ...
     return None
 
@@ -198,8 +204,8 @@ def test_relayed_connections_use_tcp_keepalive(
         parent = run_parent(forward_file(peers.port, extra=keepalive))
         with connect(parent, "egress-forward-0"):
             dialled_from = peers.accept()
-            wait_for(lambda: _tcp_timer(dialled_from) is not None)
-            assert _tcp_timer(dialled_from) == timer
+            wait_for(lambda: _tcp_timer(dialled_from, peers.port) is not None)
+            assert _tcp_timer(dialled_from, peers.port) == timer
     finally:
         peers.close()
 
