@@ -13,6 +13,9 @@ Backends:
 ``"simulated"``
     :class:`attested.simulator.SimulatedNsm`, keeping its root in ``state_dir``.
     **Danger**: its documents prove nothing; see :mod:`attested.simulator`.
+``"simulated-nitrotpm"``
+    :class:`attested.simulator.SimulatedNitroTpm`: an EC2 instance's NitroTPM documents
+    (verify them with ``Profile.NITROTPM``), from the same simulated root. Same danger.
 
 Errors from the NSM (``nsm.NsmError``, a missing library or device) reach the caller as
 :class:`~attested.errors.AttestationUnavailable`, whose message says what to do.
@@ -29,11 +32,11 @@ import nsm
 from attested.errors import AttestationUnavailable
 
 if TYPE_CHECKING:  # the simulator is development code: loaded only when chosen
-    from attested.simulator import SimulatedNsm
+    from attested.simulator import SimulatedNitroTpm, SimulatedNsm
 
 __all__ = ["NsmProvider", "PROVIDER_BACKENDS", "open_provider"]
 
-PROVIDER_BACKENDS = ("auto", "libnsm", "ioctl", "simulated")
+PROVIDER_BACKENDS = ("auto", "libnsm", "ioctl", "simulated", "simulated-nitrotpm")
 
 
 class NsmProvider:
@@ -45,12 +48,12 @@ class NsmProvider:
             raise ``nsm`` errors unchanged).
     """
 
-    def __init__(self, device: nsm.NsmDevice | SimulatedNsm) -> None:
+    def __init__(self, device: nsm.NsmDevice | SimulatedNsm | SimulatedNitroTpm) -> None:
         self.device = device
 
     @property
     def backend(self) -> str:
-        """``"libnsm"``, ``"ioctl"`` or ``"simulated"``."""
+        """``"libnsm"``, ``"ioctl"``, ``"simulated"`` or ``"simulated-nitrotpm"``."""
         return self.device.backend
 
     def get_attestation_document(
@@ -111,10 +114,11 @@ def open_provider(
     Args:
         backend: one of :data:`PROVIDER_BACKENDS`.
         device_path: the NSM device, for ``"ioctl"`` (and ``"auto"``).
-        state_dir: for ``"simulated"``: the state directory holding the shared root
-            (``None``: an ephemeral root). Not allowed with other backends.
-        pcrs: for ``"simulated"``: PCR 0-15 values. Not allowed with other backends.
-        clock: for ``"simulated"``: the clock. Not allowed with other backends.
+        state_dir: for the simulated backends: the state directory holding the shared
+            root (``None``: an ephemeral root). Not allowed with other backends.
+        pcrs: for ``"simulated"``: PCR 0-15 values; for ``"simulated-nitrotpm"``: the
+            PCR 0-23 values after boot. Not allowed with other backends.
+        clock: for the simulated backends: the clock. Not allowed with other backends.
 
     Returns:
         An open provider; close it (or use it as a context manager) when done.
@@ -133,8 +137,12 @@ def open_provider(
         from attested.simulator import SimulatedNsm  # development code, chosen on purpose
 
         return NsmProvider(SimulatedNsm(state_dir=state_dir, pcrs=pcrs, clock=clock))
+    if backend == "simulated-nitrotpm":
+        from attested.simulator import SimulatedNitroTpm  # development code, chosen on purpose
+
+        return NsmProvider(SimulatedNitroTpm(state_dir=state_dir, pcrs=pcrs, clock=clock))
     if state_dir is not None or pcrs is not None or clock is not None:
-        raise ValueError("state_dir, pcrs and clock apply to the 'simulated' backend only")
+        raise ValueError("state_dir, pcrs and clock apply to the simulated backends only")
     try:
         return NsmProvider(nsm.open_device(backend=backend, device_path=device_path))
     except nsm.LibraryNotFound as exc:

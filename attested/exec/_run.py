@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from attested.enclave import NsmProvider, open_provider
 from attested.errors import AttestedError
 from attested.exec._config import ExecConfig
 from attested.exec._errors import SecretFailure, SecretsNotOpened
@@ -38,7 +37,7 @@ from attested.kms.credentials import CredentialsProvider, EnvironmentCredentials
 from attested.net import Address
 from attested.provider import AttestationProvider
 from attested.relay import VsockLogHandler
-from attested.service import ServiceConfig
+from attested.service import ServiceConfig, open_attestation
 
 __all__ = ["StoppedBeforeStart", "run"]
 
@@ -113,7 +112,7 @@ def run(
             write_hosts(Path(settings.hosts_file), config.hosts)
         _check(supervisor)
         if attestation is None:
-            provider = _open_attestation(config.service)
+            provider = open_attestation(config.service)
             stack.callback(provider.close)
             attestation = provider
         credentials = credentials or _credentials(config.service)
@@ -147,16 +146,6 @@ def _check(supervisor: Supervisor) -> None:
     if supervisor.stop_requested():
         assert supervisor.stop_signal is not None  # noqa: S101
         raise StoppedBeforeStart(supervisor.stop_signal)
-
-
-def _open_attestation(config: ServiceConfig) -> NsmProvider:
-    if config.nsm_backend == "simulated":
-        return open_provider(
-            "simulated",
-            state_dir=config.nsm_simulated_state or None,
-            pcrs=dict(config.nsm_simulated_pcrs) or None,
-        )
-    return open_provider(config.nsm_backend)
 
 
 def _credentials(config: ServiceConfig) -> CredentialsProvider:

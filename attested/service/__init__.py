@@ -21,7 +21,7 @@ from __future__ import annotations
 from attested.errors import ConfigError
 from attested.service._config import ENV_VARS, OPERATIONS, ServiceConfig, load_config
 from attested.service._errors import ERROR_CODES
-from attested.service._service import Service
+from attested.service._service import Service, open_attestation
 
 __all__ = [
     "ConfigError",
@@ -31,4 +31,5 @@ __all__ = [
     "Service",
     "ServiceConfig",
     "load_config",
+    "open_attestation",
 ]

@@ -44,7 +44,9 @@ OPERATIONS = (
 )
 """Every operation the API offers (``/v1/<operation>``)."""
 
-NSM_BACKENDS = ("auto", "libnsm", "ioctl", "simulated")
+NSM_BACKENDS = ("auto", "libnsm", "ioctl", "simulated", "simulated-nitrotpm")
+SIMULATED_BACKENDS = ("simulated", "simulated-nitrotpm")
+"""The backends that take ``nsm.simulated_*`` (the simulated NSM and NitroTPM)."""
 CREDENTIAL_SOURCES = ("parent", "environment")
 
 
@@ -98,9 +100,11 @@ class ServiceConfig:
             caller's ``public_key``, nothing that returns a secret.
         api_vsock_allow_secrets: **Danger**: serve the whole API over vsock, handing
             plaintexts and keys to the parent instance.
-        nsm_backend: ``auto``, ``libnsm``, ``ioctl`` or ``simulated``.
+        nsm_backend: ``auto``, ``libnsm``, ``ioctl``, ``simulated`` or
+            ``simulated-nitrotpm``.
         nsm_simulated_state: simulated only: the state directory with the shared root.
-        nsm_simulated_pcrs: simulated only: the PCRs its documents carry.
+        nsm_simulated_pcrs: simulated only: the PCRs its documents carry (0-15 for the
+            NSM, 0-23 for the NitroTPM).
         kms_endpoint_url: ``""`` for ``https://kms.REGION.amazonaws.com``.
         kms_proxy: the HTTP CONNECT proxy (the enclave-egress relay), or ``""``; with
             ``egress_listen`` set and this empty, the service's own egress relay.
@@ -238,14 +242,18 @@ def _check_nsm(config: ServiceConfig, problems: Problems) -> None:
         problems.add(
             "nsm.backend", f"{config.nsm_backend!r:.40} is not one of {', '.join(NSM_BACKENDS)}"
         )
-    elif config.nsm_backend != "simulated" and (
+    elif config.nsm_backend not in SIMULATED_BACKENDS and (
         config.nsm_simulated_state or config.nsm_simulated_pcrs
     ):
-        problems.add("nsm.simulated_*", 'these apply only with nsm.backend = "simulated"')
+        problems.add(
+            "nsm.simulated_*",
+            'these apply only with nsm.backend = "simulated" or "simulated-nitrotpm"',
+        )
+    last = 23 if config.nsm_backend == "simulated-nitrotpm" else 15
     for index, value in config.nsm_simulated_pcrs.items():
-        if not 0 <= index <= 31 or len(value) not in (32, 48, 64):
+        if not 0 <= index <= last or len(value) != 48:
             problems.add(
-                "nsm.simulated_pcrs", f"PCR{index} must be index 0-31 with 48 bytes of hex"
+                "nsm.simulated_pcrs", f"PCR{index} must be index 0-{last} with 48 bytes of hex"
             )
 
 

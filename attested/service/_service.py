@@ -14,7 +14,7 @@ from typing import Any
 from attested._runtime.http import HttpServer as RuntimeServer
 from attested._runtime.lifecycle import Scoped, stop_all
 from attested._runtime.listen import make_socket_directory
-from attested.enclave import open_provider
+from attested.enclave import NsmProvider, open_provider
 from attested.errors import ConfigurationError, RelayUnavailable
 from attested.kms import DataKey, KmsClient, NetworkSettings
 from attested.kms.credentials import CredentialsProvider, EnvironmentCredentials, ParentCredentials
@@ -22,16 +22,33 @@ from attested.net import Address, parse_address
 from attested.provider import AttestationProvider
 from attested.relay import EnclaveEgress, Relay
 from attested.service._app import OutsideApp, ServiceApp
-from attested.service._config import ServiceConfig
+from attested.service._config import SIMULATED_BACKENDS, ServiceConfig
 from attested.service._health import CredentialsProbe, Health
 from attested.service._http import HttpServer, Request, Response
 from attested.service._kms_endpoint import open_kms_endpoint
 from attested.service.cache import CacheLimits, DataKeyCache
 from attested.service.metrics import ServiceMetrics
 
-__all__ = ["Service"]
+__all__ = ["Service", "open_attestation"]
 
 log = logging.getLogger("attested.service")
+
+
+def open_attestation(config: ServiceConfig) -> NsmProvider:
+    """Open the source of attestation documents that ``config``'s ``nsm.*`` keys name.
+
+    Raises:
+        AttestationUnavailable: the device, library or tool is missing.
+        ConfigurationError: the simulator's state directory cannot be used.
+    """
+    if config.nsm_backend in SIMULATED_BACKENDS:
+        return open_provider(
+            config.nsm_backend,
+            state_dir=config.nsm_simulated_state or None,
+            pcrs=dict(config.nsm_simulated_pcrs) or None,
+        )
+    return open_provider(config.nsm_backend)
+
 
 _KMS_POOL = 16  # concurrent HTTPS connections to KMS (through the egress relay)
 
@@ -159,15 +176,7 @@ class Service(Scoped):
         if self._given_attestation is not None:
             given = self._given_attestation
             return given, str(getattr(given, "backend", "custom"))
-        opened = (
-            open_provider(
-                "simulated",
-                state_dir=config.nsm_simulated_state or None,
-                pcrs=dict(config.nsm_simulated_pcrs) or None,
-            )
-            if config.nsm_backend == "simulated"
-            else open_provider(config.nsm_backend)
-        )
+        opened = open_attestation(config)
         self._closers.append(opened.close)
         return opened, opened.backend
 

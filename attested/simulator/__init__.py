@@ -1,4 +1,4 @@
-"""A simulated Nitro Secure Module and its test PKI, for development without Nitro hardware.
+"""A simulated NSM and NitroTPM and their test PKI, for development without Nitro hardware.
 
 Documents made here chain to a generated root, never to the AWS Nitro root, so they
 cannot be mistaken for real ones by a verifier that pins the AWS root.
@@ -18,6 +18,7 @@ State directory layout (shared by every process that uses the same ``DIR``):
 
 from __future__ import annotations
 
+from attested.simulator._nitrotpm import DEFAULT_NITROTPM_PCRS, SimulatedNitroTpm
 from attested.simulator._nsm import DEFAULT_IMAGE_PCRS, DEFAULT_INSTANCE_ID, SimulatedNsm
 from attested.simulator._state import (
     ROOT_CERT_FILE,
@@ -29,8 +30,10 @@ from attested.simulator._state import (
 __all__ = [
     "DEFAULT_IMAGE_PCRS",
     "DEFAULT_INSTANCE_ID",
+    "DEFAULT_NITROTPM_PCRS",
     "ROOT_CERT_FILE",
     "ROOT_KEY_FILE",
+    "SimulatedNitroTpm",
     "SimulatedNsm",
     "load_or_create_root",
     "read_root_certificate",

@@ -24,18 +24,23 @@ def build_payload(
     timestamp: datetime,
     pcrs: Mapping[int, bytes],
     certificate: bytes,
+    pcr_field: str = "pcrs",
     cabundle: Sequence[bytes],
     public_key: bytes | None = None,
     user_data: bytes | None = None,
     nonce: bytes | None = None,
 ) -> dict[str, object]:
-    """The payload map, keys in the NSM's order, ``None`` for absent optional fields."""
+    """The payload map, keys in the NSM's order, ``None`` for absent optional fields.
+
+    ``pcr_field`` is ``"pcrs"`` for an enclave's document, ``"nitrotpm_pcrs"`` for an
+    instance's NitroTPM document.
+    """
     millis = int(timestamp.astimezone(UTC).timestamp() * 1000)
     return {
         "module_id": module_id,
         "digest": "SHA384",
         "timestamp": millis,
-        "pcrs": {int(i): bytes(v) for i, v in sorted(pcrs.items())},
+        pcr_field: {int(i): bytes(v) for i, v in sorted(pcrs.items())},
         "certificate": certificate,
         "cabundle": list(cabundle),
         "public_key": public_key,

@@ -23,21 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Self
-
-from cryptography.hazmat.primitives.serialization import Encoding
+from datetime import datetime
 
 from attested import pcr
-from attested.errors import ConfigurationError
-from attested.simulator._document import build_payload, sign_payload
-from attested.simulator._pki import LEAF_LIFETIME, CertifiedKey, NitroLikePki, build_pki, build_root
-from attested.simulator._state import ROOT_CERT_FILE, load_or_create_root
-from attested.trust import TrustRoot
+from attested.simulator._module import SimulatedModule
 from nsm import _checks
-from nsm.errors import InternalError, InvalidIndex, ReadOnlyIndex
+from nsm.errors import InvalidIndex, ReadOnlyIndex
 from nsm.types import Description, Digest, PcrInfo
 
 __all__ = ["DEFAULT_IMAGE_PCRS", "DEFAULT_INSTANCE_ID", "SimulatedNsm"]
@@ -51,17 +43,6 @@ DEFAULT_IMAGE_PCRS = tuple(
     pcr.measure(f"attested simulated enclave image, PCR{i}".encode()) for i in range(3)
 )
 """PCR0-2 when none are given: fixed, non-zero (all-zero would mean a debug-mode enclave)."""
-LEAF_RENEW_BEFORE = timedelta(minutes=10)
-"""A signing certificate with less validity left than this is replaced."""
-CHAIN_RENEW_BEFORE = LEAF_LIFETIME + timedelta(hours=1)
-"""The CA chain is replaced when its first certificate has less than this left, so a
-new leaf never outlives its issuers."""
-LEAF_BACKDATE = timedelta(minutes=1)
-"""Leaves start a minute before they are issued, for verifiers whose clock is behind."""
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _initial_pcrs(
@@ -88,7 +69,7 @@ def _initial_pcrs(
     return instance, values
 
 
-class SimulatedNsm:
+class SimulatedNsm(SimulatedModule):
     """A simulated NSM: :class:`nsm.NsmDevice`'s interface, documents from a test PKI.
 
     Every instance logs a warning when it starts. Read the module docstring's danger
@@ -127,112 +108,25 @@ class SimulatedNsm:
         clock: Callable[[], datetime] | None = None,
         region: str = "sim-1",
     ) -> None:
-        self._clock = clock or _utc_now
-        self._instance_id, self._pcrs = _initial_pcrs(pcrs, role_arn, instance_id)
+        instance, self._pcrs = _initial_pcrs(pcrs, role_arn, instance_id)
         self._locked = set(range(LOCKED_AT_START))
-        self._region = region
         self._enclave_id = f"enc{secrets.token_hex(8)}"
-        self.module_id = f"{self._instance_id}-{self._enclave_id}-simulated"
-        now = self._now()
-        if state_dir is None:
-            self._root = build_root(now=now)
-            where = "an ephemeral in-memory root"
-        else:
-            self._root = load_or_create_root(state_dir, now=now)
-            where = f"the root in {os.fspath(state_dir)}/{ROOT_CERT_FILE}"
-        self._check_root(now, ConfigurationError)
-        self._pki: NitroLikePki | None = None
-        self._leaf: CertifiedKey | None = None
-        self._lock = threading.Lock()
-        self._closed = False
+        super().__init__(
+            instance_id=instance,
+            leaf_name=self._enclave_id,
+            module_id=f"{instance}-{self._enclave_id}-simulated",
+            state_dir=state_dir,
+            clock=clock,
+            region=region,
+        )
         _log.warning(
             "SIMULATED NSM started (%s): its attestation documents are signed by %s and prove "
             "nothing about any enclave; never trust that root in production",
             self.module_id,
-            where,
+            self.root_location,
         )
 
-    # -- the PKI ---------------------------------------------------------------------
-
-    @property
-    def root_certificate(self) -> bytes:
-        """The root certificate, DER."""
-        return self._root.der
-
-    @property
-    def root_pem(self) -> bytes:
-        """The root certificate, PEM (the content of ``state_dir/root.pem``)."""
-        return self._root.certificate.public_bytes(Encoding.PEM)
-
-    @property
-    def trust_root(self) -> TrustRoot:
-        """A :class:`~attested.trust.TrustRoot` for verifying this simulator's documents."""
-        return TrustRoot((self._root.certificate,), f"simulated NSM root ({self.module_id})")
-
-    def _now(self) -> datetime:
-        now = self._clock()
-        if now.tzinfo is None:
-            raise ValueError("the simulated NSM's clock must return an aware datetime")
-        return now.astimezone(UTC)
-
-    def _check_root(self, now: datetime, error: type[Exception]) -> None:
-        cert = self._root.certificate
-        if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc - CHAIN_RENEW_BEFORE:
-            raise error(
-                f"the simulated root is valid {cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
-                f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not at {now:%Y-%m-%d %H:%M}; "
-                "use a new state directory"
-            )
-
-    def _signer(self, now: datetime) -> tuple[NitroLikePki, CertifiedKey]:
-        """The CA chain and signing certificate for ``now``, renewing them when due."""
-        pki = self._pki
-        if (
-            pki is None
-            or pki.not_after() - now < CHAIN_RENEW_BEFORE
-            or pki.instance.certificate.not_valid_before_utc > now
-        ):
-            self._check_root(now, InternalError)
-            pki = self._pki = build_pki(
-                now=now, instance_id=self._instance_id, region=self._region, root=self._root
-            )
-            self._leaf = None
-            _log.info("simulated NSM: new CA chain valid until %s", pki.not_after())
-        leaf = self._leaf
-        if (
-            leaf is None
-            or leaf.certificate.not_valid_after_utc - now < LEAF_RENEW_BEFORE
-            or leaf.certificate.not_valid_before_utc > now
-        ):
-            leaf = self._leaf = pki.issue_leaf(
-                enclave_id=self._enclave_id, not_before=now - LEAF_BACKDATE
-            )
-        return pki, leaf
-
     # -- the NsmDevice interface -----------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    def close(self) -> None:
-        """Stop answering calls. Closing twice is harmless."""
-        self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<SimulatedNsm {self.module_id} {state}>"
-
-    def _open(self) -> None:
-        if self._closed:
-            raise ValueError("the simulated NSM is closed")
 
     def _pcr_index(self, index: object) -> int:
         checked = _checks.pcr_index(index)
@@ -264,20 +158,7 @@ class SimulatedNsm:
         """
         fields = _checks.attestation_arguments(user_data, nonce, public_key)
         with self._lock:
-            self._open()
-            now = self._now()
-            pki, leaf = self._signer(now)
-            payload = build_payload(
-                module_id=self.module_id,
-                timestamp=now,
-                pcrs={i: self._pcrs[i] for i in sorted(self._locked)},
-                certificate=leaf.der,
-                cabundle=pki.cabundle(),
-                user_data=fields[0],
-                nonce=fields[1],
-                public_key=fields[2],
-            )
-            return sign_payload(payload, leaf.private_key)
+            return self._sign("pcrs", {i: self._pcrs[i] for i in sorted(self._locked)}, fields)
 
     def get_random(self, count: int) -> bytes:
         """``count`` bytes from the operating system's CSPRNG.
