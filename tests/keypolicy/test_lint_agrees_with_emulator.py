@@ -9,10 +9,11 @@ evaluator the question by searching for a request it allows. Here:
   ``Recipient`` to any caller, for any encryption context, the linter reports an error
   (never a false "clean"); and every witness the linter reports is replayed against the
   emulator, which must hand out the plaintext (never a made-up finding);
-* the same for NitroTPM: whenever the emulator hands a secret to an EC2 instance of an AMI
-  the policy does not pin (a simulated NitroTPM document with another PCR4, Secure Boot
-  off), the linter reports an error, and every "other AMI" witness, replayed with a
-  simulated NitroTPM document at the witness's PCRs, gets the secret.
+* the same for NitroTPM: whenever the emulator hands a secret to an EC2 instance the
+  policy should not admit (a simulated NitroTPM document of another AMI, or of the pinned
+  image with another kernel command line), the linter reports an error on the statement
+  that allowed it; and every "other AMI" witness, replayed with a simulated NitroTPM
+  document at the witness's PCRs, gets the secret.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pytest
 from botocore.config import Config
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from attested import emulator, pcr
@@ -42,7 +43,12 @@ from attested.emulator._service import KmsService
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import KeyStore
 from attested.keypolicy import Severity, lint_policy, parse_policy
-from attested.keypolicy._evaluate import UNKNOWN_CONDITION_PREFIX, compile_policy, evaluate
+from attested.keypolicy._evaluate import (
+    UNKNOWN_CONDITION_PREFIX,
+    compile_policy,
+    encryption_context_condition_values,
+    evaluate,
+)
 from attested.keypolicy._reach import Evidence, Witness, find_access
 from attested.kms._wire import ApiError
 from attested.simulator import DEFAULT_NITROTPM_PCRS, SimulatedNitroTpm, SimulatedNsm
@@ -232,7 +238,8 @@ _STRING_OPERATORS = [
 ]
 
 
-def _condition() -> st.SearchStrategy[tuple[str, str, list[str] | str]]:
+def _condition(*, nitrotpm: bool = False) -> st.SearchStrategy[tuple[str, str, list[str] | str]]:
+    """A condition; with ``nitrotpm``, one on a NitroTPM key three times in four."""
     ra = st.tuples(
         st.sampled_from(_RA_OPERATORS),
         st.sampled_from(_RA_KEYS),
@@ -272,6 +279,16 @@ def _condition() -> st.SearchStrategy[tuple[str, str, list[str] | str]]:
         st.just("aws:SourceVpce"),
         st.just("vpce-1"),
     )
+    if nitrotpm:
+        tpm = st.tuples(
+            st.sampled_from(["StringEqualsIgnoreCase"] * 4 + _RA_OPERATORS),
+            st.sampled_from([k for k in _RA_KEYS if k.startswith(TPM)]),
+            st.lists(
+                st.sampled_from([PIN, ZERO, SB_OFF, PIN.upper(), "*"]), min_size=1, max_size=2
+            ),
+        )
+        others = st.one_of(ra, null, context, principal, account)
+        return st.one_of(tpm, tpm, tpm, others)
     return st.one_of(ra, null, context, context_keys, principal, account, free)
 
 
@@ -290,7 +307,7 @@ _ACTIONS = ["kms:Decrypt", "kms:GenerateDataKey", "kms:*", "kms:Gen*", "kms:Encr
 
 
 @st.composite
-def _statement(draw: st.DrawFn) -> dict[str, Any]:
+def _statement(draw: st.DrawFn, *, nitrotpm: bool = False) -> dict[str, Any]:
     statement: dict[str, Any] = {
         "Effect": draw(st.sampled_from(["Allow", "Allow", "Deny"])),
         "Action": draw(st.lists(st.sampled_from(_ACTIONS), min_size=1, max_size=2)),
@@ -299,7 +316,7 @@ def _statement(draw: st.DrawFn) -> dict[str, Any]:
     principal = draw(st.sampled_from(_PRINCIPALS))
     statement["NotPrincipal" if draw(st.integers(0, 9)) == 0 else "Principal"] = principal
     conditions: dict[str, dict[str, Any]] = {}
-    for operator, key, values in draw(st.lists(_condition(), max_size=3)):
+    for operator, key, values in draw(st.lists(_condition(nitrotpm=nitrotpm), max_size=3)):
         conditions.setdefault(operator, {})[key] = values
     if conditions:
         statement["Condition"] = conditions
@@ -307,8 +324,8 @@ def _statement(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def _policies(draw: st.DrawFn) -> dict[str, Any]:
-    statements = draw(st.lists(_statement(), min_size=1, max_size=4))
+def _policies(draw: st.DrawFn, *, nitrotpm: bool = False) -> dict[str, Any]:
+    statements = draw(st.lists(_statement(nitrotpm=nitrotpm), min_size=1, max_size=4))
     return {"Version": "2012-10-17", "Statement": [ADMIN_STATEMENT, *statements]}
 
 
@@ -460,12 +477,19 @@ class _Instances:
                 tpm.close()
         return self.documents[key]
 
-    def other_amis(self) -> list[bytes]:
-        """Instances of an AMI the policies never pin, booted without Secure Boot."""
+    def unpinned(self) -> list[bytes]:
+        """Instances no policy should admit: of an AMI the policies never pin (booted
+        without Secure Boot, or with Secure Boot and keys of their own), and of the
+        pinned image (PCR4 ``PIN``) booted without Secure Boot with another command line."""
         return [
             self.document({4: _OTHER_PCR[4], 7: pcr.NITROTPM_PCR7_SECURE_BOOT_OFF, 12: pcr12})
             for pcr12 in (pcr.ZERO, bytes.fromhex(PIN), _OTHER_PCR[12])
-        ] + [self.document({4: _OTHER_PCR[4], 7: _OTHER_PCR[7], 12: pcr.ZERO})]
+        ] + [
+            self.document({4: _OTHER_PCR[4], 7: _OTHER_PCR[7], 12: pcr.ZERO}),
+            self.document(
+                {4: bytes.fromhex(PIN), 7: pcr.NITROTPM_PCR7_SECURE_BOOT_OFF, 12: _OTHER_PCR[12]}
+            ),
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -508,6 +532,32 @@ def _secret_with_document(
     return "CiphertextForRecipient" in answer
 
 
+def _allowing_statement(
+    service: KmsService,
+    arn: str,
+    caller: Caller,
+    action: str,
+    context: dict[str, str],
+    document: bytes,
+) -> str | None:
+    """The label of the statement that let the emulator answer (its evaluator says which)."""
+    now = datetime.now(UTC)
+    recipient = service.verify_recipient(
+        {
+            "Recipient": {
+                "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                "AttestationDocument": document,
+            }
+        },
+        now,
+    )
+    values = {**encryption_context_condition_values(context), **service.recipient_values(recipient)}
+    request = service._policy_request(caller, action, arn, values)
+    decision = evaluate(_record(service, arn).policy, request)
+    assert decision.allowed
+    return decision.statement
+
+
 def _document_for(instances: _Instances, witness: Witness) -> bytes | None:
     """A simulated NitroTPM document with the witness's PCRs, if a real one can have them."""
     changes: dict[int, bytes] = {}
@@ -529,6 +579,23 @@ def _document_for(instances: _Instances, witness: Witness) -> bytes | None:
     return instances.document(changes)
 
 
+def _tpm_policy(pins: dict[str, str]) -> dict[str, Any]:
+    """The usual shape: the parent's role decrypts with these NitroTPM PCRs pinned."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            ADMIN_STATEMENT,
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": PARENT},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": "*",
+                "Condition": {"StringEqualsIgnoreCase": pins},
+            },
+        ],
+    }
+
+
 _TPM_EXAMPLES = int(os.environ.get("ATTESTED_AGREEMENT_EXAMPLES", "60"))
 
 
@@ -537,8 +604,13 @@ _TPM_EXAMPLES = int(os.environ.get("ATTESTED_AGREEMENT_EXAMPLES", "60"))
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(policy=_policies())
-def test_linter_and_emulator_agree_on_instances_of_other_amis(
+@given(policy=_policies(nitrotpm=True))
+@example(policy=_tpm_policy({f"{TPM}12": ZERO}))
+@example(policy=_tpm_policy({f"{TPM}7": SB_OFF}))
+@example(policy=_tpm_policy({f"{TPM}4": PIN}))
+@example(policy=_tpm_policy({f"{TPM}4": PIN, f"{TPM}7": SB_OFF}))
+@example(policy=_tpm_policy({f"{TPM}4": PIN, f"{TPM}12": ZERO}))
+def test_linter_and_emulator_agree_on_unpinned_instances(
     instances: _Instances, policy: dict[str, Any]
 ) -> None:
     service, arn = _service_with(policy, trust_root=instances.trust_root)
@@ -547,13 +619,17 @@ def test_linter_and_emulator_agree_on_instances_of_other_amis(
         for f in lint_policy(parse_policy(policy))
         if f.severity is Severity.ERROR and f.rule in _ACCESS_RULES
     }
-    # Soundness: whatever the emulator hands an instance of another AMI, the linter reports.
+    # Soundness: whatever the emulator hands an instance it should not admit, the linter
+    # reports, on the statement that allowed it.
     for caller in CALLERS:
         for action in ("kms:GenerateDataKey", "kms:Decrypt"):
             for context in CONTEXTS[:3]:
-                for document in instances.other_amis():
+                for document in instances.unpinned():
                     if _secret_with_document(service, arn, caller, action, context, document):
-                        assert errors, (caller.arn, action, context)
+                        allowing = _allowing_statement(
+                            service, arn, caller, action, context, document
+                        )
+                        assert allowing in errors, (allowing, caller.arn, action, context)
     # Every "other AMI" witness is real: the emulator, sent a simulated NitroTPM document
     # with the witness's PCRs, hands out the secret.
     compiled = compile_policy(parse_policy(policy), strict=False)
