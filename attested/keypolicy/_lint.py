@@ -350,7 +350,13 @@ def _reachable(policy: PolicyDocument) -> Iterable[Finding]:
     identity_policy = compiled.identity_policy
     for_enclave = not identity_policy or bool(_attested_statements(policy))
     flagged: set[int] = set()
+    # With no NitroTPM key named, a NitroTPM document's request is a request without one:
+    # those questions would repeat the first.
+    kinds = {parsed.kind for s in policy.statements for _, parsed in _attestation_keys(s)}
+    nitrotpm = KeyKind.NITROTPM_PCR in kinds
     for evidence, rule in _QUESTIONS:
+        if evidence.nitrotpm and not nitrotpm:
+            continue
         for index, group in _grouped(find_access(compiled, evidence=evidence)).items():
             if index in flagged:
                 continue
@@ -372,10 +378,9 @@ def _reachable(policy: PolicyDocument) -> Iterable[Finding]:
     if identity_policy:
         return
     outsiders = [i for i in identities(compiled) if i.outsider]
-    pinned = [
-        *find_access(compiled, evidence=Evidence.PINNED, who=outsiders),
-        *find_access(compiled, evidence=Evidence.NITROTPM_PINNED, who=outsiders),
-    ]
+    pinned = find_access(compiled, evidence=Evidence.PINNED, who=outsiders)
+    if nitrotpm:
+        pinned += find_access(compiled, evidence=Evidence.NITROTPM_PINNED, who=outsiders)
     for index, group in _grouped(pinned).items():
         statement = policy.statements[index]
         if index in flagged or not _gated(statement):

@@ -9,6 +9,7 @@ required by one statement. Each has cases that must and must not trigger it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -257,3 +258,9 @@ def test_one_statement_per_kind_is_clean() -> None:
         "StringEqualsIgnoreCaseIfExists": {IMAGE: UG[0]},
     }
     assert "mixed-document-kinds" not in rules(instance(lenient))
+
+
+def test_every_rule_is_documented() -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "keypolicy.md").read_text()
+    for rule, severity in RULES.items():
+        assert f"| `{rule}` | {severity.value} |" in guide, rule
