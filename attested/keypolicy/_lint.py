@@ -195,11 +195,7 @@ def _pins_image(statement: Statement) -> bool:
 
 def _attested_statements(policy: PolicyDocument) -> list[Statement]:
     """The Allow statements that require a document (of an enclave or an instance)."""
-    return [
-        s
-        for s in policy.statements
-        if s.effect == "Allow" and (_required_kinds(s) or _gated(s, enclave_only=True))
-    ]
+    return [s for s in policy.statements if s.effect == "Allow" and _required_kinds(s)]
 
 
 _CONSEQUENCE = {
