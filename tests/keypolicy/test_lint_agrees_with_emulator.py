@@ -639,8 +639,8 @@ def test_linter_and_emulator_agree_on_unpinned_instances(
         assert evaluate(compiled, witness.request).allowed, witness
         if not _replayable(witness) or witness.action not in ("kms:GenerateDataKey", "kms:Decrypt"):
             continue
-        document = _document_for(instances, witness)
-        if document is None:
+        replay = _document_for(instances, witness)
+        if replay is None:
             continue
         caller = Caller(
             access_key_id="AKIATEST",
@@ -649,6 +649,4 @@ def test_linter_and_emulator_agree_on_unpinned_instances(
             account=witness.identity.account,
         )
         context = witness.encryption_context
-        assert _secret_with_document(service, arn, caller, witness.action, context, document), (
-            witness
-        )
+        assert _secret_with_document(service, arn, caller, witness.action, context, replay), witness

@@ -163,8 +163,9 @@ def generate(*sets: MeasurementSet, **kwargs: Any) -> tuple[dict[str, Any], list
 
 
 def statement(policy: dict[str, Any], sid: str) -> dict[str, Any]:
-    (found,) = [s for s in policy["Statement"] if s.get("Sid") == sid]
-    return found
+    found: list[dict[str, Any]] = [s for s in policy["Statement"] if s.get("Sid") == sid]
+    assert len(found) == 1
+    return found[0]
 
 
 def test_standard_boot_pins_pcr4_and_pcr12() -> None:
