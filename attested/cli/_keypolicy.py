@@ -29,6 +29,7 @@ from attested.cli._common import (
     usage_error,
 )
 from attested.cli._eif import read_eif_file
+from attested.document import Profile
 from attested.errors import ConfigurationError, MalformedError, SecurityWarning, UnavailableError
 from attested.keypolicy import (
     ATTESTED_OPERATIONS,
@@ -38,6 +39,7 @@ from attested.keypolicy import (
     MeasurementSet,
     Severity,
     audit_keys,
+    generate_nitrotpm_policy,
     generate_policy,
     lint_policy,
     parse_measurements,
@@ -172,12 +174,16 @@ def _register_audit(commands: argparse._SubParsersAction[argparse.ArgumentParser
 def _register_generate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     generate = commands.add_parser(
         "generate",
-        help="generate a key policy from enclave measurements",
+        help="generate a key policy from enclave (or Attestable AMI) measurements",
         description="Generate a least-privilege key policy that lets only the measured "
         "enclave images use the key. Measurements come from --eif, --measurements (JSON "
         "printed by nitro-cli build-enclave, describe-eif or describe-enclaves) or --pcr; "
         "each EIF, file entry or the --pcr values form one set, and several sets become "
-        "lists of accepted values.",
+        "lists of accepted values. With --nitrotpm the key is for EC2 instances launched "
+        "from an Attestable AMI: --measurements reads the build's tpm_pcr.json "
+        "(nitro-tpm-pcr-compute), --instance-role names the instances' role, and the policy "
+        "pins NitroTPMPCR4 with NitroTPMPCR12 (standard boot) or, with --secure-boot, "
+        "NitroTPMPCR7.",
         epilog=epilog(
             [
                 "attested keypolicy generate --eif app.eif --account 111122223333 "
@@ -187,18 +193,38 @@ def _register_generate(commands: argparse._SubParsersAction[argparse.ArgumentPar
                 "--account 111122223333 --enclave-role arn:aws:iam::111122223333:role/parent "
                 "--admin-role arn:aws:iam::111122223333:role/KeyAdmin "
                 "--deny-without-attestation",
+                "attested keypolicy generate --nitrotpm --measurements tpm_pcr.json "
+                "--account 111122223333 --instance-role arn:aws:iam::111122223333:role/app "
+                "--admin-role arn:aws:iam::111122223333:role/KeyAdmin",
             ],
             ok="the policy was written",
             fail="an --eif fails its checks (CRC, section table, signature)",
             usage="an input is not an EIF or measurements, or is refused "
-            "(all-zero PCRs without --allow-debug)",
+            "(all-zero PCRs without --allow-debug; with --secure-boot, a PCR7 of Secure "
+            "Boot off)",
             env="a file cannot be read or written",
             topic="keypolicy",
         ),
     )
     generate.add_argument("--account", required=True, metavar="ID", help="the key's account")
     generate.add_argument(
-        "--enclave-role", required=True, metavar="ARN", help="the parent instance's role"
+        "--enclave-role", metavar="ARN", help="the parent instance's role (required for enclaves)"
+    )
+    generate.add_argument(
+        "--nitrotpm",
+        action="store_true",
+        help="a key for EC2 instances launched from an Attestable AMI (NitroTPM), not enclaves",
+    )
+    generate.add_argument(
+        "--instance-role",
+        metavar="ARN",
+        help="with --nitrotpm: the instances' role (required)",
+    )
+    generate.add_argument(
+        "--secure-boot",
+        action="store_true",
+        help="with --nitrotpm: pin NitroTPMPCR7 (the AMI boots with Secure Boot) instead of "
+        "NitroTPMPCR4 and NitroTPMPCR12",
     )
     generate.add_argument(
         "--admin-role", required=True, metavar="ARN", help="the role that administers the key"
@@ -211,7 +237,7 @@ def _register_generate(commands: argparse._SubParsersAction[argparse.ArgumentPar
         action="append",
         default=[],
         metavar="FILE",
-        help="nitro-cli JSON output (repeatable)",
+        help="nitro-cli JSON output, or with --nitrotpm tpm_pcr.json (repeatable)",
     )
     generate.add_argument(
         "--pcr",
@@ -354,29 +380,94 @@ def _measurement_sets(args: argparse.Namespace) -> list[MeasurementSet]:
     return sets
 
 
-def _run_generate(args: argparse.Namespace) -> int:
-    sets = _measurement_sets(args)
-    operations = (
-        [op.strip() for item in args.operations for op in item.split(",") if op.strip()]
-        if args.operations
-        else list(DEFAULT_OPERATIONS)
+_ENCLAVE_ONLY = (
+    ("eif", "--eif"),
+    ("pcrs", "--pcrs"),
+    ("role_arn", "--role-arn"),
+    ("instance_id", "--instance-id"),
+    ("allow_debug", "--allow-debug"),
+    ("enclave_role", "--enclave-role"),
+)
+
+
+def _check_kind(args: argparse.Namespace) -> None:
+    """Refuse the options of the other kind of key (enclave or NitroTPM)."""
+    if args.nitrotpm:
+        for name, flag in _ENCLAVE_ONLY:
+            if getattr(args, name):
+                hint = " (use --instance-role)" if name == "enclave_role" else ""
+                raise usage_error(f"{flag} is for enclave keys, not with --nitrotpm{hint}")
+        if args.instance_role is None:
+            raise usage_error("--nitrotpm needs --instance-role ARN (the instances' role)")
+        return
+    for name, flag in (("instance_role", "--instance-role"), ("secure_boot", "--secure-boot")):
+        if getattr(args, name):
+            raise usage_error(f"{flag} is for NitroTPM keys: add --nitrotpm")
+    if args.enclave_role is None:
+        raise usage_error("the following arguments are required: --enclave-role")
+
+
+def _nitrotpm_sets(args: argparse.Namespace) -> list[MeasurementSet]:
+    sets: list[MeasurementSet] = []
+    for path in args.measurements:
+        data = read_input(path, what="measurements", max_size=MAX_MEASUREMENTS_SIZE)
+        try:
+            sets.extend(parse_measurements(data, source=path, profile=Profile.NITROTPM))
+        except MalformedError as exc:
+            raise invalid_input(f"--measurements {path}: {exc}") from exc
+    if args.pcr:
+        values: dict[int, bytes] = {}
+        for index, value in args.pcr:
+            if index in values:
+                raise usage_error(f"--pcr {index} given twice")
+            if index > 23:
+                raise usage_error(f"--pcr {index}: a NitroTPM has PCR0 to PCR23")
+            values[index] = value
+        sets.append(MeasurementSet(pcrs=values, source="--pcr", profile=Profile.NITROTPM))
+    if not sets:
+        raise usage_error("give measurements with --measurements tpm_pcr.json or --pcr")
+    return sets
+
+
+def _operations(args: argparse.Namespace) -> list[str]:
+    if not args.operations:
+        return list(DEFAULT_OPERATIONS)
+    return [op.strip() for item in args.operations for op in item.split(",") if op.strip()]
+
+
+def _generated(args: argparse.Namespace) -> dict[str, Any]:
+    if args.nitrotpm:
+        return generate_nitrotpm_policy(
+            account=args.account,
+            instance_role=args.instance_role,
+            admin_role=args.admin_role,
+            measurements=_nitrotpm_sets(args),
+            operations=_operations(args),
+            secure_boot=args.secure_boot,
+            encryptors=args.encryptor,
+            deny_without_attestation=args.deny_without_attestation,
+        )
+    return generate_policy(
+        account=args.account,
+        enclave_role=args.enclave_role,
+        admin_role=args.admin_role,
+        measurements=_measurement_sets(args),
+        operations=_operations(args),
+        pcrs=args.pcrs,
+        role_arn=args.role_arn,
+        instance_ids=args.instance_id,
+        encryptors=args.encryptor,
+        deny_without_attestation=args.deny_without_attestation,
+        allow_debug=args.allow_debug,
     )
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    _check_kind(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SecurityWarning)
         try:
-            policy = generate_policy(
-                account=args.account,
-                enclave_role=args.enclave_role,
-                admin_role=args.admin_role,
-                measurements=sets,
-                operations=operations,
-                pcrs=args.pcrs,
-                role_arn=args.role_arn,
-                instance_ids=args.instance_id,
-                encryptors=args.encryptor,
-                deny_without_attestation=args.deny_without_attestation,
-                allow_debug=args.allow_debug,
-            )
+            policy = _generated(args)
         except ConfigurationError as exc:
             raise usage_error(str(exc)) from exc
     text = _render(policy, args)

@@ -12,6 +12,13 @@ decide the key policy (``AccessDeniedException``), check the key's state
 (``DisabledException``, ``KMSInvalidStateException``) and usage
 (``InvalidKeyUsageException``), honour ``DryRun``, then do the work. A ``Recipient`` is
 verified first, because its PCRs are condition values of the policy decision.
+
+AWS KMS takes both kinds of attestation document in ``Recipient``: a Nitro Enclave's
+(``pcrs``) and an EC2 instance's NitroTPM document (``nitrotpm_pcrs``). The emulator reads
+the kind from the document's own signed payload (:func:`document_profile`), verifies it
+with that profile's verifier on the one trust root, and gives the condition keys of that
+kind only (ADR 0133): an enclave document never satisfies a ``NitroTPMPCR<n>`` condition
+and a NitroTPM document never satisfies an ``ImageSha384``/``PCR<n>`` one.
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
+from attested import _cbor, _cose
 from attested._aws import KMS_KEY_ID
+from attested.document import Profile, parse_attestation
 from attested.emulator import _keys, _ops_admin, _ops_crypto
 from attested.emulator._cms_writer import build_envelope
 from attested.emulator._keys import KeyRecord, KeyState, PrivateKey
@@ -63,7 +72,7 @@ from attested.policy import Policy
 from attested.trust import TrustRoot
 from attested.verify import VerifiedAttestation, Verifier
 
-__all__ = ["RECIPIENT_RSA_KEY_SIZE", "Handler", "KmsService", "Recipient"]
+__all__ = ["RECIPIENT_RSA_KEY_SIZE", "Handler", "KmsService", "Recipient", "document_profile"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +117,7 @@ class Recipient:
     """A verified ``Recipient``: the attestation and the RSA key to encrypt for.
 
     Attributes:
-        attestation: the verified document.
+        attestation: the verified document (its ``profile`` says which kind it is).
         spki: the DER SubjectPublicKeyInfo from the document.
         key: the loaded RSA public key.
     """
@@ -116,6 +125,40 @@ class Recipient:
     attestation: VerifiedAttestation
     spki: bytes
     key: rsa.RSAPublicKey
+
+    @property
+    def profile(self) -> Profile:
+        """The kind of document: an enclave's or an EC2 instance's NitroTPM document."""
+        return self.attestation.profile
+
+
+def document_profile(document: bytes, *, max_size: int, max_depth: int) -> Profile | None:
+    """Which kind of attestation document ``document`` is, read from its signed payload.
+
+    An enclave document has ``pcrs``, a NitroTPM document ``nitrotpm_pcrs``. Nothing here
+    is trusted yet: the caller parses and verifies the document with the returned profile,
+    and the parser refuses a payload with both fields. Returns ``None`` for a payload with
+    neither; a document that does not decode is left to the parser (``ENCLAVE``).
+
+    Args:
+        document: the raw COSE_Sign1 bytes.
+        max_size: the size cap of the verifier's limits.
+        max_depth: the nesting cap of the verifier's limits.
+    """
+    try:
+        message = _cose.parse_sign1(document, max_size=max_size)
+        payload = _cbor.decode(
+            message.payload, what="attestation payload", max_size=max_size, max_depth=max_depth
+        )
+    except MalformedError:
+        return Profile.ENCLAVE  # the parser says what is wrong
+    if not isinstance(payload, dict):
+        return Profile.ENCLAVE
+    if Profile.NITROTPM.pcr_field in payload and Profile.ENCLAVE.pcr_field not in payload:
+        return Profile.NITROTPM
+    if Profile.ENCLAVE.pcr_field in payload:
+        return Profile.ENCLAVE  # with both fields, the parser refuses it
+    return None
 
 
 Handler = Callable[["KmsService", Json, Caller, datetime], Json]
@@ -150,7 +193,11 @@ class KmsService:
         self.account_id = account_id
         self.partition = partition
         self.store = store
-        self.verifier = Verifier(trust_root=trust_root)
+        self.verifiers = {
+            profile: Verifier(trust_root=trust_root, profile=profile) for profile in Profile
+        }
+        self.verifier = self.verifiers[Profile.ENCLAVE]
+        """The enclave verifier (``verifiers`` holds one per document profile)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SecurityWarning)
             # PCRs are the key policy's business (condition keys), not the verifier's.
@@ -446,8 +493,19 @@ class KmsService:
         document = raw.get("AttestationDocument")
         if document is None:
             raise ApiError("ValidationException", "Recipient.AttestationDocument is required")
+        limits = self.verifier.limits
+        profile = document_profile(
+            document, max_size=limits.max_document_size, max_depth=limits.max_depth
+        )
+        if profile is None:
+            raise _bad_document(
+                "it is malformed: its payload has neither 'pcrs' (a Nitro Enclave's document) "
+                "nor 'nitrotpm_pcrs' (an EC2 instance's NitroTPM document)"
+            )
+        verifier = self.verifiers[profile]
         try:
-            verified = self.verifier.verify(document, policy=self.attestation_policy, at=now)
+            parsed = parse_attestation(document, limits=verifier.limits, profile=profile)
+            verified = verifier.verify(parsed, policy=self.attestation_policy, at=now)
         except MalformedError as exc:
             raise _bad_document(f"it is malformed: {exc}{_misuse_hint(document)}") from None
         except ChainError as exc:
@@ -469,16 +527,24 @@ class KmsService:
         if not isinstance(key, rsa.RSAPublicKey) or key.key_size != RECIPIENT_RSA_KEY_SIZE:
             raise _bad_document("its public_key is not an RSA-2048 key")
         logger.debug(
-            "Recipient verified: module %s, PCR0 %s",
+            "Recipient verified: %s document, module %s, PCR%d %s",
+            profile.value,
             verified.module_id,
-            verified.pcrs.get(0, b"").hex(),
+            4 if profile is Profile.NITROTPM else 0,
+            verified.pcrs.get(4 if profile is Profile.NITROTPM else 0, b"").hex(),
         )
         return Recipient(attestation=verified, spki=spki, key=key)
 
     @staticmethod
     def recipient_values(recipient: Recipient | None) -> dict[str, tuple[str, ...]]:
-        """The ``kms:RecipientAttestation:*`` condition values of a verified Recipient."""
-        return {} if recipient is None else recipient_condition_values(recipient.attestation.pcrs)
+        """The ``kms:RecipientAttestation:*`` condition values of a verified Recipient.
+
+        Those of its kind only: ``ImageSha384``/``PCR<n>`` for an enclave document,
+        ``NitroTPMPCR<n>`` for a NitroTPM document.
+        """
+        if recipient is None:
+            return {}
+        return recipient_condition_values(recipient.attestation.pcrs, profile=recipient.profile)
 
     @staticmethod
     def deliver(

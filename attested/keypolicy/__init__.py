@@ -1,4 +1,4 @@
-"""KMS key policies for Nitro Enclaves: generate them from measurements, and lint them.
+"""KMS key policies for enclaves and NitroTPM instances: generate them, and lint them.
 
 >>> sets = parse_measurements(build_output_json)        # doctest: +SKIP
 >>> policy = generate_policy(                            # doctest: +SKIP
@@ -26,13 +26,21 @@ from attested.keypolicy._generate import (
     DEFAULT_OPERATIONS,
     DEFAULT_PCRS,
     ENCRYPT_ACTIONS,
+    NITROTPM_SECURE_BOOT_PCRS,
+    NITROTPM_STANDARD_BOOT_PCRS,
+    generate_nitrotpm_policy,
     generate_policy,
 )
 from attested.keypolicy._iac import render_cloudformation, render_terraform
 from attested.keypolicy._keys import ATTESTED_OPERATIONS
 from attested.keypolicy._lint import RULES, Finding, Severity, lint_policy
 from attested.keypolicy._marker import ENCLAVE_ALIAS_PREFIX, ENCLAVE_TAG, enclave_marker
-from attested.keypolicy._measurements import HASH_ALGORITHMS, MeasurementSet, parse_measurements
+from attested.keypolicy._measurements import (
+    HASH_ALGORITHMS,
+    NITROTPM_HASH_ALGORITHM,
+    MeasurementSet,
+    parse_measurements,
+)
 from attested.keypolicy._policy import (
     Condition,
     PolicyDocument,
@@ -57,6 +65,9 @@ __all__ = [
     "KeyAudit",
     "KmsReader",
     "MeasurementSet",
+    "NITROTPM_HASH_ALGORITHM",
+    "NITROTPM_SECURE_BOOT_PCRS",
+    "NITROTPM_STANDARD_BOOT_PCRS",
     "PolicyDocument",
     "Principals",
     "RULES",
@@ -64,6 +75,7 @@ __all__ = [
     "Statement",
     "audit_keys",
     "enclave_marker",
+    "generate_nitrotpm_policy",
     "generate_policy",
     "lint_policy",
     "parse_measurements",

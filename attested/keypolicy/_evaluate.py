@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from attested import _json
 from attested._aws import ACCOUNT_ID, ASSUMED_ROLE_ARN, ROLE_ARN, ROOT_ARN
+from attested.document import Profile
 from attested.errors import KeyPolicyError, MalformedError
 from attested.keypolicy._operators import Operator, condition_holds, glob_matches, parse_operator
 from attested.keypolicy._policy import PolicyDocument, Principals, Statement, parse_policy
@@ -426,15 +427,29 @@ def evaluate(policy: KeyPolicy, request: PolicyRequest) -> PolicyDecision:
     return PolicyDecision(decision=Decision.IMPLICIT_DENY, reasons=tuple(reasons))
 
 
-def recipient_condition_values(pcrs: Mapping[int, bytes]) -> dict[str, tuple[str, ...]]:
+def recipient_condition_values(
+    pcrs: Mapping[int, bytes], *, profile: Profile = Profile.ENCLAVE
+) -> dict[str, tuple[str, ...]]:
     """Condition values from a **verified** attestation document's PCRs.
 
-    ``kms:RecipientAttestation:ImageSha384`` is PCR0; ``kms:RecipientAttestation:PCR<n>``
-    is PCR n, for every PCR the document carries; values are lowercase hex.
+    A document gives the keys of its own kind only, as AWS KMS does:
+
+    * an enclave document (:attr:`Profile.ENCLAVE`): ``kms:RecipientAttestation:ImageSha384``
+      (PCR0) and ``kms:RecipientAttestation:PCR<n>`` for every PCR it carries;
+    * a NitroTPM document (:attr:`Profile.NITROTPM`):
+      ``kms:RecipientAttestation:NitroTPMPCR<n>`` for every PCR it carries, and no
+      enclave key.
+
+    Values are lowercase hex. A key the document does not give is absent from the request,
+    with IAM's semantics: ``StringEquals*`` on it fails, ``...IfExists`` holds, ``Null``
+    sees it absent.
 
     Args:
         pcrs: PCR index to value, from a verified document only.
+        profile: the kind of document they came from (the verifier's profile).
     """
+    if profile is Profile.NITROTPM:
+        return {f"kms:recipientattestation:nitrotpmpcr{i}": (v.hex(),) for i, v in pcrs.items()}
     values: dict[str, tuple[str, ...]] = {
         f"kms:recipientattestation:pcr{i}": (v.hex(),) for i, v in pcrs.items()
     }

@@ -14,6 +14,11 @@ The policy has three or four statements:
 
 There is no account-root statement: the root principal would let IAM policies grant
 Decrypt without attestation. The admin role is therefore the only way to manage the key.
+
+:func:`generate_nitrotpm_policy` writes the same policy for EC2 instances launched from
+an Attestable AMI: the instance role in place of the enclave role (``InstanceDescribeKey``,
+``InstanceAttestedOperations``) and ``kms:RecipientAttestation:NitroTPMPCR<n>`` conditions:
+PCR4 and PCR12 for standard boot, PCR7 for Secure Boot (docs/nitrotpm.md).
 """
 
 from __future__ import annotations
@@ -24,14 +29,31 @@ from typing import Any
 
 from attested import pcr
 from attested._aws import ACCOUNT_ID, IAM_PRINCIPAL_ARN, INSTANCE_ID
+from attested.document import Profile
 from attested.errors import ConfigurationError, SecurityWarning
 from attested.keypolicy._keys import ATTESTED_OPERATIONS, DEBUG_ZEROED_PCRS, IMAGE_KEY, pcr_key
 from attested.keypolicy._measurements import MeasurementSet
 
-__all__ = ["ADMIN_ACTIONS", "DEFAULT_OPERATIONS", "DEFAULT_PCRS", "generate_policy"]
+__all__ = [
+    "ADMIN_ACTIONS",
+    "DEFAULT_OPERATIONS",
+    "DEFAULT_PCRS",
+    "NITROTPM_SECURE_BOOT_PCRS",
+    "NITROTPM_STANDARD_BOOT_PCRS",
+    "generate_nitrotpm_policy",
+    "generate_policy",
+]
 
 DEFAULT_OPERATIONS = ("kms:Decrypt", "kms:GenerateDataKey")
 """Unsealing and sealing data keys: what most enclave applications need."""
+
+NITROTPM_STANDARD_BOOT_PCRS = (4, 12)
+"""NitroTPM PCRs pinned for standard boot: the boot images and the kernel command line."""
+
+NITROTPM_SECURE_BOOT_PCRS = (7,)
+"""NitroTPM PCRs pinned for Secure Boot: the Secure Boot policy (your PK, KEK, db)."""
+
+NITROTPM_KEY_PREFIX = "kms:RecipientAttestation:NitroTPMPCR"
 
 DEFAULT_PCRS = (0, 1, 2, 8)
 """Pinned by default when every measurement set has them (PCR8 only for signed images)."""
@@ -201,11 +223,28 @@ def _statements(
     admin: str,
     enclave: str,
     actions: list[str],
-    condition: dict[str, str | list[str]],
+    condition: dict[str, str | list[str]] | list[dict[str, str | list[str]]],
     producers: list[str],
     deny_without_attestation: bool,
+    who: str = "Enclave",
+    presence_key: str = IMAGE_KEY,
 ) -> list[dict[str, Any]]:
-    """The policy's statements, in the order docs/keypolicy.md describes them."""
+    """The policy's statements, in the order docs/keypolicy.md describes them.
+
+    ``condition`` may be a list: one attested statement per item (numbered Sids).
+    """
+    conditions = condition if isinstance(condition, list) else [condition]
+    attested = [
+        {
+            "Sid": f"{who}AttestedOperations" + (str(n + 1) if n else ""),
+            "Effect": "Allow",
+            "Principal": {"AWS": enclave},
+            "Action": actions,
+            "Resource": "*",
+            "Condition": {"StringEqualsIgnoreCase": item},
+        }
+        for n, item in enumerate(conditions)
+    ]
     statements: list[dict[str, Any]] = [
         {
             "Sid": "KeyAdministration",
@@ -215,20 +254,13 @@ def _statements(
             "Resource": "*",
         },
         {
-            "Sid": "EnclaveDescribeKey",
+            "Sid": f"{who}DescribeKey",
             "Effect": "Allow",
             "Principal": {"AWS": enclave},
             "Action": "kms:DescribeKey",
             "Resource": "*",
         },
-        {
-            "Sid": "EnclaveAttestedOperations",
-            "Effect": "Allow",
-            "Principal": {"AWS": enclave},
-            "Action": actions,
-            "Resource": "*",
-            "Condition": {"StringEqualsIgnoreCase": condition},
-        },
+        *attested,
     ]
     if producers:
         statements.append(
@@ -248,7 +280,7 @@ def _statements(
                 "Principal": "*",
                 "Action": actions,
                 "Resource": "*",
-                "Condition": {"Null": {IMAGE_KEY: "true"}},
+                "Condition": {"Null": {presence_key: "true"}},
             }
         )
     return statements
@@ -337,5 +369,144 @@ def generate_policy(
         condition=condition,
         producers=producers,
         deny_without_attestation=deny_without_attestation,
+    )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _nitrotpm_sets(measurements: Sequence[MeasurementSet]) -> None:
+    if not measurements:
+        raise ConfigurationError("no measurements given")
+    for position, measured in enumerate(measurements):
+        if measured.profile is not Profile.NITROTPM:
+            name = measured.source or f"measurement set {position}"
+            raise ConfigurationError(
+                f"{name} holds an enclave image's measurements, not an AMI's: a NitroTPM "
+                "key policy pins the PCRs of tpm_pcr.json (nitro-tpm-pcr-compute)"
+            )
+
+
+def _standard_boot_conditions(
+    measurements: Sequence[MeasurementSet],
+) -> list[dict[str, str | list[str]]]:
+    """PCR4 and PCR12, one statement per distinct PCR12 so no pair crosses sets."""
+    by_command_line: dict[bytes, list[bytes]] = {}
+    for position, measured in enumerate(measurements):
+        name = measured.source or f"measurement set {position}"
+        for index in NITROTPM_STANDARD_BOOT_PCRS:
+            if index not in measured.pcrs:
+                raise ConfigurationError(
+                    f"PCR{index} is not in {name}; standard boot pins PCR4 (the boot images) "
+                    "with PCR12 (the kernel command line), since a policy without PCR12 "
+                    "admits the image with a tampered command line (GHSA-xrv8-2pf5-f3q7)"
+                )
+        images = by_command_line.setdefault(measured.pcrs[12], [])
+        if measured.pcrs[4] not in images:
+            images.append(measured.pcrs[4])
+    return [
+        {
+            f"{NITROTPM_KEY_PREFIX}4": _condition_value(images),
+            f"{NITROTPM_KEY_PREFIX}12": _condition_value([command_line]),
+        }
+        for command_line, images in by_command_line.items()
+    ]
+
+
+def _secure_boot_condition(measurements: Sequence[MeasurementSet]) -> dict[str, str | list[str]]:
+    values: list[bytes] = []
+    for position, measured in enumerate(measurements):
+        name = measured.source or f"measurement set {position}"
+        value = measured.pcrs.get(7)
+        if value is None:
+            raise ConfigurationError(f"PCR7 is not in {name}; Secure Boot pins PCR7")
+        if value == pcr.NITROTPM_PCR7_SECURE_BOOT_OFF:
+            raise ConfigurationError(
+                f"PCR7 in {name} is the value of an instance booted without Secure Boot "
+                "(attested.pcr.NITROTPM_PCR7_SECURE_BOOT_OFF): every AMI booted without "
+                "Secure Boot has it, so pinning it would admit any AMI. Build the AMI with "
+                "Secure Boot (your PK, KEK and db), or pin standard boot (PCR4 and PCR12, "
+                "without --secure-boot)"
+            )
+        if value not in values:
+            values.append(value)
+    return {f"{NITROTPM_KEY_PREFIX}7": _condition_value(values)}
+
+
+def generate_nitrotpm_policy(
+    *,
+    account: str,
+    instance_role: str,
+    admin_role: str,
+    measurements: Sequence[MeasurementSet],
+    operations: Sequence[str] = DEFAULT_OPERATIONS,
+    secure_boot: bool = False,
+    encryptors: Sequence[str] = (),
+    deny_without_attestation: bool = False,
+) -> dict[str, Any]:
+    """Build a key policy that lets only instances of the measured AMIs use the key.
+
+    The statements are the enclave policy's (:func:`generate_policy`) with the instance
+    role for the enclave role and NitroTPM conditions, ``StringEqualsIgnoreCase`` as in
+    AWS's examples:
+
+    * standard boot (the default): ``NitroTPMPCR4`` (the boot images) with
+      ``NitroTPMPCR12`` (the kernel command line; without it a policy admits the image
+      booted with a tampered command line, GHSA-xrv8-2pf5-f3q7). Several AMIs become
+      lists of PCR4 values; AMIs whose PCR12 differ get one statement each, so no AMI is
+      admitted with another's command line.
+    * ``secure_boot``: ``NitroTPMPCR7`` (the Secure Boot policy), which stays the same
+      across AMIs signed by the same db key.
+
+    Args:
+        account: the 12-digit account that owns the key.
+        instance_role: ARN of the instances' IAM role (their instance profile's role).
+        admin_role: ARN of the role (or user) that administers the key.
+        measurements: one or more sets read from ``tpm_pcr.json`` with
+            ``Profile.NITROTPM`` (several during a rollout).
+        operations: attested operations to allow.
+        secure_boot: pin PCR7 instead of PCR4 and PCR12.
+        encryptors: principals that may encrypt to the key without attestation
+            (``kms:Encrypt`` and ``kms:GenerateDataKeyWithoutPlaintext`` only).
+        deny_without_attestation: add an explicit Deny of the operations, for every
+            principal, when the request carries no NitroTPM document.
+
+    Returns:
+        The policy as a JSON-ready ``dict``.
+
+    Raises:
+        ConfigurationError: invalid account or ARNs, an operation that carries no
+            attestation, an enclave measurement set, a set without the PCRs to pin, or
+            (with ``secure_boot``) a PCR7 equal to the Secure-Boot-off constant.
+
+    Warnings:
+        SecurityWarning: GenerateRandom requested; principals from another account.
+    """
+    if not ACCOUNT_ID.fullmatch(account):
+        raise ConfigurationError(f"account {account!r:.40} is not a 12-digit AWS account id")
+    instance = _principal(instance_role, what="instance role", account=account, role_only=True)
+    admin = _principal(admin_role, what="admin role", account=account, role_only=False)
+    if instance.lower() == admin.lower():
+        raise ConfigurationError(
+            "the instance role and the admin role must differ: the admin can rewrite the policy"
+        )
+    actions = _operations(operations)
+    producers = [
+        _principal(arn, what="encryptor", account=account, role_only=False) for arn in encryptors
+    ]
+    _nitrotpm_sets(measurements)
+    if secure_boot:
+        conditions = [_secure_boot_condition(measurements)]
+        presence = f"{NITROTPM_KEY_PREFIX}{NITROTPM_SECURE_BOOT_PCRS[0]}"
+    else:
+        conditions = _standard_boot_conditions(measurements)
+        presence = f"{NITROTPM_KEY_PREFIX}{NITROTPM_STANDARD_BOOT_PCRS[0]}"
+    statements = _statements(
+        admin=admin,
+        enclave=instance,
+        actions=actions,
+        condition=conditions,
+        producers=producers,
+        deny_without_attestation=deny_without_attestation,
+        who="Instance",
+        presence_key=presence,
     )
     return {"Version": "2012-10-17", "Statement": statements}

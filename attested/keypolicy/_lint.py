@@ -26,6 +26,17 @@ Errors:
     A ``kms:RecipientAttestation`` key that KMS does not have.
 ``unknown-operator``
     A condition operator AWS does not have (operator names are case-sensitive).
+``nitrotpm-other-ami-admitted``
+    Some principal gets a secret with the NitroTPM document of an instance booted from
+    someone else's AMI: the statement pins neither NitroTPMPCR4 (the boot images) nor a
+    Secure Boot NitroTPMPCR7, only firmware PCRs, or PCR7's Secure-Boot-off constant.
+``nitrotpm-command-line-not-pinned``
+    Some principal gets a secret with the NitroTPM document of the pinned image booted
+    without Secure Boot and with someone else's kernel command line: NitroTPMPCR4
+    without NitroTPMPCR12 or a Secure Boot NitroTPMPCR7 (GHSA-xrv8-2pf5-f3q7).
+``mixed-document-kinds``
+    One statement requires both enclave keys (ImageSha384, PCR<n>) and NitroTPM keys
+    (NitroTPMPCR<n>): no document carries both, so the statement never applies.
 
 Warnings:
 ``identity-policy-unattested``
@@ -41,8 +52,11 @@ Warnings:
     ``NotPrincipal``, which grants or denies by exclusion.
 
 NitroTPM keys (``kms:RecipientAttestation:NitroTPMPCR<n>``) describe an EC2 instance's
-boot, not an enclave: they get the value-format checks but not the enclave rules (an
-all-zero NitroTPMPCR12, for example, is normal).
+boot, not an enclave. The questions about access without a document, any-account,
+value formats, operators and risky permissions apply to them as to enclave keys; the
+enclave rules about debug mode and the image do not (an all-zero NitroTPMPCR12 is
+normal), the two ``nitrotpm-*`` questions take their place (docs/keypolicy.md,
+ADR 0133).
 """
 
 from __future__ import annotations
@@ -52,6 +66,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from attested import pcr
 from attested.keypolicy._evaluate import UNKNOWN_CONDITION_PREFIX, compile_policy
 from attested.keypolicy._keys import (
     ATTESTED_OPERATIONS,
@@ -88,6 +103,9 @@ RULES = {
     "pcr-value": Severity.ERROR,
     "unknown-condition-key": Severity.ERROR,
     "unknown-operator": Severity.ERROR,
+    "nitrotpm-other-ami-admitted": Severity.ERROR,
+    "nitrotpm-command-line-not-pinned": Severity.ERROR,
+    "mixed-document-kinds": Severity.ERROR,
     "identity-policy-unattested": Severity.WARNING,
     "case-sensitive-operator": Severity.WARNING,
     "image-not-pinned": Severity.WARNING,
@@ -157,6 +175,16 @@ def _gated(statement: Statement, *, enclave_only: bool = False) -> bool:
     )
 
 
+def _required_kinds(statement: Statement) -> set[KeyKind]:
+    """The kinds of attestation key the statement requires (enclave keys as ``PCR``)."""
+    kinds = set()
+    for condition, parsed in _attestation_keys(statement):
+        if parsed.kind is KeyKind.UNKNOWN or not _requires(condition):
+            continue
+        kinds.add(KeyKind.NITROTPM_PCR if parsed.kind is KeyKind.NITROTPM_PCR else KeyKind.PCR)
+    return kinds
+
+
 def _pins_image(statement: Statement) -> bool:
     for condition, parsed in _attestation_keys(statement):
         operator = parse_operator(condition.operator)
@@ -165,8 +193,9 @@ def _pins_image(statement: Statement) -> bool:
     return False
 
 
-def _enclave_statements(policy: PolicyDocument) -> list[Statement]:
-    return [s for s in policy.statements if s.effect == "Allow" and _gated(s, enclave_only=True)]
+def _attested_statements(policy: PolicyDocument) -> list[Statement]:
+    """The Allow statements that require a document (of an enclave or an instance)."""
+    return [s for s in policy.statements if s.effect == "Allow" and _required_kinds(s)]
 
 
 _CONSEQUENCE = {
@@ -234,10 +263,64 @@ def _access_message(evidence: Evidence, statement: Statement, group: Sequence[Wi
             f"lets {who} call {operations} with no attestation document{why}"
             f"{_assumptions(group[0])}; {_CONSEQUENCE[kind]}."
         )
+    if evidence is Evidence.NITROTPM_ANY_AMI:
+        return (
+            f"lets {who} call {operations} with the NitroTPM document of an instance booted "
+            f"without Secure Boot from an AMI of someone else's{_assumptions(group[0])}: "
+            f"{_why_any_ami(statement)}; pin NitroTPMPCR4 with NitroTPMPCR12 (standard boot) "
+            "or NitroTPMPCR7 to your Secure Boot value."
+        )
+    if evidence is Evidence.NITROTPM_COMMAND_LINE:
+        return (
+            f"lets {who} call {operations} with the NitroTPM document of your image booted "
+            "without Secure Boot and a kernel command line of someone else's (init=/bin/sh, "
+            f"say){_assumptions(group[0])}: NitroTPMPCR4 does not cover a command line "
+            "systemd-boot appends, NitroTPMPCR12 does (GHSA-xrv8-2pf5-f3q7); pin "
+            "NitroTPMPCR12 too (or, for a Secure Boot image, NitroTPMPCR7)."
+        )
     return (
         f"lets {who} call {operations} with the document of a debug-mode enclave "
         f"(all-zero PCR0, 1, 2 and 8){_assumptions(group[0])}; the parent instance can read "
         "such an enclave's memory, so pin ImageSha384 or PCR0 to your image."
+    )
+
+
+_FIRMWARE_PCRS = frozenset({0, 1, 2, 3, 5, 6})
+"""NitroTPM PCRs the firmware of an instance type sets: the same for every AMI."""
+
+
+def _tpm_pins(statement: Statement) -> dict[int, set[str]]:
+    """The NitroTPM PCRs a statement pins (a positive string match that needs the key)."""
+    pins: dict[int, set[str]] = {}
+    for condition, parsed in _attestation_keys(statement):
+        operator = parse_operator(condition.operator)
+        if (
+            parsed.kind is KeyKind.NITROTPM_PCR
+            and parsed.index is not None
+            and operator.positive_string
+            and _requires(condition)
+        ):
+            pins.setdefault(parsed.index, set()).update(v.lower() for v in condition.values)
+    return pins
+
+
+def _why_any_ami(statement: Statement) -> str:
+    pins = _tpm_pins(statement)
+    if pcr.NITROTPM_PCR7_SECURE_BOOT_OFF.hex() in pins.get(7, set()):
+        return (
+            "its NitroTPMPCR7 value is the Secure-Boot-off constant "
+            "(attested.pcr.NITROTPM_PCR7_SECURE_BOOT_OFF), which every instance booted "
+            "without Secure Boot has, whatever its AMI"
+        )
+    if pins and set(pins) <= _FIRMWARE_PCRS:
+        names = ", ".join(f"NitroTPMPCR{i}" for i in sorted(pins))
+        return (
+            f"it pins only firmware PCRs ({names}), which are AWS's and the same for every "
+            "AMI on an instance type"
+        )
+    return (
+        "nothing it requires identifies your image (NitroTPMPCR4) or your Secure Boot keys "
+        "(NitroTPMPCR7)"
     )
 
 
@@ -248,13 +331,28 @@ def _grouped(witnesses: Sequence[Witness]) -> dict[int, list[Witness]]:
     return groups
 
 
+_QUESTIONS = (
+    (Evidence.NONE, "unconditional-attested-allow"),
+    (Evidence.DEBUG, "debug-mode-admitted"),
+    (Evidence.NITROTPM_ANY_AMI, "nitrotpm-other-ami-admitted"),
+    (Evidence.NITROTPM_COMMAND_LINE, "nitrotpm-command-line-not-pinned"),
+)
+"""The evidence the linter tries, in order, and the rule a statement it lets in breaks."""
+
+
 def _reachable(policy: PolicyDocument) -> Iterable[Finding]:
     """Ask the evaluator who gets a secret without the pinned enclave."""
     compiled = compile_policy(policy, strict=False)
     identity_policy = compiled.identity_policy
-    for_enclave = not identity_policy or bool(_enclave_statements(policy))
+    for_enclave = not identity_policy or bool(_attested_statements(policy))
     flagged: set[int] = set()
-    for evidence in (Evidence.NONE, Evidence.DEBUG):
+    # With no NitroTPM key named, a NitroTPM document's request is a request without one:
+    # those questions would repeat the first.
+    kinds = {parsed.kind for s in policy.statements for _, parsed in _attestation_keys(s)}
+    nitrotpm = KeyKind.NITROTPM_PCR in kinds
+    for evidence, rule in _QUESTIONS:
+        if evidence.nitrotpm and not nitrotpm:
+            continue
         for index, group in _grouped(find_access(compiled, evidence=evidence)).items():
             if index in flagged:
                 continue
@@ -272,20 +370,18 @@ def _reachable(policy: PolicyDocument) -> Iterable[Finding]:
                         "the key's PCR conditions.",
                     )
                 continue
-            rule = (
-                "unconditional-attested-allow"
-                if evidence is Evidence.NONE
-                else "debug-mode-admitted"
-            )
             yield _finding(rule, statement, _access_message(evidence, statement, group))
     if identity_policy:
         return
     outsiders = [i for i in identities(compiled) if i.outsider]
     pinned = find_access(compiled, evidence=Evidence.PINNED, who=outsiders)
+    if nitrotpm:
+        pinned += find_access(compiled, evidence=Evidence.NITROTPM_PINNED, who=outsiders)
     for index, group in _grouped(pinned).items():
         statement = policy.statements[index]
         if index in flagged or not _gated(statement):
             continue
+        flagged.add(index)
         operations = ", ".join(sorted({w.action for w in group}))
         yield _finding(
             "any-account",
@@ -293,7 +389,7 @@ def _reachable(policy: PolicyDocument) -> Iterable[Finding]:
             f"allows {operations} to any AWS account that runs the pinned image: the "
             "principal is everyone and no condition requires aws:PrincipalAccount, "
             "kms:CallerAccount or aws:PrincipalOrgID, so anyone with a copy of the image "
-            "(a public or leaked EIF) gets the key in their own account.",
+            "(a public or leaked EIF, a shared AMI) gets the key in their own account.",
         )
 
 
@@ -362,7 +458,7 @@ def _condition_findings(statement: Statement) -> Iterable[Finding]:
                     "pcr-value",
                     statement,
                     f"{condition.key} value {value!r:.60} {problem}, so this condition never "
-                    "matches a real enclave.",
+                    f"matches a real {'enclave' if parsed.is_enclave else 'instance'}.",
                 )
             elif (
                 parsed.is_enclave
@@ -379,8 +475,24 @@ def _condition_findings(statement: Statement) -> Iterable[Finding]:
                 )
 
 
+def _mixed(statement: Statement) -> Iterable[Finding]:
+    if len(_required_kinds(statement)) < 2:
+        return
+    if statement.effect == "Deny":
+        risk = "this Deny never applies and protects nothing"
+    else:
+        risk = "this Allow never applies (and an enclave or instance relying on it is denied)"
+    yield _finding(
+        "mixed-document-kinds",
+        statement,
+        "requires both enclave keys (ImageSha384, PCR<n>) and NitroTPM keys "
+        "(NitroTPMPCR<n>), but a request carries one document, an enclave's or an "
+        f"instance's, never both: {risk}; write one statement per kind.",
+    )
+
+
 def _risky(policy: PolicyDocument) -> Iterable[Finding]:
-    enclaves = _enclave_statements(policy)
+    enclaves = _attested_statements(policy)
     for statement in policy.statements:
         if statement.effect != "Allow":
             continue
@@ -430,6 +542,7 @@ def lint_policy(policy: PolicyDocument) -> tuple[Finding, ...]:
     for statement in policy.statements:
         findings.extend(_unattested_operations(statement))
         findings.extend(_condition_findings(statement))
+        findings.extend(_mixed(statement))
         if (
             statement.effect == "Allow"
             and _gated(statement, enclave_only=True)

@@ -1,7 +1,9 @@
 """Who can reach a key's secrets without the enclave: the question the linter asks. Pure.
 
 For a policy and a kind of evidence (no attestation document, a debug-mode enclave's
-document, or a document of the pinned image), this searches for a request that
+document, a document of the pinned enclave image, or an EC2 instance's NitroTPM document:
+of the pinned AMI, of the pinned AMI booted with a kernel command line of someone
+else's, or of any AMI), this searches for a request that
 :func:`attested.keypolicy._evaluate.evaluate` allows: an identity, an operation, a
 resource and a request context. A request found is a **witness**: it can be replayed
 against the evaluator, or against the KMS emulator, which decides with the same code.
@@ -13,7 +15,10 @@ Of an identity policy, the identity it is attached to.
 
 The request context is what a caller can choose or cannot be sure of:
 
-* ``kms:RecipientAttestation:*`` keys come from the evidence only;
+* ``kms:RecipientAttestation:*`` keys come from the evidence only, and of its kind only:
+  an enclave document gives ``ImageSha384`` and ``PCR<n>``, a NitroTPM document
+  ``NitroTPMPCR<n>`` (every one of the 24), as KMS does
+  (:func:`~attested.keypolicy._evaluate.recipient_condition_values`);
 * ``aws:PrincipalArn``, ``aws:PrincipalAccount``, ``kms:CallerAccount`` come from the
   identity; ``aws:SecureTransport`` is ``true`` (KMS is HTTPS only);
 * ``kms:EncryptionContext:*`` and ``kms:EncryptionContextKeys`` come from one encryption
@@ -38,6 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 
+from attested import pcr
 from attested._aws import ACCOUNT_ID, PRINCIPAL_ARN, ROOT_ARN
 from attested.keypolicy._evaluate import (
     UNKNOWN_CONDITION_PREFIX,
@@ -83,6 +89,26 @@ class Evidence(enum.Enum):
     NONE = "no attestation document"
     DEBUG = "the document of a debug-mode enclave (all-zero PCR0, 1, 2 and 8)"
     PINNED = "a document of the pinned image"
+    NITROTPM_PINNED = "the NitroTPM document of an instance of the pinned AMI"
+    NITROTPM_COMMAND_LINE = (
+        "the NitroTPM document of an instance of the pinned image booted without Secure Boot "
+        "with a kernel command line of someone else's (GHSA-xrv8-2pf5-f3q7)"
+    )
+    NITROTPM_ANY_AMI = (
+        "the NitroTPM document of an instance booted without Secure Boot from an AMI of "
+        "someone else's"
+    )
+
+    @property
+    def nitrotpm(self) -> bool:
+        """Whether the evidence is an EC2 instance's NitroTPM document."""
+        return self in _NITROTPM_EVIDENCE
+
+
+_NITROTPM_EVIDENCE = frozenset(
+    {Evidence.NITROTPM_PINNED, Evidence.NITROTPM_COMMAND_LINE, Evidence.NITROTPM_ANY_AMI}
+)
+_SECURE_BOOT_OFF = pcr.NITROTPM_PCR7_SECURE_BOOT_OFF.hex()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -402,19 +428,28 @@ def _documents(policy: KeyPolicy, evidence: Evidence) -> tuple[dict[str, tuple[s
             parsed = parse_key(condition.key) if condition.key.startswith(_RA) else None
             if parsed is None or parsed.kind is KeyKind.UNKNOWN:
                 continue  # no document has such a key
-            name = "pcr0" if parsed.kind is KeyKind.IMAGE else condition.key[len(_RA) :]
+            if parsed.kind is KeyKind.IMAGE:
+                name = "pcr0"
+            elif parsed.kind is KeyKind.NITROTPM_PCR:
+                name = f"{_TPM}{parsed.index}"  # one spelling per PCR
+            else:
+                name = f"pcr{parsed.index}"
             slot = by_key.setdefault(name, {})
             for value in condition.values:
                 slot[value.lower()] = None
                 slot[value] = None
+    enclave = {k: v for k, v in by_key.items() if not k.startswith(_TPM)}
+    tpm = {k: v for k, v in by_key.items() if k.startswith(_TPM)}
+    fixed: dict[str, str] = {}
     if evidence is Evidence.DEBUG:
         fixed = {f"pcr{i}": _ZERO for i in range(16) if i not in (3, 4)}
-        varying = {k: [*v, _OTHER] for k, v in by_key.items() if k in ("pcr3", "pcr4")}
+        varying = {k: [*v, _OTHER] for k, v in enclave.items() if k in ("pcr3", "pcr4")}
         for k in ("pcr3", "pcr4"):
             varying.setdefault(k, [_OTHER])
-    else:  # PINNED: the pinned values; PCRs the policy does not name do not matter
-        fixed = {}
-        varying = {k: [*v, _OTHER] for k, v in by_key.items()}
+    elif evidence is Evidence.PINNED:  # pinned values; PCRs the policy does not name do not matter
+        varying = {k: [*v, _OTHER] for k, v in enclave.items()}
+    else:
+        varying = _tpm_pcrs(tpm, evidence)
     documents: list[dict[str, tuple[str, ...]]] = []
     keys = sorted(varying)
     for combination in itertools.islice(itertools.product(*(varying[k] for k in keys)), MAX_STEPS):
@@ -424,6 +459,39 @@ def _documents(policy: KeyPolicy, evidence: Evidence) -> tuple[dict[str, tuple[s
             context[f"{_RA}imagesha384"] = (pcrs["pcr0"],)
         documents.append(context)
     return tuple(documents)
+
+
+_TPM = "nitrotpmpcr"
+_TPM_IMAGE = f"{_TPM}4"  # the boot images: only the pinned AMI has its value
+_TPM_COMMAND_LINE = f"{_TPM}12"  # the kernel command line when it is not the UKI's own
+_TPM_SECURE_BOOT = f"{_TPM}7"  # the Secure Boot policy: only your db key signs for its value
+
+
+def _tpm_pcrs(values: Mapping[str, dict[str, None]], evidence: Evidence) -> dict[str, list[str]]:
+    """The NitroTPM PCR values a document of ``evidence`` can have, per PCR the policy names.
+
+    A NitroTPM document carries all 24 PCRs, so every PCR the policy names is present.
+    Whoever launches an instance controls what the OS extends (PCR8 and up) and picks the
+    instance type (the firmware PCRs 0-3, 5, 6), so those take the policy's values or
+    another. What the firmware measures before the OS runs cannot be chosen:
+
+    * ``NITROTPM_PINNED``: every PCR may take the policy's values (or another);
+    * ``NITROTPM_COMMAND_LINE``: the pinned image (PCR4 any pinned value), Secure Boot off
+      (PCR7 the Secure-Boot-off constant: with Secure Boot on the stub refuses an outside
+      command line), and a command line that is not the pinned one (PCR12 another value);
+    * ``NITROTPM_ANY_AMI``: another image (PCR4 another value), Secure Boot off or with
+      the caller's own keys (PCR7 the constant or another value), everything else free.
+    """
+    varying = {k: [*v, _OTHER] for k, v in values.items()}
+    if evidence is Evidence.NITROTPM_COMMAND_LINE:
+        if values.get(_TPM_IMAGE):
+            varying[_TPM_IMAGE] = list(values[_TPM_IMAGE])
+        varying[_TPM_SECURE_BOOT] = [_SECURE_BOOT_OFF]
+        varying[_TPM_COMMAND_LINE] = [_OTHER]
+    elif evidence is Evidence.NITROTPM_ANY_AMI:
+        varying[_TPM_IMAGE] = [_OTHER]
+        varying[_TPM_SECURE_BOOT] = [_SECURE_BOOT_OFF, _OTHER]
+    return varying
 
 
 def _variables(problem: _Problem) -> list[_Variable]:

@@ -215,3 +215,85 @@ def test_lint_unreadable(capsys) -> None:
     status, _, err = _run(capsys, "keypolicy", "lint", "/nonexistent/policy.json")
     assert status == 3
     assert "cannot read" in err
+
+
+# --- generate --nitrotpm ----------------------------------------------------------------------
+
+INSTANCE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/app-instance"
+NITROTPM = ["keypolicy", "generate", "--nitrotpm", "--account", ACCOUNT,
+            "--instance-role", INSTANCE_ROLE, "--admin-role", ADMIN_ROLE]  # fmt: skip
+SB_OFF = "98441c7f7625d10058c47683aec486ce311c633235eb555593a7ee791121e3578ae72d04ecef661f272d59058b77af35"  # noqa: E501
+
+
+def _tpm_pcr_json(path: Path, **pcrs: str) -> str:
+    values = pcrs or {"PCR4": UG[0], "PCR7": SB_OFF, "PCR12": ZERO}
+    path.write_text(json.dumps({"Measurements": {"HashAlgorithm": "SHA384", **values}}))
+    return str(path)
+
+
+def test_generate_nitrotpm_standard_boot_and_secure_boot(tmp_path: Path, capsys) -> None:
+    measurements = _tpm_pcr_json(tmp_path / "tpm_pcr.json")
+    status, out, err = _run(capsys, *NITROTPM, "--measurements", measurements)
+    assert (status, err) == (0, "")
+    assert _condition(out) == {
+        "kms:RecipientAttestation:NitroTPMPCR4": UG[0],
+        "kms:RecipientAttestation:NitroTPMPCR12": ZERO,
+    }
+    signed = _tpm_pcr_json(tmp_path / "signed.json", PCR4=UG[0], PCR7=UG[1], PCR12=ZERO)
+    status, out, err = _run(capsys, *NITROTPM, "--measurements", signed, "--secure-boot")
+    assert (status, err) == (0, "")
+    assert _condition(out) == {"kms:RecipientAttestation:NitroTPMPCR7": UG[1]}
+    # Two files for a rollout, and --pcr as one more set.
+    new = _tpm_pcr_json(tmp_path / "new.json", PCR4=UG[2], PCR12=ZERO)
+    status, out, _ = _run(
+        capsys, *NITROTPM, "--measurements", measurements, "--measurements", new,
+        "--pcr", f"4={UG[8]}", "--pcr", f"12={ZERO}",
+    )  # fmt: skip
+    assert status == 0
+    assert _condition(out)["kms:RecipientAttestation:NitroTPMPCR4"] == [UG[0], UG[2], UG[8]]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--secure-boot"], "booted without Secure Boot"),
+        (["--eif", "x.eif"], "--eif is for enclave keys, not with --nitrotpm"),
+        (["--allow-debug"], "--allow-debug is for enclave keys"),
+        (["--pcrs", "4"], "--pcrs is for enclave keys"),
+        (["--enclave-role", ENCLAVE_ROLE], "(use --instance-role)"),
+        (["--pcr", f"24={UG[0]}"], "a NitroTPM has PCR0 to PCR23"),
+    ],
+)
+def test_generate_nitrotpm_refusals(tmp_path: Path, capsys, argv: list[str], needle: str) -> None:
+    measurements = _tpm_pcr_json(tmp_path / "tpm_pcr.json")
+    status, out, err = _run(capsys, *NITROTPM, "--measurements", measurements, *argv)
+    assert (status, out) == (2, "")
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_generate_kind_flags_need_their_kind(tmp_path: Path, capsys) -> None:
+    measurements = _tpm_pcr_json(tmp_path / "tpm_pcr.json")
+    without_role = [a for a in NITROTPM if a not in ("--instance-role", INSTANCE_ROLE)]
+    status, _, err = _run(capsys, *without_role, "--measurements", measurements)
+    assert status == 2
+    assert "--nitrotpm needs --instance-role" in err
+    status, _, err = _run(capsys, *BASE, "--pcr", f"0={UG[0]}", "--secure-boot")
+    assert status == 2
+    assert "--secure-boot is for NitroTPM keys: add --nitrotpm" in err
+    no_role = [a for a in BASE if a not in ("--enclave-role", ENCLAVE_ROLE)]
+    status, _, err = _run(capsys, *no_role, "--pcr", f"0={UG[0]}")
+    assert status == 2
+    assert "--enclave-role" in err
+
+
+def test_generate_names_the_other_tools_output(tmp_path: Path, capsys) -> None:
+    tpm = _tpm_pcr_json(tmp_path / "tpm_pcr.json")
+    status, _, err = _run(capsys, *BASE, "--measurements", tpm)
+    assert status == 2
+    assert "nitro-tpm-pcr-compute's output" in err
+    cli = tmp_path / "nitro-cli.json"
+    cli.write_bytes(build_output(UG))
+    status, _, err = _run(capsys, *NITROTPM, "--measurements", str(cli))
+    assert status == 2
+    assert "nitro-cli's output" in err

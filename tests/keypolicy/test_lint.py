@@ -282,10 +282,17 @@ def test_known_keys_in_any_case() -> None:
         "StringEqualsIgnoreCase": {
             "KMS:RecipientAttestation:imagesha384": UG[0],
             "kms:recipientattestation:pcr31": UG[1],
-            "kms:RecipientAttestation:NitroTPMPCR23": UG[2],
         }
     }
     assert rules(enclave(Condition=condition)) == set()
+    tpm = {
+        "StringEqualsIgnoreCase": {
+            "kms:RecipientAttestation:NitroTPMPCR4": UG[2],
+            "KMS:recipientattestation:nitrotpmpcr12": ZERO,
+            "kms:RecipientAttestation:NitroTPMPCR23": UG[8],
+        }
+    }
+    assert rules(enclave(Condition=tpm)) == set()
 
 
 # --- warnings ---------------------------------------------------------------------------------

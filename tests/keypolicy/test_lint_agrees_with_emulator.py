@@ -8,7 +8,12 @@ evaluator the question by searching for a request it allows. Here:
 * generated policies: whenever the emulator's KMS service hands out plaintext without a
   ``Recipient`` to any caller, for any encryption context, the linter reports an error
   (never a false "clean"); and every witness the linter reports is replayed against the
-  emulator, which must hand out the plaintext (never a made-up finding).
+  emulator, which must hand out the plaintext (never a made-up finding);
+* the same for NitroTPM: whenever the emulator hands a secret to an EC2 instance the
+  policy should not admit (a simulated NitroTPM document of another AMI, or of the pinned
+  image with another kernel command line), the linter reports an error on the statement
+  that allowed it; and every "other AMI" witness, replayed with a simulated NitroTPM
+  document at the witness's PCRs, gets the secret.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from hypothesis import HealthCheck, given, settings
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from attested import emulator, pcr
@@ -35,11 +42,16 @@ from attested.emulator._keys import KeyRecord
 from attested.emulator._service import KmsService
 from attested.emulator._sigv4 import Caller
 from attested.emulator._store import KeyStore
-from attested.keypolicy import lint_policy, parse_policy
-from attested.keypolicy._evaluate import UNKNOWN_CONDITION_PREFIX, compile_policy, evaluate
+from attested.keypolicy import Severity, lint_policy, parse_policy
+from attested.keypolicy._evaluate import (
+    UNKNOWN_CONDITION_PREFIX,
+    compile_policy,
+    encryption_context_condition_values,
+    evaluate,
+)
 from attested.keypolicy._reach import Evidence, Witness, find_access
 from attested.kms._wire import ApiError
-from attested.simulator import SimulatedNsm
+from attested.simulator import DEFAULT_NITROTPM_PCRS, SimulatedNitroTpm, SimulatedNsm
 from attested.trust import TrustRoot
 
 REGION = "us-east-1"
@@ -192,7 +204,16 @@ def test_a_pinned_statement_is_clean_and_the_emulator_refuses() -> None:
 
 # --- generated policies, against the emulator's KMS service ------------------------------
 
-_RA_KEYS = [IMAGE, "kms:RecipientAttestation:PCR0", "kms:RecipientAttestation:PCR3"]
+TPM = "kms:RecipientAttestation:NitroTPMPCR"
+SB_OFF = pcr.NITROTPM_PCR7_SECURE_BOOT_OFF.hex()
+_RA_KEYS = [
+    IMAGE,
+    "kms:RecipientAttestation:PCR0",
+    "kms:RecipientAttestation:PCR3",
+    f"{TPM}4",
+    f"{TPM}7",
+    f"{TPM}12",
+]
 _RA_OPERATORS = [
     "StringEqualsIgnoreCase",
     "StringEqualsIgnoreCaseIfExists",
@@ -217,11 +238,12 @@ _STRING_OPERATORS = [
 ]
 
 
-def _condition() -> st.SearchStrategy[tuple[str, str, list[str] | str]]:
+def _condition(*, nitrotpm: bool = False) -> st.SearchStrategy[tuple[str, str, list[str] | str]]:
+    """A condition; with ``nitrotpm``, one on a NitroTPM key three times in four."""
     ra = st.tuples(
         st.sampled_from(_RA_OPERATORS),
         st.sampled_from(_RA_KEYS),
-        st.lists(st.sampled_from([PIN, ZERO, PIN.upper(), "*"]), min_size=1, max_size=2),
+        st.lists(st.sampled_from([PIN, ZERO, PIN.upper(), "*", SB_OFF]), min_size=1, max_size=2),
     )
     null = st.tuples(
         st.just("Null"),
@@ -257,6 +279,16 @@ def _condition() -> st.SearchStrategy[tuple[str, str, list[str] | str]]:
         st.just("aws:SourceVpce"),
         st.just("vpce-1"),
     )
+    if nitrotpm:
+        tpm = st.tuples(
+            st.sampled_from(["StringEqualsIgnoreCase"] * 4 + _RA_OPERATORS),
+            st.sampled_from([k for k in _RA_KEYS if k.startswith(TPM)]),
+            st.lists(
+                st.sampled_from([PIN, ZERO, SB_OFF, PIN.upper(), "*"]), min_size=1, max_size=2
+            ),
+        )
+        others = st.one_of(ra, null, context, principal, account)
+        return st.one_of(tpm, tpm, tpm, others)
     return st.one_of(ra, null, context, context_keys, principal, account, free)
 
 
@@ -275,7 +307,7 @@ _ACTIONS = ["kms:Decrypt", "kms:GenerateDataKey", "kms:*", "kms:Gen*", "kms:Encr
 
 
 @st.composite
-def _statement(draw: st.DrawFn) -> dict[str, Any]:
+def _statement(draw: st.DrawFn, *, nitrotpm: bool = False) -> dict[str, Any]:
     statement: dict[str, Any] = {
         "Effect": draw(st.sampled_from(["Allow", "Allow", "Deny"])),
         "Action": draw(st.lists(st.sampled_from(_ACTIONS), min_size=1, max_size=2)),
@@ -284,7 +316,7 @@ def _statement(draw: st.DrawFn) -> dict[str, Any]:
     principal = draw(st.sampled_from(_PRINCIPALS))
     statement["NotPrincipal" if draw(st.integers(0, 9)) == 0 else "Principal"] = principal
     conditions: dict[str, dict[str, Any]] = {}
-    for operator, key, values in draw(st.lists(_condition(), max_size=3)):
+    for operator, key, values in draw(st.lists(_condition(nitrotpm=nitrotpm), max_size=3)):
         conditions.setdefault(operator, {})[key] = values
     if conditions:
         statement["Condition"] = conditions
@@ -292,8 +324,8 @@ def _statement(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def _policies(draw: st.DrawFn) -> dict[str, Any]:
-    statements = draw(st.lists(_statement(), min_size=1, max_size=4))
+def _policies(draw: st.DrawFn, *, nitrotpm: bool = False) -> dict[str, Any]:
+    statements = draw(st.lists(_statement(nitrotpm=nitrotpm), min_size=1, max_size=4))
     return {"Version": "2012-10-17", "Statement": [ADMIN_STATEMENT, *statements]}
 
 
@@ -304,11 +336,13 @@ def _trust_root() -> TrustRoot:
         return SimulatedNsm(pcrs={0: bytes(48)}).trust_root  # no Recipient is ever sent
 
 
-def _service_with(policy: dict[str, Any]) -> tuple[KmsService, str]:
+def _service_with(
+    policy: dict[str, Any], trust_root: TrustRoot | None = None
+) -> tuple[KmsService, str]:
     service = KmsService(
         region=REGION,
         account_id=A,
-        trust_root=_trust_root(),
+        trust_root=trust_root or _trust_root(),
         store=KeyStore(None, region=REGION, account_id=A),
         secure_transport=True,  # aws:SecureTransport is true at real KMS
     )
@@ -404,3 +438,215 @@ def test_linter_and_emulator_agree_on_decrypt_without_attestation(policy: dict[s
             assert _plaintext_without_recipient(service, arn, caller, witness.action, context), (
                 witness
             )
+
+
+# --- NitroTPM: instances of other AMIs ------------------------------------------------------
+
+_ACCESS_RULES = frozenset(
+    {
+        "unconditional-attested-allow",
+        "debug-mode-admitted",
+        "nitrotpm-other-ami-admitted",
+        "nitrotpm-command-line-not-pinned",
+    }
+)
+_OTHER_PCR = {i: pcr.measure(f"someone else's PCR{i}".encode()) for i in range(24)}
+
+
+class _Instances:
+    """Simulated NitroTPM documents under one root, made once per set of PCRs."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.spki = self.key.public_key().public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+        )
+        self.documents: dict[tuple[tuple[int, bytes], ...], bytes] = {}
+        first = SimulatedNitroTpm(state_dir=state)
+        self.trust_root = first.trust_root
+        first.close()
+
+    def document(self, changes: dict[int, bytes]) -> bytes:
+        key = tuple(sorted(changes.items()))
+        if key not in self.documents:
+            tpm = SimulatedNitroTpm(pcrs={**DEFAULT_NITROTPM_PCRS, **changes}, state_dir=self.state)
+            try:
+                self.documents[key] = tpm.get_attestation_document(public_key=self.spki)
+            finally:
+                tpm.close()
+        return self.documents[key]
+
+    def unpinned(self) -> list[bytes]:
+        """Instances no policy should admit: of an AMI the policies never pin (booted
+        without Secure Boot, or with Secure Boot and keys of their own), and of the
+        pinned image (PCR4 ``PIN``) booted without Secure Boot with another command line."""
+        return [
+            self.document({4: _OTHER_PCR[4], 7: pcr.NITROTPM_PCR7_SECURE_BOOT_OFF, 12: pcr12})
+            for pcr12 in (pcr.ZERO, bytes.fromhex(PIN), _OTHER_PCR[12])
+        ] + [
+            self.document({4: _OTHER_PCR[4], 7: _OTHER_PCR[7], 12: pcr.ZERO}),
+            self.document(
+                {4: bytes.fromhex(PIN), 7: pcr.NITROTPM_PCR7_SECURE_BOOT_OFF, 12: _OTHER_PCR[12]}
+            ),
+        ]
+
+
+@pytest.fixture(scope="module")
+def instances(tmp_path_factory: pytest.TempPathFactory) -> _Instances:
+    return _Instances(tmp_path_factory.mktemp("nitrotpm"))
+
+
+def _secret_with_document(
+    service: KmsService,
+    arn: str,
+    caller: Caller,
+    action: str,
+    context: dict[str, str],
+    document: bytes,
+) -> bool:
+    """Whether the emulator hands ``caller`` a secret for a Recipient with ``document``."""
+    now = datetime.now(UTC)
+    params: dict[str, Any] = {
+        "KeyId": arn,
+        "Recipient": {
+            "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+            "AttestationDocument": document,
+        },
+    }
+    if context:
+        params["EncryptionContext"] = context
+    try:
+        if action == "kms:GenerateDataKey":
+            answer = service.call("GenerateDataKey", {**params, "KeySpec": "AES_256"}, caller, now)
+        else:
+            record = _record(service, arn)
+            blob = _ciphertext.seal(record.material, record.key_id, b"secret", context)
+            del params["KeyId"]
+            answer = service.call("Decrypt", {**params, "CiphertextBlob": blob}, caller, now)
+    except ApiError as exc:
+        if exc.code != "AccessDeniedException":
+            raise
+        return False
+    assert "Plaintext" not in answer
+    return "CiphertextForRecipient" in answer
+
+
+def _allowing_statement(
+    service: KmsService,
+    arn: str,
+    caller: Caller,
+    action: str,
+    context: dict[str, str],
+    document: bytes,
+) -> str | None:
+    """The label of the statement that let the emulator answer (its evaluator says which)."""
+    now = datetime.now(UTC)
+    recipient = service.verify_recipient(
+        {
+            "Recipient": {
+                "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                "AttestationDocument": document,
+            }
+        },
+        now,
+    )
+    values = {**encryption_context_condition_values(context), **service.recipient_values(recipient)}
+    request = service._policy_request(caller, action, arn, values)
+    decision = evaluate(_record(service, arn).policy, request)
+    assert decision.allowed
+    return decision.statement
+
+
+def _document_for(instances: _Instances, witness: Witness) -> bytes | None:
+    """A simulated NitroTPM document with the witness's PCRs, if a real one can have them."""
+    changes: dict[int, bytes] = {}
+    prefix = "kms:recipientattestation:nitrotpmpcr"
+    for key, values in witness.context.items():
+        if not key.startswith(prefix):
+            continue
+        index, value = int(key[len(prefix) :]), values[0]
+        if value == "attested-lint-other":
+            changes[index] = _OTHER_PCR[index]
+        elif (
+            len(value) == 96
+            and value == value.lower()
+            and all(c in "0123456789abcdef" for c in value)
+        ):
+            changes[index] = bytes.fromhex(value)
+        else:
+            return None  # a spelling no document has (uppercase)
+    return instances.document(changes)
+
+
+def _tpm_policy(pins: dict[str, str]) -> dict[str, Any]:
+    """The usual shape: the parent's role decrypts with these NitroTPM PCRs pinned."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            ADMIN_STATEMENT,
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": PARENT},
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": "*",
+                "Condition": {"StringEqualsIgnoreCase": pins},
+            },
+        ],
+    }
+
+
+_TPM_EXAMPLES = int(os.environ.get("ATTESTED_AGREEMENT_EXAMPLES", "60"))
+
+
+@settings(
+    max_examples=_TPM_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(policy=_policies(nitrotpm=True))
+@example(policy=_tpm_policy({f"{TPM}12": ZERO}))
+@example(policy=_tpm_policy({f"{TPM}7": SB_OFF}))
+@example(policy=_tpm_policy({f"{TPM}4": PIN}))
+@example(policy=_tpm_policy({f"{TPM}4": PIN, f"{TPM}7": SB_OFF}))
+@example(policy=_tpm_policy({f"{TPM}4": PIN, f"{TPM}12": ZERO}))
+def test_linter_and_emulator_agree_on_unpinned_instances(
+    instances: _Instances, policy: dict[str, Any]
+) -> None:
+    service, arn = _service_with(policy, trust_root=instances.trust_root)
+    errors = {
+        f.statement
+        for f in lint_policy(parse_policy(policy))
+        if f.severity is Severity.ERROR and f.rule in _ACCESS_RULES
+    }
+    # Soundness: whatever the emulator hands an instance it should not admit, the linter
+    # reports, on the statement that allowed it.
+    for caller in CALLERS:
+        for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+            for context in CONTEXTS[:3]:
+                for document in instances.unpinned():
+                    if _secret_with_document(service, arn, caller, action, context, document):
+                        allowing = _allowing_statement(
+                            service, arn, caller, action, context, document
+                        )
+                        assert allowing in errors, (allowing, caller.arn, action, context)
+    # Every "other AMI" witness is real: the emulator, sent a simulated NitroTPM document
+    # with the witness's PCRs, hands out the secret.
+    compiled = compile_policy(parse_policy(policy), strict=False)
+    for witness in find_access(compiled, evidence=Evidence.NITROTPM_ANY_AMI):
+        if not witness.certain:
+            continue
+        assert evaluate(compiled, witness.request).allowed, witness
+        if not _replayable(witness) or witness.action not in ("kms:GenerateDataKey", "kms:Decrypt"):
+            continue
+        replay = _document_for(instances, witness)
+        if replay is None:
+            continue
+        caller = Caller(
+            access_key_id="AKIATEST",
+            arn=witness.identity.caller_arn,
+            principal_arn=witness.identity.principal_arn,
+            account=witness.identity.account,
+        )
+        context = witness.encryption_context
+        assert _secret_with_document(service, arn, caller, witness.action, context, replay), witness
