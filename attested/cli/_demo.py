@@ -40,7 +40,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "vsock. Everything it starts or writes is stopped and removed on exit, Ctrl-C "
         "included.",
         epilog=epilog(
-            ["attested demo", "attested demo --keep", "attested demo --offline"],
+            [
+                "attested demo",
+                "attested demo --keep",
+                "attested demo --nitrotpm",
+                "attested demo --offline",
+            ],
             ok="every step turned out as it must",
             fail="a step did not (the message says which)",
             topic="service",
@@ -51,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="keep the working directory (key policy, configurations, logs) to look at "
         "afterwards; processes are still stopped",
+    )
+    demo.add_argument(
+        "--nitrotpm",
+        action="store_true",
+        help="run the EC2 instance flow instead: an Attestable AMI's key policy, a "
+        "simulated NitroTPM, `attested serve` on the instance",
     )
     demo.add_argument(
         "--offline",
@@ -71,16 +82,21 @@ def _run(args: argparse.Namespace) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="attested-demo-")) if args.keep else None
     try:
-        _demo_system.run_demo(workdir=workdir)
+        _demo_system.run_demo(workdir=workdir, nitrotpm=args.nitrotpm)
     except _demo_system.DemoFailure as exc:
         print(f"\nattested demo: FAILED: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    print("\nDone: the measured enclave got its secret; the modified one was refused.")
+    if args.nitrotpm:
+        print("\nDone: the instance of the measured AMI got its secret; the other was refused.")
+    else:
+        print("\nDone: the measured enclave got its secret; the modified one was refused.")
     if workdir is not None:
-        print(
-            f"Kept {workdir}: key-policy.json, parent.toml, enclave-*/serve.toml,"
-            " enclave-a-exec/enclave.toml, the logs."
+        kept = (
+            "tpm_pcr.json, key-policy.json, instance-*/serve.toml"
+            if args.nitrotpm
+            else "key-policy.json, parent.toml, enclave-*/serve.toml, enclave-a-exec/enclave.toml"
         )
+        print(f"Kept {workdir}: {kept}, the logs.")
     return EXIT_OK
 
 

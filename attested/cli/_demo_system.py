@@ -280,13 +280,17 @@ class _Demo:
         return f"https://127.0.0.1:{self.port}"
 
 
-def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> None:
+def run_demo(
+    printer: Printer | None = None, *, workdir: Path | None = None, nitrotpm: bool = False
+) -> None:
     """Run the whole demonstration; raise :class:`DemoFailure` if any step goes wrong.
 
     Args:
         printer: where the steps go (stdout by default).
         workdir: a directory to work in (a new temporary one, removed afterwards, by
             default; a given one is left in place, for tests that inspect it).
+        nitrotpm: run the EC2 instance flow (:mod:`attested.cli._demo_instance`) instead
+            of the enclave one.
     """
     p = printer or Printer()
     # The simulator and the emulator log warnings meant for operators ("this is not a
@@ -298,8 +302,15 @@ def run_demo(printer: Printer | None = None, *, workdir: Path | None = None) -> 
     demo: _Demo | None = None
     interrupted = False
     try:
-        demo = _Demo(p, base, processes)
-        _run(demo)
+        if nitrotpm:
+            from attested.cli import _demo_instance
+
+            role = _identity(_demo_instance.INSTANCE_ROLE, "INST")
+            demo = _Demo(p, base, processes, parent_role=role)
+            _demo_instance.run(demo)
+        else:
+            demo = _Demo(p, base, processes)
+            _run(demo)
     except KeyboardInterrupt:
         interrupted = True
         _ignore_sigint()  # a second Ctrl-C must not leave processes behind
@@ -361,7 +372,7 @@ def _run(d: _Demo) -> None:
 
 
 def _start_aws(d: _Demo) -> None:
-    d.p.step("Start the simulated NSM's test PKI and the KMS emulator (playing AWS KMS)")
+    d.p.step("Start the simulator's test PKI and the KMS emulator (playing AWS KMS)")
     d.state = d.base / "simulated-nsm"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the simulator warns that it is not a real NSM
@@ -385,8 +396,8 @@ def _start_aws(d: _Demo) -> None:
     d.kms.start()
     d.port = int(d.kms.endpoint_url.rsplit(":", 1)[1])
     d.p.say(
-        f"KMS emulator: {d.direct} (HTTPS; it trusts only the simulated NSM root)\n"
-        f"simulated NSM root: {d.state / ROOT_CERT_FILE}"
+        f"KMS emulator: {d.direct} (HTTPS; it trusts only the simulated root)\n"
+        f"simulated root: {d.state / ROOT_CERT_FILE}"
     )
 
 
@@ -425,8 +436,8 @@ def _make_key(d: _Demo) -> None:
     d.p.say(f"key: {d.key_arn}")
 
 
-def _encrypt_secret(d: _Demo) -> None:
-    d.p.step("A data producer encrypts a secret for the enclave (outside the enclave)")
+def _encrypt_secret(d: _Demo, for_whom: str = "the enclave") -> None:
+    d.p.step(f"A data producer encrypts a secret for {for_whom} (outside {for_whom})")
     producer_kms = _boto(d.direct, d.producer, d.ca)
     d.blob = producer_kms.encrypt(KeyId=d.key_arn, Plaintext=SECRET, EncryptionContext=CONTEXT)[
         "CiphertextBlob"

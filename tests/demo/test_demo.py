@@ -166,3 +166,51 @@ def test_a_failing_step_still_stops_the_in_process_kms_emulator(monkeypatch, tmp
     assert "KMS emulator: https://127.0.0.1:" in out.getvalue()
     alive = [t.name for t in threading.enumerate() if t.name.startswith("kms-emulator")]
     assert alive == []
+
+
+def test_demo_nitrotpm_runs_the_instance_flow_and_cleans_up() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_ACCESS_KEY_ID"] = "AKIAUSERSHELLEXAMPLE"  # the demo uses its own, not these
+    env["AWS_SECRET_ACCESS_KEY"] = "user-shell-secret-must-not-be-used"
+    result = subprocess.run(
+        [sys.executable, "-m", "attested", "demo", "--nitrotpm", "--keep"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    kept = Path(out.strip().splitlines()[-1].split(" ", 1)[1].split(":", 1)[0])
+    try:
+        # The key policy is generate --nitrotpm's for the AMI's tpm_pcr.json, and lints clean.
+        measurements = json.loads((kept / "tpm_pcr.json").read_text())["Measurements"]
+        policy = (kept / "key-policy.json").read_text()
+        assert measurements["HashAlgorithm"] == "SHA384"
+        assert measurements["PCR4"] in policy
+        assert "kms:RecipientAttestation:NitroTPMPCR12" in policy
+        assert "kms:RecipientAttestation:PCR" not in policy  # no enclave key
+        lint = subprocess.run(
+            [sys.executable, "-m", "attested", "keypolicy", "lint", str(kept / "key-policy.json")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        serve = (kept / "instance-a" / "serve.toml").read_text()
+        assert 'backend = "simulated-nitrotpm"' in serve
+        assert _processes_mentioning(str(kept)) == []
+        assert not list(kept.rglob("*.sock"))
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
+    assert "refused (AccessDeniedException)" in out  # the instance role without a document
+    assert "an enclave verifier refuses the" in out
+    assert "POST /v1/decrypt -> 200" in out
+    assert "POST /v1/decrypt -> 403 kms_access_denied" in out
+    assert "the instance of the measured AMI got its secret; the other was refused" in out
+    assert "demo-password" not in out + result.stderr
+    assert "user-shell-secret" not in out + result.stderr
+    for line in (out + result.stderr).splitlines():  # a terminal of 100 columns
+        assert len(line) <= 100, line
