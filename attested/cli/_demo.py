@@ -40,12 +40,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "vsock. Everything it starts or writes is stopped and removed on exit, Ctrl-C "
         "included.",
         epilog=epilog(
-            [
-                "attested demo",
-                "attested demo --keep",
-                "attested demo --nitrotpm",
-                "attested demo --offline",
-            ],
+            ["attested demo", "attested demo --nitrotpm --keep", "attested demo --offline"],
             ok="every step turned out as it must",
             fail="a step did not (the message says which)",
             topic="service",
