@@ -20,6 +20,7 @@ class Source:
     wrong kind, a simulated NSM sharing its root."""
 
     def __init__(self, state: Path) -> None:
+        self.state = state
         self.tpm = SimulatedNitroTpm(state_dir=state)
         self.nsm = SimulatedNsm(state_dir=state)
 
