@@ -9,6 +9,7 @@ AMI is refused, and the error names the PCR4 it presented.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,8 @@ from attested.keypolicy._measurements import MeasurementSet
 from attested.kms import KmsClient, NetworkSettings
 from attested.kms.credentials import StaticCredentials
 from attested.simulator import DEFAULT_NITROTPM_PCRS, SimulatedNitroTpm
+from tests.exec.support import b64, clean_env, run_exec
+from tests.kit import short_directory
 from tests.nitrotpm.conftest import Source
 from tests.nitrotpm.standin import PtyTpm, StandInTpm
 
@@ -115,3 +118,30 @@ def test_an_instance_of_another_ami_is_refused_naming_its_pcr4(
             served.close()
     assert refused.value.pcrs[4] == other
     assert f"NitroTPMPCR4={other.hex()}" in str(refused.value)
+
+
+def test_attested_exec_on_an_instance_hands_the_app_its_secret(
+    pty_tpm: PtyTpm, kms: tuple[str, str, bytes]
+) -> None:
+    """``attested exec`` with ``nsm.backend = "nitrotpm-device"``, as a process."""
+    url, key, blob = kms
+    with short_directory("att-tpm-exec-") as directory:
+        config = directory / "enclave.toml"
+        config.write_text(
+            f'region = "us-east-1"\n'
+            f'[api]\nunix = "{directory / "api.sock"}"\n'
+            f'[nsm]\nbackend = "nitrotpm-device"\nnitrotpm_device = "{pty_tpm.path}"\n'
+            f'[kms]\nendpoint_url = "{url}"\nallowed_keys = ["{key}"]\n'
+            '[credentials]\nsource = "environment"\n'
+            f'[exec]\nloopback = false\nhosts_file = "{directory / "hosts"}"\n'
+            f'[[secrets]]\nname = "db"\nciphertext = "{b64(blob)}"\nkey_id = "{key}"\n'
+            'env = "DB_PASSWORD"\n'
+        )
+        app = ["sh", "-c", 'printf %s "$DB_PASSWORD" | sha256sum']
+        env = clean_env(
+            AWS_ACCESS_KEY_ID=INSTANCE_KEY, AWS_SECRET_ACCESS_KEY=INSTANCE.secret_access_key
+        )
+        run = run_exec(config, app, env=env)
+    assert run.status == 0, run.stderr
+    assert run.stdout.decode().split()[0] == hashlib.sha256(SECRET).hexdigest()
+    assert INSTANCE.secret_access_key not in run.stderr
