@@ -33,11 +33,11 @@ from attested.exec._parts import EnclaveParts
 from attested.exec._stores import Stores
 from attested.exec._supervise import AppExit, Supervisor, make_undumpable
 from attested.kms import KmsClient, NetworkSettings
-from attested.kms.credentials import CredentialsProvider, EnvironmentCredentials, ParentCredentials
+from attested.kms.credentials import CredentialsProvider
 from attested.net import Address
 from attested.provider import AttestationProvider
 from attested.relay import VsockLogHandler
-from attested.service import ServiceConfig, open_attestation
+from attested.service import open_attestation, open_credentials
 
 __all__ = ["StoppedBeforeStart", "run"]
 
@@ -115,7 +115,7 @@ def run(
             provider = open_attestation(config.service)
             stack.callback(provider.close)
             attestation = provider
-        credentials = credentials or _credentials(config.service)
+        credentials = credentials or open_credentials(config.service)
         parts = EnclaveParts(config, attestation=attestation, credentials=credentials)
         parts.start()
         stack.callback(parts.stop, settings.stop_timeout)
@@ -146,12 +146,6 @@ def _check(supervisor: Supervisor) -> None:
     if supervisor.stop_requested():
         assert supervisor.stop_signal is not None  # noqa: S101
         raise StoppedBeforeStart(supervisor.stop_signal)
-
-
-def _credentials(config: ServiceConfig) -> CredentialsProvider:
-    if config.credentials_source == "environment":
-        return EnvironmentCredentials()
-    return ParentCredentials(config.credentials_parent)
 
 
 def _open_and_hand_over(

@@ -1,4 +1,4 @@
-"""AWS credentials for the KMS client: static, environment, or handed over by the parent.
+"""AWS credentials for the KMS client: static, environment, the instance's, or the parent's.
 
 Inside an enclave there is no instance metadata service. The parent instance holds the
 role credentials (IMDSv2); its credential server (:class:`attested.parent.CredentialServer`)
@@ -6,6 +6,9 @@ hands them, with their ``Expiration``, to the enclave's :class:`ParentCredential
 vsock. The enclave side is a botocore refreshable credential: it asks the parent again
 before the credentials expire (15 minutes before by default, blocking from 5 minutes
 before).
+
+Code that runs on an EC2 instance itself (an instance with NitroTPM, docs/nitrotpm.md)
+reads the instance role's credentials from IMDSv2 with :class:`ImdsCredentials`.
 
 Credentials never appear on a command line, in a log, or in a ``repr``.
 
@@ -30,8 +33,11 @@ from botocore.credentials import (
     Credentials,
     DeferredRefreshableCredentials,
     EnvProvider,
+    InstanceMetadataProvider,
     RefreshableCredentials,
 )
+from botocore.exceptions import BotoCoreError
+from botocore.utils import InstanceMetadataFetcher
 
 from attested.errors import CredentialsUnavailable
 from attested.kms import _credproto
@@ -42,6 +48,7 @@ __all__ = [
     "AwsCredentials",
     "CredentialsProvider",
     "EnvironmentCredentials",
+    "ImdsCredentials",
     "ParentCredentials",
     "StaticCredentials",
 ]
@@ -140,6 +147,61 @@ class EnvironmentCredentials:
 
     def __repr__(self) -> str:
         return "EnvironmentCredentials()"
+
+
+class ImdsCredentials:
+    """The instance role's credentials from IMDSv2, refreshed before they expire.
+
+    For code that runs on the EC2 instance itself (an instance with NitroTPM); an enclave
+    has no metadata service and uses :class:`ParentCredentials`. botocore's provider does
+    the work: a session token first (IMDSv1 is not used), then the role's temporary
+    credentials, fetched again shortly before they expire.
+
+    Args:
+        base_url: the metadata service (default ``http://169.254.169.254/``; tests point
+            it at a loopback server).
+        timeout: seconds per IMDS request.
+        attempts: tries per IMDS request.
+    """
+
+    def __init__(self, *, base_url: str | None = None, timeout: int = 1, attempts: int = 2) -> None:
+        options: dict[str, Any] = {"config": {"ec2_metadata_v1_disabled": True}}
+        if base_url is not None:
+            options["base_url"] = base_url
+        self._fetcher = InstanceMetadataFetcher(timeout=timeout, num_attempts=attempts, **options)
+        self._base_url = base_url
+        self._lock = threading.Lock()
+        self._loaded: Credentials | None = None
+
+    def botocore_credentials(self) -> Credentials:
+        """The role's refreshable credentials (fetched on first use).
+
+        Raises:
+            CredentialsUnavailable: IMDSv2 did not answer, or no role is attached.
+        """
+        with self._lock:
+            if self._loaded is None:
+                try:
+                    loaded = InstanceMetadataProvider(iam_role_fetcher=self._fetcher).load()
+                except BotoCoreError as exc:
+                    raise CredentialsUnavailable(
+                        f"the instance metadata service did not answer with IMDSv2 ({exc}): "
+                        "check that IMDS is enabled on the instance and reachable from this "
+                        "process"
+                    ) from None
+                if not isinstance(loaded, Credentials):
+                    raise CredentialsUnavailable(
+                        "the instance metadata service gave no role credentials: check that "
+                        "an IAM role (instance profile) is attached, that IMDS is enabled, "
+                        "and that its hop limit allows this process (2 or more inside a "
+                        "container)"
+                    )
+                self._loaded = loaded
+            return self._loaded
+
+    def __repr__(self) -> str:
+        where = "" if self._base_url is None else f"base_url={self._base_url!r}"
+        return f"ImdsCredentials({where})"
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:

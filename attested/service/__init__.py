@@ -21,7 +21,7 @@ from __future__ import annotations
 from attested.errors import ConfigError
 from attested.service._config import ENV_VARS, OPERATIONS, ServiceConfig, load_config
 from attested.service._errors import ERROR_CODES
-from attested.service._service import Service, open_attestation
+from attested.service._service import Service, open_attestation, open_credentials
 
 __all__ = [
     "ConfigError",
@@ -32,4 +32,5 @@ __all__ = [
     "ServiceConfig",
     "load_config",
     "open_attestation",
+    "open_credentials",
 ]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 from attested._runtime.config import (
     Override,
@@ -48,17 +49,17 @@ NITROTPM_BACKENDS = ("nitrotpm", "nitrotpm-tool", "nitrotpm-device")
 NSM_BACKENDS = ("auto", "libnsm", "ioctl", "simulated", "simulated-nitrotpm", *NITROTPM_BACKENDS)
 SIMULATED_BACKENDS = ("simulated", "simulated-nitrotpm")
 """The backends that take ``nsm.simulated_*`` (the simulated NSM and NitroTPM)."""
-CREDENTIAL_SOURCES = ("parent", "environment")
+CREDENTIAL_SOURCES = ("parent", "environment", "imds")
 
 
 def _credentials(text: str) -> dict[str, object]:
-    """``ATTESTED_CREDENTIALS``: ``parent``, ``parent:ADDRESS`` or ``environment``."""
+    """``ATTESTED_CREDENTIALS``: ``parent``, ``parent:ADDRESS``, ``environment`` or ``imds``."""
     text = text.strip()
     if text in CREDENTIAL_SOURCES:
         return {"credentials.source": text}
     if text.startswith("parent:") and text != "parent:":
         return {"credentials.source": "parent", "credentials.parent": text[7:]}
-    raise ValueError(f'{text!r:.80} is not "parent:ADDRESS" or "environment"')
+    raise ValueError(f'{text!r:.80} is not "parent:ADDRESS", "environment" or "imds"')
 
 
 _OVERRIDES = (
@@ -73,7 +74,10 @@ _OVERRIDES = (
     Override("ATTESTED_KMS_ENDPOINT", "kms.endpoint_url"),
     Override("ATTESTED_CA_BUNDLE", "kms.ca_bundle"),
     Override(
-        "ATTESTED_CREDENTIALS", "credentials", _credentials, '"parent:ADDRESS" or "environment"'
+        "ATTESTED_CREDENTIALS",
+        "credentials",
+        _credentials,
+        '"parent:ADDRESS", "environment" or "imds"',
     ),
     Override("ATTESTED_NSM_BACKEND", "nsm.backend"),
     Override("ATTESTED_NSM_NITROTPM_DEVICE", "nsm.nitrotpm_device"),
@@ -127,8 +131,10 @@ class ServiceConfig:
         logs_ship_to: also send the service's log records, as JSON lines, to the parent's
             log sink at this address (``vsock:3:8090``; ``attested parent`` ``[logs]``),
             or ``""`` (stderr only).
-        credentials_source: ``parent`` or ``environment``.
+        credentials_source: ``parent``, ``environment`` or ``imds`` (on an EC2 instance
+            itself: the instance role from IMDSv2).
         credentials_parent: the parent credential server's address.
+        credentials_imds_url: ``imds`` only: the metadata service (``""``: the default).
         cache_enabled: cache GenerateDataKey answers.
         cache_max_age: seconds a cached data key may be used.
         cache_max_messages: requests one cached data key may serve.
@@ -170,6 +176,7 @@ class ServiceConfig:
     operations: frozenset[str] = frozenset(OPERATIONS)
     credentials_source: str = "parent"
     credentials_parent: str = "vsock:3:8001"
+    credentials_imds_url: str = ""
     cache_enabled: bool = False
     cache_max_age: float = 300.0
     cache_max_messages: int = 1000
@@ -339,6 +346,10 @@ def _check_links(config: ServiceConfig, problems: Problems) -> None:
     elif config.credentials_source == "parent":
         why = "the credential server is reached over vsock or tcp"
         _address(problems, "credentials.parent", config.credentials_parent, ("vsock", "tcp"), why)
+    if config.credentials_imds_url and config.credentials_source != "imds":
+        problems.add("credentials.imds_url", 'applies only with credentials.source = "imds"')
+    elif config.credentials_imds_url and not _is_http_url(config.credentials_imds_url):
+        problems.add("credentials.imds_url", "must be an http:// URL (IMDS is plain HTTP)")
 
 
 def _address(
@@ -420,6 +431,15 @@ def _check_kms_endpoint(config: ServiceConfig, problems: Problems) -> None:
         add("kms_endpoint", "allow_reencrypt and access_key_id apply only with listen")
 
 
+def _is_http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return parts.scheme == "http" and bool(parts.hostname)
+
+
 def _same_tcp(address: Address, other: str) -> bool:
     try:
         found = parse_address(other)
@@ -479,6 +499,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     "credentials": {
         "source": ("credentials_source", "str"),
         "parent": ("credentials_parent", "str"),
+        "imds_url": ("credentials_imds_url", "str"),
     },
     "cache": {
         "enabled": ("cache_enabled", "bool"),

@@ -17,7 +17,12 @@ from attested._runtime.listen import make_socket_directory
 from attested.enclave import NsmProvider, open_provider
 from attested.errors import ConfigurationError, RelayUnavailable
 from attested.kms import DataKey, KmsClient, NetworkSettings
-from attested.kms.credentials import CredentialsProvider, EnvironmentCredentials, ParentCredentials
+from attested.kms.credentials import (
+    CredentialsProvider,
+    EnvironmentCredentials,
+    ImdsCredentials,
+    ParentCredentials,
+)
 from attested.net import Address, parse_address
 from attested.nitrotpm import NitroTpmProvider
 from attested.provider import AttestationProvider
@@ -30,9 +35,18 @@ from attested.service._kms_endpoint import open_kms_endpoint
 from attested.service.cache import CacheLimits, DataKeyCache
 from attested.service.metrics import ServiceMetrics
 
-__all__ = ["Service", "open_attestation"]
+__all__ = ["Service", "open_attestation", "open_credentials"]
 
 log = logging.getLogger("attested.service")
+
+
+def open_credentials(config: ServiceConfig) -> CredentialsProvider:
+    """The AWS credentials that ``config``'s ``credentials.*`` keys name."""
+    if config.credentials_source == "environment":
+        return EnvironmentCredentials()
+    if config.credentials_source == "imds":
+        return ImdsCredentials(base_url=config.credentials_imds_url or None)
+    return ParentCredentials(config.credentials_parent)
 
 
 def open_attestation(config: ServiceConfig) -> NsmProvider | NitroTpmProvider:
@@ -124,11 +138,7 @@ class Service(Scoped):
         proxy = config.kms_proxy or (
             None if egress is None else f"http://{_url_host(egress.host or '')}:{egress.port}"
         )
-        credentials = self._given_credentials or (
-            EnvironmentCredentials()
-            if config.credentials_source == "environment"
-            else ParentCredentials(config.credentials_parent)
-        )
+        credentials = self._given_credentials or open_credentials(config)
         network = NetworkSettings(
             endpoint_url=config.kms_endpoint_url or None,
             proxy=proxy,

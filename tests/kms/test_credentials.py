@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pickle
@@ -22,6 +23,7 @@ from attested.kms import _credproto as proto
 from attested.kms.credentials import (
     AwsCredentials,
     EnvironmentCredentials,
+    ImdsCredentials,
     ParentCredentials,
     StaticCredentials,
 )
@@ -526,12 +528,16 @@ class _Imds(BaseHTTPRequestHandler):
             self._send(404, b"")
 
 
-@pytest.fixture
-def imds() -> Iterator[str]:
-    # botocore extends credentials IMDS says are expired, so expire in the real future.
-    _Imds.expiration = (datetime.now(UTC) + timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    _Imds.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Imds)
+@contextlib.contextmanager
+def serve_imds(handler: type[_Imds] = _Imds) -> Iterator[str]:
+    """Run an IMDSv2 stand-in on loopback whose role credentials expire in 6 hours; its URL.
+
+    (botocore extends credentials IMDS says are expired, so they expire in the real future.)
+    """
+    handler.expiration = (datetime.now(UTC) + timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    handler.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = False  # server_close() joins the request threads
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
     thread.start()
     try:
@@ -540,6 +546,12 @@ def imds() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def imds() -> Iterator[str]:
+    with serve_imds() as url:
+        yield url
 
 
 def test_imds_source_uses_imdsv2_and_keeps_the_expiration(imds: str) -> None:
@@ -601,6 +613,35 @@ def test_imds_without_a_role_says_to_attach_one(imds: str) -> None:
             imds_source(base_url=imds, attempts=1)()
     finally:
         _Imds.role = b"parent-role"
+
+
+def test_imds_credentials_on_the_instance_itself(imds: str) -> None:
+    """An instance (not an enclave) reads its role's credentials from IMDSv2 directly."""
+    provider = ImdsCredentials(base_url=imds)
+    frozen = provider.botocore_credentials().get_frozen_credentials()
+    assert (frozen.access_key, frozen.secret_key, frozen.token) == (
+        "ASIAIMDSEXAMPLE00001",
+        SECRET,
+        TOKEN,
+    )
+    assert _Imds.requests[0] == "PUT /latest/api/token"  # IMDSv2: a token first
+    assert provider.botocore_credentials() is provider.botocore_credentials()  # one load
+    assert SECRET not in repr(provider)
+    assert TOKEN not in repr(provider)
+
+
+def test_imds_credentials_without_a_role_or_a_service_are_unavailable(imds: str) -> None:
+    from tests.kms.servers import closed_port
+
+    _Imds.role = b""
+    try:
+        with pytest.raises(CredentialsUnavailable, match="IAM role"):
+            ImdsCredentials(base_url=imds, attempts=1).botocore_credentials()
+    finally:
+        _Imds.role = b"parent-role"
+    gone = ImdsCredentials(base_url=f"http://127.0.0.1:{closed_port()}/", attempts=1)
+    with pytest.raises(CredentialsUnavailable):
+        gone.botocore_credentials()
 
 
 def test_peer_rules_for_vsock_and_mapped_addresses(clock: Clock) -> None:

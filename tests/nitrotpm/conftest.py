@@ -9,6 +9,7 @@ import pytest
 
 from attested.simulator import DEFAULT_NITROTPM_PCRS, SimulatedNitroTpm, SimulatedNsm
 from attested.trust import TrustRoot
+from tests.kms.test_credentials import serve_imds
 from tests.nitrotpm.standin import PtyTpm, StandInTpm
 
 PCR4 = DEFAULT_NITROTPM_PCRS[4]
@@ -68,3 +69,10 @@ def pty_tpm(tpm: StandInTpm) -> Iterator[PtyTpm]:
         yield served
     finally:
         served.close()
+
+
+@pytest.fixture
+def imds() -> Iterator[str]:
+    """The KMS tests' IMDSv2 stand-in: the instance role's temporary credentials."""
+    with serve_imds() as url:
+        yield url

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,19 +28,24 @@ from attested.keypolicy._measurements import MeasurementSet
 from attested.kms import KmsClient, NetworkSettings
 from attested.kms.credentials import StaticCredentials
 from attested.simulator import DEFAULT_NITROTPM_PCRS, SimulatedNitroTpm
-from tests.exec.support import b64, clean_env, run_exec
+from tests.exec.support import b64, run_exec
 from tests.kit import short_directory
+from tests.kms.test_credentials import SECRET as IMDS_SECRET
+from tests.kms.test_credentials import TOKEN as IMDS_TOKEN
+from tests.kms.test_credentials import _Imds
 from tests.nitrotpm.conftest import Source
 from tests.nitrotpm.standin import PtyTpm, StandInTpm
 
 pytestmark = pytest.mark.integration
 
 ACCOUNT = "111122223333"
+# The instance role's temporary credentials, as the IMDSv2 stand-in hands them out.
 INSTANCE = emulator.Identity(
-    secret_access_key="instance/secret/EXAMPLE0000000000000",
+    secret_access_key=IMDS_SECRET,
     arn=f"arn:aws:iam::{ACCOUNT}:role/app-instance",
+    session_token=IMDS_TOKEN,
 )
-INSTANCE_KEY = "AKIAINSTANCEEXAMPLE1"
+INSTANCE_KEY = "ASIAIMDSEXAMPLE00001"
 SECRET = b"the instance's database password"
 
 
@@ -87,7 +93,9 @@ def _client(device: str, url: str) -> Iterator[KmsClient]:
             region="us-east-1",
             attestation=provider,
             credentials=StaticCredentials(
-                access_key_id=INSTANCE_KEY, secret_access_key=INSTANCE.secret_access_key
+                access_key_id=INSTANCE_KEY,
+                secret_access_key=IMDS_SECRET,
+                session_token=IMDS_TOKEN,
             ),
             network=NetworkSettings(endpoint_url=url),
         ) as client,
@@ -121,9 +129,10 @@ def test_an_instance_of_another_ami_is_refused_naming_its_pcr4(
 
 
 def test_attested_exec_on_an_instance_hands_the_app_its_secret(
-    pty_tpm: PtyTpm, kms: tuple[str, str, bytes]
+    pty_tpm: PtyTpm, kms: tuple[str, str, bytes], imds: str
 ) -> None:
-    """``attested exec`` with ``nsm.backend = "nitrotpm-device"``, as a process."""
+    """``attested exec`` as a process on an instance: the NitroTPM device for documents,
+    the instance role from IMDSv2 for credentials, KMS for the secret."""
     url, key, blob = kms
     with short_directory("att-tpm-exec-") as directory:
         config = directory / "enclave.toml"
@@ -132,16 +141,14 @@ def test_attested_exec_on_an_instance_hands_the_app_its_secret(
             f'[api]\nunix = "{directory / "api.sock"}"\n'
             f'[nsm]\nbackend = "nitrotpm-device"\nnitrotpm_device = "{pty_tpm.path}"\n'
             f'[kms]\nendpoint_url = "{url}"\nallowed_keys = ["{key}"]\n'
-            '[credentials]\nsource = "environment"\n'
+            f'[credentials]\nsource = "imds"\nimds_url = "{imds}"\n'
             f'[exec]\nloopback = false\nhosts_file = "{directory / "hosts"}"\n'
             f'[[secrets]]\nname = "db"\nciphertext = "{b64(blob)}"\nkey_id = "{key}"\n'
             'env = "DB_PASSWORD"\n'
         )
         app = ["sh", "-c", 'printf %s "$DB_PASSWORD" | sha256sum']
-        env = clean_env(
-            AWS_ACCESS_KEY_ID=INSTANCE_KEY, AWS_SECRET_ACCESS_KEY=INSTANCE.secret_access_key
-        )
-        run = run_exec(config, app, env=env)
+        run = run_exec(config, app, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     assert run.status == 0, run.stderr
     assert run.stdout.decode().split()[0] == hashlib.sha256(SECRET).hexdigest()
-    assert INSTANCE.secret_access_key not in run.stderr
+    assert IMDS_SECRET not in run.stderr
+    assert "PUT /latest/api/token" in _Imds.requests  # IMDSv2

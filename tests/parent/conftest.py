@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from attested.parent import Parent, ParentConfig, parse_parent_config
 from attested.relay._logs import SINK_FIELDS
-from tests.kms.test_credentials import _Imds
+from tests.kms.test_credentials import _Imds, serve_imds
 from tests.relay.conftest import make_target, no_leaked_threads
 
 __all__ = ["make_target", "no_leaked_threads", "unstamped"]
@@ -73,17 +70,5 @@ class _ClosingImds(_Imds):
 @pytest.fixture
 def imds() -> Iterator[str]:
     """A local IMDSv2 with a role whose credentials expire in 6 hours; yields its URL."""
-    _ClosingImds.expiration = (datetime.now(UTC) + timedelta(hours=6)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
-    _ClosingImds.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ClosingImds)
-    server.daemon_threads = False  # server_close() joins the request threads
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_imds(_ClosingImds) as url:
+        yield url

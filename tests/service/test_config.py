@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from attested.errors import ConfigError, ConfigurationError
-from attested.service import ENV_VARS, OPERATIONS, ServiceConfig, load_config
+from attested.service import ENV_VARS, OPERATIONS, ServiceConfig, load_config, open_credentials
 
 KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
@@ -117,6 +117,27 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert set(off.addresses()) == {"tcp"}
 
 
+def test_instance_role_credentials_from_imds(tmp_path: Path) -> None:
+    """On an EC2 instance itself (NitroTPM), credentials come from IMDSv2."""
+    keys = f'[kms]\nallowed_keys = ["{KEY}"]\n'
+    url = "http://127.0.0.1:8999/"
+    config = load_config(
+        _write(tmp_path, f'{keys}[credentials]\nsource = "imds"\nimds_url = "{url}"\n'), {}
+    )
+    assert (config.credentials_source, config.credentials_imds_url) == ("imds", url)
+    assert repr(open_credentials(config)) == f"ImdsCredentials(base_url={url!r})"
+    from_env = load_config(None, {"ATTESTED_ALLOWED_KEYS": KEY, "ATTESTED_CREDENTIALS": "imds"})
+    assert from_env.credentials_source == "imds"
+    assert repr(open_credentials(from_env)) == "ImdsCredentials()"
+    with pytest.raises(ConfigError, match=r'credentials.imds_url: applies only with .*"imds"'):
+        load_config(_write(tmp_path, f'{keys}[credentials]\nimds_url = "{url}"\n'), {})
+    with pytest.raises(ConfigError, match=r"credentials\.imds_url: must be an http:// URL"):
+        load_config(
+            _write(tmp_path, f'{keys}[credentials]\nsource = "imds"\nimds_url = "ftp://x/"\n'),
+            {},
+        )
+
+
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     text = """
 region = "mars-1"
@@ -132,7 +153,7 @@ allowed_key = ["x"]
 proxy = "socks5://127.0.0.1:1080"
 operations = ["decrypt", "encrypt"]
 [credentials]
-source = "imds"
+source = "instance-profile"
 [cache]
 max_age = -1
 max_messages = "ten"
@@ -142,7 +163,7 @@ idle_timeout = 0
 [extra]
 """
     with pytest.raises(ConfigError) as caught:
-        load_config(_write(tmp_path, text), {"ATTESTED_CREDENTIALS": "imds"})
+        load_config(_write(tmp_path, text), {"ATTESTED_CREDENTIALS": "instance-profile"})
     problems = caught.value.problems
     expected = [
         "region:",
