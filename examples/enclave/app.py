@@ -54,8 +54,9 @@ def main() -> None:
     fingerprint = hashlib.sha256(password.encode()).hexdigest()[:12] if password else "none"
     print(f"database password loaded (sha256 {fingerprint}...)")
     port = int(os.environ.get("APP_PORT", "8443"))
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)  # listening from here on
     print(f"app listening on 127.0.0.1:{port}")
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    server.serve_forever()
 
 
 if __name__ == "__main__":

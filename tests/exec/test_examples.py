@@ -46,6 +46,29 @@ def test_the_example_configuration_passes_check(capsys: pytest.CaptureFixture[st
     assert "valid (4 secret(s), 1 host(s), 1 ingress forward(s))" in capsys.readouterr().out
 
 
+def test_the_example_app_says_it_listens_only_once_it_does() -> None:
+    """Its "app listening" line is what readiness checks wait for (and the test below).
+
+    On a port it cannot bind, it must fail without having said it listens: printed
+    before the bind, the line raced the bind, and a client that trusted it was reset.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, str(ENCLAVE / "app.py")],
+            env={"PATH": "/usr/bin:/bin", "APP_PORT": str(port), "PYTHONUNBUFFERED": "1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode != 0
+    assert "Address already in use" in done.stderr
+    assert "app listening" not in done.stdout
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_example_app_runs_unmodified_under_exec(
