@@ -9,6 +9,7 @@ signs document payloads. The NSM and the NitroTPM simulators add their PCR seman
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,8 @@ from attested.simulator._document import build_payload, sign_payload
 from attested.simulator._pki import LEAF_LIFETIME, CertifiedKey, NitroLikePki, build_pki, build_root
 from attested.simulator._state import ROOT_CERT_FILE, load_or_create_root
 from attested.trust import TrustRoot
-from nsm.errors import InternalError
+from nsm import _checks
+from nsm.errors import InternalError, InvalidIndex
 
 __all__ = ["CHAIN_RENEW_BEFORE", "LEAF_BACKDATE", "LEAF_RENEW_BEFORE", "SimulatedModule"]
 
@@ -53,6 +55,11 @@ class SimulatedModule:
         ConfigurationError: the state directory cannot be used, or its root is not
             valid at the current time.
     """
+
+    pcr_count: int
+    """How many PCRs the simulated module has."""
+    _called = "the module"
+    """What PCR errors call it (``"the NSM"``)."""
 
     def __init__(
         self,
@@ -119,6 +126,28 @@ class SimulatedModule:
     def _open(self) -> None:
         if self._closed:
             raise ValueError(f"the {type(self).__name__} is closed")
+
+    def _pcr_index(self, index: object) -> int:
+        """``index`` checked as the NSM checks it, and below :attr:`pcr_count`.
+
+        Raises:
+            nsm.errors.InvalidIndex: ``index`` >= :attr:`pcr_count`.
+        """
+        checked = _checks.pcr_index(index)
+        if checked >= self.pcr_count:
+            raise InvalidIndex(f"PCR{checked}: {self._called} has {self.pcr_count} PCRs")
+        return checked
+
+    def get_random(self, count: int) -> bytes:
+        """``count`` bytes from the operating system's CSPRNG.
+
+        Raises:
+            TypeError, ValueError: ``count`` is not an int in ``[0, 1 MiB]``, or the
+                simulator is closed.
+        """
+        checked = _checks.random_count(count)
+        self._open()
+        return secrets.token_bytes(checked)
 
     def _now(self) -> datetime:
         now = self._clock()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -27,7 +26,6 @@ from types import MappingProxyType
 from attested import pcr
 from attested.simulator._module import SimulatedModule
 from nsm import _checks
-from nsm.errors import InvalidIndex
 from nsm.types import PcrInfo
 
 __all__ = ["DEFAULT_NITROTPM_PCRS", "SimulatedNitroTpm"]
@@ -85,6 +83,8 @@ class SimulatedNitroTpm(SimulatedModule):
     """
 
     backend = "simulated-nitrotpm"
+    pcr_count = NITROTPM_PCR_COUNT
+    _called = "a NitroTPM"
 
     def __init__(
         self,
@@ -111,12 +111,6 @@ class SimulatedNitroTpm(SimulatedModule):
             self.module_id,
             self.root_location,
         )
-
-    def _pcr_index(self, index: object) -> int:
-        checked = _checks.pcr_index(index)
-        if checked >= NITROTPM_PCR_COUNT:
-            raise InvalidIndex(f"PCR{checked}: a NitroTPM has {NITROTPM_PCR_COUNT} PCRs")
-        return checked
 
     def get_attestation_document(
         self,
@@ -165,9 +159,3 @@ class SimulatedNitroTpm(SimulatedModule):
             value = pcr.extend(self._pcrs[checked_index], checked_data)
             self._pcrs[checked_index] = value
             return value
-
-    def get_random(self, count: int) -> bytes:
-        """``count`` bytes from the operating system's CSPRNG."""
-        checked = _checks.random_count(count)
-        self._open()
-        return secrets.token_bytes(checked)

@@ -97,6 +97,8 @@ class SimulatedNsm(SimulatedModule):
     """
 
     backend = "simulated"
+    pcr_count = PCR_COUNT
+    _called = "the NSM"
 
     def __init__(
         self,
@@ -128,12 +130,6 @@ class SimulatedNsm(SimulatedModule):
 
     # -- the NsmDevice interface -----------------------------------------------------
 
-    def _pcr_index(self, index: object) -> int:
-        checked = _checks.pcr_index(index)
-        if checked >= PCR_COUNT:
-            raise InvalidIndex(f"PCR{checked}: the NSM has {PCR_COUNT} PCRs")
-        return checked
-
     def get_attestation_document(
         self,
         *,
@@ -159,16 +155,6 @@ class SimulatedNsm(SimulatedModule):
         fields = _checks.attestation_arguments(user_data, nonce, public_key)
         with self._lock:
             return self._sign("pcrs", {i: self._pcrs[i] for i in sorted(self._locked)}, fields)
-
-    def get_random(self, count: int) -> bytes:
-        """``count`` bytes from the operating system's CSPRNG.
-
-        Raises:
-            TypeError, ValueError: ``count`` is not an int in ``[0, 1 MiB]``.
-        """
-        checked = _checks.random_count(count)
-        self._open()
-        return secrets.token_bytes(checked)
 
     def describe(self) -> Description:
         """Version 1.0.0, this module id, 32 PCRs, the locked ones, SHA-384."""
