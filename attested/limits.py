@@ -8,9 +8,17 @@ tightened (never loosened past the format's own bounds) by callers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
-__all__ = ["DEFAULT_LIMITS", "Limits"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "REQUEST_FIELD_SIZES"]
+
+REQUEST_FIELD_SIZES: Mapping[str, int] = MappingProxyType(
+    {"nonce": 512, "user_data": 512, "public_key": 1024}
+)
+"""The largest field an attestation request sends, in bytes: the NSM's own caps, which
+the NitroTPM path and the service's ``/v1/attestation`` apply too."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

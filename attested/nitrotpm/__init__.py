@@ -31,6 +31,7 @@ from typing import Self
 
 from attested.document import Profile, parse_attestation
 from attested.errors import AttestationUnavailable, MalformedError
+from attested.limits import REQUEST_FIELD_SIZES
 from attested.nitrotpm import _tpm2
 from attested.nitrotpm._device import TpmDevice
 from attested.nitrotpm._native import NativeNitroTpm
@@ -103,8 +104,8 @@ class NitroTpmProvider:
         for name, value in asked.items():
             if value is not None and not isinstance(value, bytes):
                 raise TypeError(f"{name} must be bytes or None, not {type(value).__name__}")
-            if value is not None and len(value) > _tpm2.MAX_NSM_FIELD[name]:
-                raise ValueError(f"{name} holds at most {_tpm2.MAX_NSM_FIELD[name]} bytes")
+            if value is not None and len(value) > REQUEST_FIELD_SIZES[name]:
+                raise ValueError(f"{name} holds at most {REQUEST_FIELD_SIZES[name]} bytes")
         if self._closed.is_set():
             raise ValueError("the NitroTPM provider is closed")
         document = self._fetch(user_data=user_data, nonce=nonce, public_key=public_key)

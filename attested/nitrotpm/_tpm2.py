@@ -137,8 +137,6 @@ _PASSWORD_SESSION = struct.pack(">IIHBH", 9, TPM_RS_PW, 0, 0, 0)
 """authorizationSize 9, then TPMS_AUTH_COMMAND: TPM_RS_PW, no nonce, no attributes,
 an empty password (the NV index and the owner hierarchy have empty auth values)."""
 
-MAX_NSM_FIELD = {"user_data": 512, "nonce": 512, "public_key": 1024}
-"""Largest field the provider sends, as for an enclave's NSM."""
 MAX_NSM_RESPONSE = 16384
 MAX_CBOR_DEPTH = 4
 

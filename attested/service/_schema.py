@@ -24,6 +24,7 @@ from attested.kms.client import (
     ENCRYPTION_ALGORITHMS,
     KEY_PAIR_SPECS,
 )
+from attested.limits import REQUEST_FIELD_SIZES
 from attested.service._errors import ApiError
 
 __all__ = ["Field", "MAX_DEPTH", "Route", "decode_object", "parse_body", "routes"]
@@ -31,7 +32,6 @@ __all__ = ["Field", "MAX_DEPTH", "Route", "decode_object", "parse_body", "routes
 MAX_DEPTH = 8
 """Deepest nesting a body may have (the routes need 2: an object of objects or lists)."""
 
-_MAX_NSM_FIELD = {"nonce": 512, "user_data": 512, "public_key": 1024}
 _NOT_SURROGATE = "not valid Unicode text (a lone surrogate such as \\ud800); KMS takes UTF-8"
 _CHINA = "KMS offers it only in the China Regions (cn-north-1, cn-northwest-1)"
 
@@ -132,7 +132,8 @@ def routes(*, any_key: bool, region: str) -> Mapping[str, Route]:
             },
         ),
         "/v1/attestation": Route(
-            "attestation", {name: Field("b64", high=size) for name, size in _MAX_NSM_FIELD.items()}
+            "attestation",
+            {name: Field("b64", high=size) for name, size in REQUEST_FIELD_SIZES.items()},
         ),
     }
 
