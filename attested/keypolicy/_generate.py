@@ -125,6 +125,23 @@ def _principal(arn: str, *, what: str, account: str, role_only: bool) -> str:
     return arn
 
 
+def _roles(account: str, role: str, admin_role: str, *, what: str) -> tuple[str, str]:
+    """Check the account, the role the policy is for (``what``) and the admin role.
+
+    Raises:
+        ConfigurationError: a bad account or ARN, or the same role twice.
+    """
+    if not ACCOUNT_ID.fullmatch(account):
+        raise ConfigurationError(f"account {account!r:.40} is not a 12-digit AWS account id")
+    checked = _principal(role, what=what, account=account, role_only=True)
+    admin = _principal(admin_role, what="admin role", account=account, role_only=False)
+    if checked.lower() == admin.lower():
+        raise ConfigurationError(
+            f"the {what} and the admin role must differ: the admin can rewrite the policy"
+        )
+    return checked, admin
+
+
 def _pcr_values(
     measurements: Sequence[MeasurementSet], chosen: Sequence[int]
 ) -> dict[int, list[bytes]]:
@@ -337,14 +354,7 @@ def generate_policy(
         values allowed; a measurement set from a debug-mode enclave; GenerateRandom
         requested; principals from another account.
     """
-    if not ACCOUNT_ID.fullmatch(account):
-        raise ConfigurationError(f"account {account!r:.40} is not a 12-digit AWS account id")
-    enclave = _principal(enclave_role, what="enclave role", account=account, role_only=True)
-    admin = _principal(admin_role, what="admin role", account=account, role_only=False)
-    if enclave.lower() == admin.lower():
-        raise ConfigurationError(
-            "the enclave role and the admin role must differ: the admin can rewrite the policy"
-        )
+    enclave, admin = _roles(account, enclave_role, admin_role, what="enclave role")
     actions = _operations(operations)
     producers = [
         _principal(arn, what="encryptor", account=account, role_only=False) for arn in encryptors
@@ -480,14 +490,7 @@ def generate_nitrotpm_policy(
     Warnings:
         SecurityWarning: GenerateRandom requested; principals from another account.
     """
-    if not ACCOUNT_ID.fullmatch(account):
-        raise ConfigurationError(f"account {account!r:.40} is not a 12-digit AWS account id")
-    instance = _principal(instance_role, what="instance role", account=account, role_only=True)
-    admin = _principal(admin_role, what="admin role", account=account, role_only=False)
-    if instance.lower() == admin.lower():
-        raise ConfigurationError(
-            "the instance role and the admin role must differ: the admin can rewrite the policy"
-        )
+    instance, admin = _roles(account, instance_role, admin_role, what="instance role")
     actions = _operations(operations)
     producers = [
         _principal(arn, what="encryptor", account=account, role_only=False) for arn in encryptors
