@@ -26,33 +26,30 @@ from attested import pcr
 from attested.cli._demo_system import (
     ACCOUNT,
     ADMIN,
-    CONTEXT,
     PRODUCER,
     REGION,
     SECRET,
     DemoFailure,
     _b64,
-    _boto,
     _check_logs,
     _child_env,
+    _create_key,
+    _decrypt_in,
     _Demo,
     _encrypt_secret,
     _parent_refused,
     _short,
     _start_aws,
     _toml_str,
+    _write_linted,
     api_call,
 )
 from attested.document import Profile
 from attested.errors import MalformedError
 from attested.keypolicy import (
     MeasurementSet,
-    Severity,
     generate_nitrotpm_policy,
-    lint_policy,
     parse_measurements,
-    parse_policy,
-    render_policy,
 )
 from attested.policy import Policy
 from attested.verify import Verifier
@@ -107,22 +104,14 @@ def _make_instance_key(d: _Demo, ami: MeasurementSet) -> None:
         encryptors=[PRODUCER],
         deny_without_attestation=True,
     )
-    errors = [f for f in lint_policy(parse_policy(policy)) if f.severity is Severity.ERROR]
-    if errors:
-        raise DemoFailure(f"the generated policy fails the linter: {errors}")
-    path = d.base / "key-policy.json"
-    path.write_text(render_policy(policy) + "\n")
+    path = _write_linted(d, policy)
     d.p.say(
         f"{path.name}: {len(policy['Statement'])} statements, no linter errors\n"
         "  the instance role may Decrypt only with a NitroTPM document whose PCR4 and\n"
         "  PCR12 match (kms:RecipientAttestation:NitroTPMPCR4/12; PCR4 alone would admit\n"
         "  the AMI booted with a tampered kernel command line)"
     )
-    admin_kms = _boto(d.direct, d.admin, d.ca)
-    d.key_arn = admin_kms.create_key(Policy=render_policy(policy), Description="attested demo")[
-        "KeyMetadata"
-    ]["Arn"]
-    admin_kms.close()
+    _create_key(d, policy)
     d.p.say(f"the key administrator created the key:\n  {d.key_arn}")
 
 
@@ -164,11 +153,6 @@ def _boot_pcrs(ami: MeasurementSet, pcr4: bytes) -> dict[int, bytes]:
     return {**ami.pcrs, 4: pcr4, 0: pcr.measure(b"EC2 firmware"), 1: pcr.measure(b"EC2 config")}
 
 
-def _decrypt(d: _Demo, socket_path: str) -> tuple[int, dict[str, object]]:
-    body = {"ciphertext_blob": _b64(d.blob), "key_id": d.key_arn, "encryption_context": CONTEXT}
-    return api_call(socket_path, "/v1/decrypt", body)
-
-
 def _boot_instance_a(d: _Demo, ami: MeasurementSet) -> str:
     d.p.step("Launch simulated instance A from the measured AMI, running `attested serve`")
     socket_path = _start_instance(d, "instance-a", _boot_pcrs(ami, _AMI))
@@ -203,7 +187,7 @@ def _boot_instance_a(d: _Demo, ami: MeasurementSet) -> str:
     )
 
     d.p.step("An app on instance A asks the local API to decrypt the secret")
-    status, reply = _decrypt(d, socket_path)
+    status, reply = _decrypt_in(d, socket_path)
     if status != 200:
         raise DemoFailure(f"instance A could not decrypt: {status} {reply}")
     if base64.b64decode(str(reply["plaintext"])) != SECRET:
@@ -220,7 +204,7 @@ def _boot_instance_a(d: _Demo, ami: MeasurementSet) -> str:
 def _instance_b_is_refused(d: _Demo, ami: MeasurementSet) -> str:
     d.p.step("Launch simulated instance B from another AMI (another PCR4), same role")
     socket_path = _start_instance(d, "instance-b", _boot_pcrs(ami, _OTHER_AMI))
-    status, reply = _decrypt(d, socket_path)
+    status, reply = _decrypt_in(d, socket_path)
     if status != 403:
         raise DemoFailure(f"instance B was not refused: {status} {reply.get('error')}")
     if f"NitroTPMPCR4={_OTHER_AMI.hex()}" not in str(reply.get("message", "")):

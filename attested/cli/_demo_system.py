@@ -416,11 +416,7 @@ def _make_key(d: _Demo) -> None:
         encryptors=[PRODUCER],
         deny_without_attestation=True,
     )
-    errors = [f for f in lint_policy(parse_policy(policy)) if f.severity is Severity.ERROR]
-    if errors:
-        raise DemoFailure(f"the generated policy fails the linter: {errors}")
-    policy_path = d.base / "key-policy.json"
-    policy_path.write_text(render_policy(policy) + "\n")
+    policy_path = _write_linted(d, policy)
     d.p.say(
         f"{policy_path.name}: {len(policy['Statement'])} statements, no linter errors\n"
         "  the enclave role may Decrypt only with an attestation document whose\n"
@@ -428,12 +424,27 @@ def _make_key(d: _Demo) -> None:
     )
 
     d.p.step("The key administrator creates the KMS key with that policy")
+    _create_key(d, policy)
+    d.p.say(f"key: {d.key_arn}")
+
+
+def _write_linted(d: _Demo, policy: dict[str, Any]) -> Path:
+    """Lint the generated policy (no error allowed) and write it to key-policy.json."""
+    errors = [f for f in lint_policy(parse_policy(policy)) if f.severity is Severity.ERROR]
+    if errors:
+        raise DemoFailure(f"the generated policy fails the linter: {errors}")
+    path = d.base / "key-policy.json"
+    path.write_text(render_policy(policy) + "\n")
+    return path
+
+
+def _create_key(d: _Demo, policy: dict[str, Any]) -> None:
+    """The key administrator creates the demo's KMS key with ``policy``."""
     admin_kms = _boto(d.direct, d.admin, d.ca)
     d.key_arn = admin_kms.create_key(Policy=render_policy(policy), Description="attested demo")[
         "KeyMetadata"
     ]["Arn"]
     admin_kms.close()
-    d.p.say(f"key: {d.key_arn}")
 
 
 def _encrypt_secret(d: _Demo, for_whom: str = "the enclave") -> None:
@@ -530,7 +541,7 @@ def _boot_enclave_a(d: _Demo) -> _Enclave:
     )
 
     d.p.step("An app inside enclave A asks the local API to decrypt the secret")
-    status, reply = _decrypt_in(d, enclave_a)
+    status, reply = _decrypt_in(d, enclave_a.socket_path)
     if status != 200:
         raise DemoFailure(f"enclave A could not decrypt: {status} {reply}")
     if base64.b64decode(reply["plaintext"]) != SECRET:
@@ -728,9 +739,10 @@ def _attested_cli(
     return done.returncode, done.stdout.decode(errors="replace"), said.decode(errors="replace")
 
 
-def _decrypt_in(d: _Demo, enclave: _Enclave) -> tuple[int, dict[str, Any]]:
+def _decrypt_in(d: _Demo, socket_path: str) -> tuple[int, dict[str, Any]]:
+    """Ask the local API at ``socket_path`` to decrypt the producer's secret."""
     body = {"ciphertext_blob": _b64(d.blob), "key_id": d.key_arn, "encryption_context": CONTEXT}
-    return api_call(enclave.socket_path, "/v1/decrypt", body)
+    return api_call(socket_path, "/v1/decrypt", body)
 
 
 def _enclave_b_is_refused(d: _Demo) -> _Enclave:
@@ -739,7 +751,7 @@ def _enclave_b_is_refused(d: _Demo) -> _Enclave:
     pcrs_b[0] = pcr.measure(b"attested demo enclave image v1, with a backdoor")
     enclave_b = _start_enclave(d, "enclave-b", pcrs_b)
     d.p.say(f"PCR0 = {pcrs_b[0].hex()[:32]}... (not in the policy)")
-    status, reply = _decrypt_in(d, enclave_b)
+    status, reply = _decrypt_in(d, enclave_b.socket_path)
     if status != 403:
         raise DemoFailure(f"enclave B was not refused: {status} {reply.get('error')}")
     message = str(reply.get("message", ""))
