@@ -21,9 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -31,7 +28,7 @@ from attested.emulator import DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY  # noqa: 
 from attested.kms import KmsClient, NetworkSettings, RecipientKey  # noqa: E402
 from attested.kms.credentials import StaticCredentials  # noqa: E402
 from attested.simulator import SimulatedNsm  # noqa: E402
-from tests.kit import PCR0  # noqa: E402
+from tests.kit import PCR0, kms_client  # noqa: E402
 from tests.kms_endpoint.stack import key_policy  # noqa: E402
 
 PLAINTEXT = b"a 32-byte database password here"
@@ -64,18 +61,6 @@ class Stack:
             recipient_key=RecipientKey.process_default(),
             network=NetworkSettings(endpoint_url=self.emulator_url),
         )
-
-
-def boto_kms(endpoint_url: str, access_key_id: str, secret_access_key: str) -> Any:
-    """A boto3 KMS client for ``endpoint_url``, one attempt per call."""
-    return boto3.client(
-        "kms",
-        region_name="us-east-1",
-        endpoint_url=endpoint_url,
-        aws_access_key_id=access_key_id,
-        aws_secret_access_key=secret_access_key,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
 
 
 def _wait(path: Path, process: subprocess.Popen[bytes], what: str) -> dict[str, str]:
@@ -131,7 +116,7 @@ def stack(service_toml: str = "") -> Iterator[Stack]:
             )
             processes.append(process)
             url = f"http://127.0.0.1:{listeners['kms'].rsplit(':', 1)[1]}"
-            admin = boto_kms(url, DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY)
+            admin = kms_client(url, DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY)
             key = admin.create_key(Policy=key_policy(PCR0))["KeyMetadata"]["Arn"]
             blob = admin.encrypt(KeyId=key, Plaintext=PLAINTEXT)["CiphertextBlob"]
             config = work / "service.toml"

@@ -33,7 +33,9 @@ import json
 import statistics
 import time
 
-from _stack import PLAINTEXT, boto_kms, pct, report, stack
+from _stack import PLAINTEXT, pct, report, stack
+
+from tests.kit import kms_client
 
 
 def main() -> None:
@@ -47,7 +49,7 @@ def main() -> None:
         endpoint = f"http://127.0.0.1:{running.port('kms_endpoint')}"
         direct = running.direct_client()
         # The endpoint does not check the caller's secret key, only the request's shape.
-        stock = boto_kms(endpoint, "AKIAENCLAVEAPP000001", "unused")
+        stock = kms_client(endpoint, "AKIAENCLAVEAPP000001", "unused")
 
         def through_endpoint() -> None:
             assert stock.decrypt(CiphertextBlob=blob, KeyId=key)["Plaintext"] == PLAINTEXT

@@ -120,3 +120,28 @@ def simulator_state(prefix: str) -> Iterator[Path]:
     with short_directory(prefix) as path:
         SimulatedNsm(state_dir=path).close()
         yield path
+
+
+def kms_client(
+    endpoint_url: str,
+    access_key_id: str,
+    secret_access_key: str,
+    *,
+    region: str = "us-east-1",
+    session_token: str | None = None,
+    verify: str | bool | None = None,
+) -> Any:
+    """A boto3 KMS client for a local endpoint (the emulator), one attempt per call."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "kms",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        aws_session_token=session_token,
+        verify=verify,
+        config=Config(retries={"total_max_attempts": 1}),
+    )

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 from attested.emulator import DEV_ACCESS_KEY_ID, DEV_ARN, DEV_SECRET_ACCESS_KEY
+from tests.kit import kms_client
 
 REGION = "us-east-1"
 PCR0 = bytes.fromhex("a1" * 48)
@@ -74,14 +72,9 @@ class Emulator:
     ca: str | None = None
 
     def kms(self) -> Any:
-        return boto3.client(
-            "kms",
-            region_name=REGION,
-            endpoint_url=self.url,
-            aws_access_key_id=DEV_ACCESS_KEY_ID,
-            aws_secret_access_key=DEV_SECRET_ACCESS_KEY,
-            verify=self.ca if self.ca is not None else True,
-            config=Config(retries={"total_max_attempts": 1}),
+        verify = self.ca if self.ca is not None else True
+        return kms_client(
+            self.url, DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY, region=REGION, verify=verify
         )
 
     def encrypt(self, key: str, plaintext: bytes, context: Mapping[str, str]) -> bytes:

@@ -27,9 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, example, given, settings
@@ -53,6 +51,7 @@ from attested.keypolicy._reach import Evidence, Witness, find_access
 from attested.kms._wire import ApiError
 from attested.simulator import DEFAULT_NITROTPM_PCRS, SimulatedNitroTpm, SimulatedNsm
 from attested.trust import TrustRoot
+from tests.kit import kms_client
 
 REGION = "us-east-1"
 A, B, C = "111122223333", "444455556666", "777788889999"
@@ -152,14 +151,7 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[emulator.KmsEmulat
 
 
 def _boto(emu: emulator.KmsEmulator, key: str, secret: str) -> Any:
-    return boto3.client(
-        "kms",
-        region_name=REGION,
-        endpoint_url=emu.endpoint_url,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return kms_client(emu.endpoint_url, key, secret, region=REGION)
 
 
 @pytest.mark.integration

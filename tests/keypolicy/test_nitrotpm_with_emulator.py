@@ -15,9 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from attested import emulator, pcr
 from attested.simulator import DEFAULT_NITROTPM_PCRS, SimulatedNitroTpm
 from tests.emulator.envelope import open_envelope
+from tests.kit import kms_client
 
 pytestmark = pytest.mark.integration
 
@@ -105,14 +104,7 @@ def emu(state: Path, instances: list[SimulatedNitroTpm]) -> Iterator[emulator.Km
 
 
 def boto(emu: emulator.KmsEmulator, key: str, secret: str) -> Any:
-    return boto3.client(
-        "kms",
-        region_name=REGION,
-        endpoint_url=emu.endpoint_url,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return kms_client(emu.endpoint_url, key, secret, region=REGION)
 
 
 def test_generated_nitrotpm_policy_lints_clean_and_the_emulator_enforces_it(

@@ -13,9 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from attested import emulator, pcr
 from attested.errors import ConfigurationError, KmsAccessDenied
@@ -30,6 +28,7 @@ from attested.keypolicy import (
 from attested.kms import KmsClient, NetworkSettings, RecipientKey
 from attested.kms.credentials import StaticCredentials
 from attested.simulator import SimulatedNsm
+from tests.kit import kms_client
 
 pytestmark = pytest.mark.integration
 
@@ -106,14 +105,7 @@ def key_arn(emu: emulator.KmsEmulator) -> str:
 
 
 def _boto(emu: emulator.KmsEmulator, key: str, secret: str) -> Any:
-    return boto3.client(
-        "kms",
-        region_name=REGION,
-        endpoint_url=emu.endpoint_url,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return kms_client(emu.endpoint_url, key, secret, region=REGION)
 
 
 def _client(emu: emulator.KmsEmulator, nsm: SimulatedNsm) -> KmsClient:

@@ -13,9 +13,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -24,7 +22,7 @@ from attested.errors import KmsAccessDenied, KmsThrottled
 from attested.kms import KmsClient, NetworkSettings, RecipientKey, RetryPolicy
 from attested.kms.credentials import StaticCredentials
 from attested.simulator import SimulatedNsm
-from tests.kit import PCR0
+from tests.kit import PCR0, kms_client
 
 pytestmark = pytest.mark.integration
 
@@ -61,14 +59,7 @@ def emu(sim_nsm: SimulatedNsm) -> Iterator[Any]:
 
 
 def _boto(emu: Any) -> Any:
-    return boto3.client(
-        "kms",
-        region_name=REGION,
-        endpoint_url=emu.endpoint_url,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return kms_client(emu.endpoint_url, ACCESS_KEY, SECRET, region=REGION)
 
 
 def _policy(pcr0_hex: str) -> str:

@@ -27,7 +27,7 @@ from botocore.model import OperationModel
 
 from attested.emulator import DEV_ACCESS_KEY_ID, DEV_ARN, DEV_SECRET_ACCESS_KEY
 from tests.emulator.modelcheck import answer_problems
-from tests.kit import PCR0
+from tests.kit import PCR0, kms_client
 
 REGION = "us-east-1"
 OTHER_PCR0 = bytes.fromhex("ee" * 48)
@@ -99,14 +99,7 @@ class Keys:
 
 def admin_client(endpoint_url: str) -> Any:
     """The administrator's boto3 client, straight to the emulator (no attestation)."""
-    return boto3.client(
-        "kms",
-        region_name=REGION,
-        endpoint_url=endpoint_url,
-        aws_access_key_id=DEV_ACCESS_KEY_ID,
-        aws_secret_access_key=DEV_SECRET_ACCESS_KEY,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return kms_client(endpoint_url, DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY, region=REGION)
 
 
 def make_keys(admin: Any) -> Keys:

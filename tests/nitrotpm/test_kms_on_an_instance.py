@@ -14,9 +14,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from attested import emulator, pcr
 from attested.document import Profile
@@ -29,7 +27,7 @@ from attested.kms import KmsClient, NetworkSettings
 from attested.kms.credentials import StaticCredentials
 from attested.simulator import DEFAULT_NITROTPM_PCRS, SimulatedNitroTpm
 from tests.exec.support import b64, run_exec
-from tests.kit import short_directory
+from tests.kit import kms_client, short_directory
 from tests.kms.test_credentials import SECRET as IMDS_SECRET
 from tests.kms.test_credentials import TOKEN as IMDS_TOKEN
 from tests.kms.test_credentials import _Imds
@@ -74,14 +72,7 @@ def kms(source: Source) -> Iterator[tuple[str, str, bytes]]:
 
 
 def _boto(url: str) -> Any:
-    return boto3.client(
-        "kms",
-        region_name="us-east-1",
-        endpoint_url=url,
-        aws_access_key_id=emulator.DEV_ACCESS_KEY_ID,
-        aws_secret_access_key=emulator.DEV_SECRET_ACCESS_KEY,
-        config=Config(retries={"total_max_attempts": 1}),
-    )
+    return kms_client(url, emulator.DEV_ACCESS_KEY_ID, emulator.DEV_SECRET_ACCESS_KEY)
 
 
 @contextlib.contextmanager

@@ -8,15 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from attested import emulator
 from attested.kms.credentials import StaticCredentials
 from attested.service import Service, ServiceConfig
 from attested.simulator import SimulatedNsm
-from tests.kit import short_directory, simulator_state
+from tests.kit import kms_client, short_directory, simulator_state
 from tests.service.helpers import (
     ACCESS_KEY,
     OTHER_PCR0,
@@ -71,14 +69,8 @@ class Emu:
         return str(self.server.endpoint_url)
 
     def boto(self) -> Any:
-        return boto3.client(
-            "kms",
-            region_name=REGION,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET,
-            aws_session_token=self.session_token,
-            config=Config(retries={"total_max_attempts": 1}),
+        return kms_client(
+            self.endpoint_url, ACCESS_KEY, SECRET, region=REGION, session_token=self.session_token
         )
 
 
