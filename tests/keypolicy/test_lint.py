@@ -40,13 +40,18 @@ def allow(principal, action, **extra) -> dict[str, Any]:
     return statement
 
 
-def lint(*statements: dict[str, Any]) -> list[tuple[str, str]]:
+def findings(*statements: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Lint a policy of ``statements``: (rule, statement, message) per finding."""
     policy = {"Version": "2012-10-17", "Statement": list(statements)}
-    findings = lint_policy(parse_policy_json(json.dumps(policy).encode()))
-    for finding in findings:
+    found = lint_policy(parse_policy_json(json.dumps(policy).encode()))
+    for finding in found:
         assert finding.severity is RULES[finding.rule]
         assert finding.message.endswith(".")
-    return [(f.rule, f.statement) for f in findings]
+    return [(f.rule, f.statement, f.message) for f in found]
+
+
+def lint(*statements: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(rule, statement) for rule, statement, _ in findings(*statements)]
 
 
 def rules(*statements: dict[str, Any]) -> set[str]:

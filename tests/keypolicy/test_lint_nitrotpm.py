@@ -8,14 +8,14 @@ required by one statement. Each has cases that must and must not trigger it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from attested import pcr
-from attested.keypolicy import RULES, lint_policy, parse_policy_json
+from attested.keypolicy import RULES
+from tests.keypolicy.test_lint import allow, findings
 from tests.keypolicy.values import ACCOUNT, ADMIN_ROLE, UG, ZERO
 
 INSTANCE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/app-instance"
@@ -40,23 +40,6 @@ def instance(condition: dict[str, Any] | None = STANDARD, **changes: Any) -> dic
     }
     statement.update(changes)
     return {k: v for k, v in statement.items() if v is not None}
-
-
-def allow(principal: Any, action: Any, **extra: Any) -> dict[str, Any]:
-    statement: dict[str, Any] = {"Effect": "Allow", "Action": action, "Resource": "*"}
-    if principal is not None:
-        statement["Principal"] = principal
-    statement.update(extra)
-    return statement
-
-
-def findings(*statements: dict[str, Any]) -> list[tuple[str, str, str]]:
-    policy = {"Version": "2012-10-17", "Statement": list(statements)}
-    found = lint_policy(parse_policy_json(json.dumps(policy).encode()))
-    for finding in found:
-        assert finding.severity is RULES[finding.rule]
-        assert finding.message.endswith(".")
-    return [(f.rule, f.statement, f.message) for f in found]
 
 
 def rules(*statements: dict[str, Any]) -> set[str]:
