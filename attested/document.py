@@ -188,6 +188,35 @@ def parse_attestation(
     )
 
 
+def profile_of(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Profile | None:
+    """Which kind of attestation document ``data`` is, read from its (unverified) payload.
+
+    Not for choosing what to trust (ADR 0130: callers name the profile they expect); for
+    a recipient that, like KMS, accepts both kinds and then verifies with the returned
+    profile, and for explaining a refusal of one's own document. An enclave document has
+    ``pcrs``, a NitroTPM document ``nitrotpm_pcrs``. Returns ``None`` for a payload with
+    neither; a document that does not decode, or has both fields, is ``ENCLAVE``, whose
+    parser then says what is wrong.
+    """
+    try:
+        message = _cose.parse_sign1(data, max_size=limits.max_document_size)
+        payload = _cbor.decode(
+            message.payload,
+            what="attestation payload",
+            max_size=limits.max_document_size,
+            max_depth=limits.max_depth,
+        )
+    except MalformedError:
+        return Profile.ENCLAVE
+    if not isinstance(payload, dict):
+        return Profile.ENCLAVE
+    if Profile.NITROTPM.pcr_field in payload and Profile.ENCLAVE.pcr_field not in payload:
+        return Profile.NITROTPM
+    if Profile.ENCLAVE.pcr_field in payload:
+        return Profile.ENCLAVE
+    return None
+
+
 def _check_profile(payload: dict[object, object], profile: Profile) -> None:
     """Refuse a payload of the other profile, or one claiming to be both."""
     mine, theirs = profile.pcr_field, profile.other.pcr_field

@@ -15,7 +15,7 @@ verified first, because its PCRs are condition values of the policy decision.
 
 AWS KMS takes both kinds of attestation document in ``Recipient``: a Nitro Enclave's
 (``pcrs``) and an EC2 instance's NitroTPM document (``nitrotpm_pcrs``). The emulator reads
-the kind from the document's own signed payload (:func:`document_profile`), verifies it
+the kind from the document's own signed payload (:func:`attested.document.profile_of`), verifies it
 with that profile's verifier on the one trust root, and gives the condition keys of that
 kind only (ADR 0133): an enclave document never satisfies a ``NitroTPMPCR<n>`` condition
 and a NitroTPM document never satisfies an ``ImageSha384``/``PCR<n>`` one.
@@ -42,9 +42,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
-from attested import _cbor, _cose
 from attested._aws import KMS_KEY_ID
-from attested.document import Profile, parse_attestation
+from attested.document import Profile, parse_attestation, profile_of
 from attested.emulator import _keys, _ops_admin, _ops_crypto
 from attested.emulator._cms_writer import build_envelope
 from attested.emulator._keys import KeyRecord, KeyState, PrivateKey
@@ -72,7 +71,7 @@ from attested.policy import Policy
 from attested.trust import TrustRoot
 from attested.verify import VerifiedAttestation, Verifier
 
-__all__ = ["RECIPIENT_RSA_KEY_SIZE", "Handler", "KmsService", "Recipient", "document_profile"]
+__all__ = ["RECIPIENT_RSA_KEY_SIZE", "Handler", "KmsService", "Recipient"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,35 +129,6 @@ class Recipient:
     def profile(self) -> Profile:
         """The kind of document: an enclave's or an EC2 instance's NitroTPM document."""
         return self.attestation.profile
-
-
-def document_profile(document: bytes, *, max_size: int, max_depth: int) -> Profile | None:
-    """Which kind of attestation document ``document`` is, read from its signed payload.
-
-    An enclave document has ``pcrs``, a NitroTPM document ``nitrotpm_pcrs``. Nothing here
-    is trusted yet: the caller parses and verifies the document with the returned profile,
-    and the parser refuses a payload with both fields. Returns ``None`` for a payload with
-    neither; a document that does not decode is left to the parser (``ENCLAVE``).
-
-    Args:
-        document: the raw COSE_Sign1 bytes.
-        max_size: the size cap of the verifier's limits.
-        max_depth: the nesting cap of the verifier's limits.
-    """
-    try:
-        message = _cose.parse_sign1(document, max_size=max_size)
-        payload = _cbor.decode(
-            message.payload, what="attestation payload", max_size=max_size, max_depth=max_depth
-        )
-    except MalformedError:
-        return Profile.ENCLAVE  # the parser says what is wrong
-    if not isinstance(payload, dict):
-        return Profile.ENCLAVE
-    if Profile.NITROTPM.pcr_field in payload and Profile.ENCLAVE.pcr_field not in payload:
-        return Profile.NITROTPM
-    if Profile.ENCLAVE.pcr_field in payload:
-        return Profile.ENCLAVE  # with both fields, the parser refuses it
-    return None
 
 
 Handler = Callable[["KmsService", Json, Caller, datetime], Json]
@@ -493,10 +463,7 @@ class KmsService:
         document = raw.get("AttestationDocument")
         if document is None:
             raise ApiError("ValidationException", "Recipient.AttestationDocument is required")
-        limits = self.verifier.limits
-        profile = document_profile(
-            document, max_size=limits.max_document_size, max_depth=limits.max_depth
-        )
+        profile = profile_of(document, limits=self.verifier.limits)
         if profile is None:
             raise _bad_document(
                 "it is malformed: its payload has neither 'pcrs' (a Nitro Enclave's document) "

@@ -25,7 +25,7 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from attested.document import Profile, parse_attestation
+from attested.document import Profile, parse_attestation, profile_of
 from attested.errors import (
     AttestedError,
     CredentialsUnavailable,
@@ -136,13 +136,10 @@ def _pcrs_of(document: bytes | None) -> tuple[Mapping[int, bytes], str, Profile 
     if document is None:
         return {}, "The request carried no attestation document.", None
     try:
-        parsed = parse_attestation(document)
+        parsed = parse_attestation(document, profile=profile_of(document) or Profile.ENCLAVE)
     except MalformedError as exc:
-        try:
-            parsed = parse_attestation(document, profile=Profile.NITROTPM)
-        except MalformedError:
-            why = f"The request carried an attestation document that does not parse ({exc})."
-            return {}, why, None
+        why = f"The request carried an attestation document that does not parse ({exc})."
+        return {}, why, None
     pcrs = parsed.pcrs
     if parsed.profile is Profile.NITROTPM:
         listed = ", ".join(
