@@ -24,12 +24,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from attested import _json, _toml
 from attested.errors import ConfigError, ConfigurationError, MalformedError
 from attested.net import Address, parse_address
 
-__all__ = ["MAX_SIZE", "Override", "Problems", "Section", "parse", "read_environment", "read_file"]
+__all__ = [
+    "MAX_SIZE",
+    "Override",
+    "Problems",
+    "Section",
+    "is_http_url",
+    "parse",
+    "read_environment",
+    "read_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -368,6 +378,18 @@ class Section:
             ]
             return [item for item in items if item.given]
         return []
+
+
+def is_http_url(value: object) -> bool:
+    """Whether ``value`` is an ``http://HOST[:PORT]/...`` URL (checked, never raising)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:  # a bad bracketed host (http://[::1) or port
+        return False
+    return parts.scheme == "http" and bool(parts.hostname)
 
 
 def _typed(value: object, kind: type[_T], what: str) -> _T:

@@ -16,9 +16,8 @@ from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeVar
-from urllib.parse import urlsplit
 
-from attested._runtime.config import Problems, Section, parse, read_file
+from attested._runtime.config import Problems, Section, is_http_url, parse, read_file
 from attested.errors import ConfigError
 from attested.net import Address, is_loopback, parse_address
 from attested.parent._credentials import normalise_peer
@@ -464,7 +463,7 @@ def _credentials(section: Section) -> CredentialsConfig | None:
     source = section.text("source", "imds", choices=("imds", "environment"))
     imds_url = section.text("imds_url", None)
     if imds_url is not None:
-        if not _is_http_url(imds_url):
+        if not is_http_url(imds_url):
             section.problem("imds_url", "must be an http:// URL (IMDS is plain HTTP)")
         elif source != "imds":
             section.problem("imds_url", "only applies to source = 'imds'")
@@ -654,15 +653,3 @@ def _distinct_listeners(top: Section, config: ParentConfig) -> None:
             top.problems.add(key, f"{text} is also {seen[text]}")
         else:
             seen[text] = key
-
-
-def _is_http_url(value: object) -> bool:
-    """Whether ``value`` is an ``http://HOST[:PORT]/...`` URL (checked, never raising)."""
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:  # a bad bracketed host (http://[::1) or port
-        return False
-    return parts.scheme == "http" and bool(parts.hostname)

@@ -17,13 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from urllib.parse import urlsplit
 
 from attested._runtime.config import (
     Override,
     Problems,
     Section,
     comma_list,
+    is_http_url,
     read_environment,
     read_file,
 )
@@ -348,7 +348,7 @@ def _check_links(config: ServiceConfig, problems: Problems) -> None:
         _address(problems, "credentials.parent", config.credentials_parent, ("vsock", "tcp"), why)
     if config.credentials_imds_url and config.credentials_source != "imds":
         problems.add("credentials.imds_url", 'applies only with credentials.source = "imds"')
-    elif config.credentials_imds_url and not _is_http_url(config.credentials_imds_url):
+    elif config.credentials_imds_url and not is_http_url(config.credentials_imds_url):
         problems.add("credentials.imds_url", "must be an http:// URL (IMDS is plain HTTP)")
 
 
@@ -429,15 +429,6 @@ def _check_kms_endpoint(config: ServiceConfig, problems: Problems) -> None:
         )
     if not text and (config.kms_endpoint_allow_reencrypt or key_id):
         add("kms_endpoint", "allow_reencrypt and access_key_id apply only with listen")
-
-
-def _is_http_url(text: str) -> bool:
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return False
-    return parts.scheme == "http" and bool(parts.hostname)
 
 
 def _same_tcp(address: Address, other: str) -> bool:
