@@ -149,6 +149,34 @@ class EnvironmentCredentials:
         return "EnvironmentCredentials()"
 
 
+def imds_fetcher(
+    *, base_url: str | None = None, timeout: int = 1, attempts: int = 2
+) -> InstanceMetadataFetcher:
+    """Botocore's metadata fetcher, IMDSv2 only (a session token first; IMDSv1 unused).
+
+    Shared by :class:`ImdsCredentials` (on an instance itself) and the parent's
+    :func:`attested.parent.imds_source`.
+    """
+    options: dict[str, Any] = {"config": {"ec2_metadata_v1_disabled": True}}
+    if base_url is not None:
+        options["base_url"] = base_url
+    return InstanceMetadataFetcher(timeout=timeout, num_attempts=attempts, **options)
+
+
+def imds_unavailable(cause: BaseException | None) -> CredentialsUnavailable:
+    """What to say when IMDSv2 did not answer (``cause``) or gave no role (``None``)."""
+    if cause is not None:
+        return CredentialsUnavailable(
+            f"the instance metadata service did not answer with IMDSv2 ({cause}): check that "
+            "IMDS is enabled on the instance and reachable from this process"
+        )
+    return CredentialsUnavailable(
+        "the instance metadata service gave no role credentials: check that an IAM role "
+        "(instance profile) is attached, that IMDS is enabled, and that its hop limit "
+        "allows this process (2 or more inside a container)"
+    )
+
+
 class ImdsCredentials:
     """The instance role's credentials from IMDSv2, refreshed before they expire.
 
@@ -165,10 +193,7 @@ class ImdsCredentials:
     """
 
     def __init__(self, *, base_url: str | None = None, timeout: int = 1, attempts: int = 2) -> None:
-        options: dict[str, Any] = {"config": {"ec2_metadata_v1_disabled": True}}
-        if base_url is not None:
-            options["base_url"] = base_url
-        self._fetcher = InstanceMetadataFetcher(timeout=timeout, num_attempts=attempts, **options)
+        self._fetcher = imds_fetcher(base_url=base_url, timeout=timeout, attempts=attempts)
         self._base_url = base_url
         self._lock = threading.Lock()
         self._loaded: Credentials | None = None
@@ -184,18 +209,9 @@ class ImdsCredentials:
                 try:
                     loaded = InstanceMetadataProvider(iam_role_fetcher=self._fetcher).load()
                 except BotoCoreError as exc:
-                    raise CredentialsUnavailable(
-                        f"the instance metadata service did not answer with IMDSv2 ({exc}): "
-                        "check that IMDS is enabled on the instance and reachable from this "
-                        "process"
-                    ) from None
+                    raise imds_unavailable(exc) from None
                 if not isinstance(loaded, Credentials):
-                    raise CredentialsUnavailable(
-                        "the instance metadata service gave no role credentials: check that "
-                        "an IAM role (instance profile) is attached, that IMDS is enabled, "
-                        "and that its hop limit allows this process (2 or more inside a "
-                        "container)"
-                    )
+                    raise imds_unavailable(None)
                 self._loaded = loaded
             return self._loaded
 

@@ -26,13 +26,13 @@ from typing import Any, Self
 import botocore.session
 from botocore.credentials import Credentials, RefreshableCredentials
 from botocore.exceptions import BotoCoreError
-from botocore.utils import InstanceMetadataFetcher
 
 from attested._runtime.lifecycle import Scoped
 from attested._runtime.listen import Listener, open_listener
 from attested.errors import ConfigurationError, CredentialsUnavailable, MalformedError
 from attested.kms import _credproto
 from attested.kms._credproto import AwsCredentials
+from attested.kms.credentials import imds_fetcher, imds_unavailable
 from attested.net import Address, parse_address
 
 __all__ = [
@@ -60,28 +60,15 @@ def imds_source(
         timeout: seconds per IMDS request.
         attempts: tries per IMDS request.
     """
-    config = {"ec2_metadata_v1_disabled": True}
-    if base_url is None:
-        fetcher = InstanceMetadataFetcher(timeout=timeout, num_attempts=attempts, config=config)
-    else:
-        fetcher = InstanceMetadataFetcher(
-            timeout=timeout, num_attempts=attempts, base_url=base_url, config=config
-        )
+    fetcher = imds_fetcher(base_url=base_url, timeout=timeout, attempts=attempts)
 
     def source() -> AwsCredentials:
         try:
             data = fetcher.retrieve_iam_role_credentials()
         except BotoCoreError as exc:
-            raise CredentialsUnavailable(
-                f"the instance metadata service did not answer with IMDSv2 ({exc}): check that "
-                "IMDS is enabled on the instance and reachable from this process"
-            ) from None
+            raise imds_unavailable(exc) from None
         if not data:
-            raise CredentialsUnavailable(
-                "the instance metadata service gave no role credentials: check that an IAM "
-                "role (instance profile) is attached, that IMDS is enabled, and that its "
-                "hop limit allows this process (2 or more inside a container)"
-            )
+            raise imds_unavailable(None)
         try:
             expiration = datetime.fromisoformat(str(data["expiry_time"]))
             return AwsCredentials(
