@@ -144,13 +144,7 @@ def parse_attestation(
         raise TypeError(f"attestation document must be bytes, not {type(data).__name__}")
     if not isinstance(profile, Profile):
         raise TypeError("profile must be an attested.document.Profile")
-    message = _cose.parse_sign1(data, max_size=limits.max_document_size)
-    payload = _cbor.decode(
-        message.payload,
-        what="attestation payload",
-        max_size=limits.max_document_size,
-        max_depth=limits.max_depth,
-    )
+    message, payload = _decode(data, limits)
     if not isinstance(payload, dict):
         raise MalformedError("attestation payload must be a map")
     _check_profile(payload, profile)
@@ -199,13 +193,7 @@ def profile_of(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Profile | Non
     parser then says what is wrong.
     """
     try:
-        message = _cose.parse_sign1(data, max_size=limits.max_document_size)
-        payload = _cbor.decode(
-            message.payload,
-            what="attestation payload",
-            max_size=limits.max_document_size,
-            max_depth=limits.max_depth,
-        )
+        _, payload = _decode(data, limits)
     except MalformedError:
         return Profile.ENCLAVE
     if not isinstance(payload, dict):
@@ -215,6 +203,18 @@ def profile_of(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Profile | Non
     if Profile.ENCLAVE.pcr_field in payload:
         return Profile.ENCLAVE
     return None
+
+
+def _decode(data: bytes, limits: Limits) -> tuple[_cose.CoseSign1, object]:
+    """The COSE_Sign1 envelope of ``data`` and its decoded (unchecked) payload."""
+    message = _cose.parse_sign1(data, max_size=limits.max_document_size)
+    payload = _cbor.decode(
+        message.payload,
+        what="attestation payload",
+        max_size=limits.max_document_size,
+        max_depth=limits.max_depth,
+    )
+    return message, payload
 
 
 def _check_profile(payload: dict[object, object], profile: Profile) -> None:
